@@ -1,0 +1,42 @@
+"""hmix: linear and generalized linear mixed models in the style of R's lme4."""
+
+from __future__ import annotations
+
+from . import datasets
+from .design import Design, build_design
+from .errors import (
+    ConvergenceWarning,
+    DataError,
+    FormulaError,
+    HmixError,
+    HmixWarning,
+    MissingDataWarning,
+    SingularFitWarning,
+)
+from .formula import ParsedFormula, parse_formula
+from .lmm import LMMObjective, lmer
+from .optimize import OptSummary
+from .results import LinearMixedModel, MixedModel
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "lmer",
+    "LinearMixedModel",
+    "MixedModel",
+    "LMMObjective",
+    "OptSummary",
+    "build_design",
+    "Design",
+    "parse_formula",
+    "ParsedFormula",
+    "datasets",
+    "HmixError",
+    "FormulaError",
+    "DataError",
+    "HmixWarning",
+    "ConvergenceWarning",
+    "SingularFitWarning",
+    "MissingDataWarning",
+    "__version__",
+]

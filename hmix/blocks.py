@@ -1,0 +1,318 @@
+"""The blocks of A = [Z X y]'W[Z X y] and the blocked Cholesky factor of Lambda'A Lambda + I.
+
+Layout (MixedModels.jl's idea, reduced to two kinds of block):
+
+* the term with the most random effects comes first; its diagonal block of A is block diagonal
+  (one k x k block per level), so its Cholesky factor is a batch of tiny factorizations;
+* everything else -- the other terms, then X, then y -- is the "rest", of size m; its Schur
+  complement after eliminating the first term is formed densely and factored by LAPACK.
+
+For a given theta::
+
+    L11_j = chol(T1' A11_j T1 + I)                  per level j of the first term
+    G_j   = B_j B_j',  B_j = T1 L11_j^-T
+    S     = A_r1 G A_r1'                            (F F' with F = A_r1 blockdiag(B))
+    M     = Lambda_r' (A_rr - S) Lambda_r + [I 0; 0 0]
+    Lr    = chol(M)
+
+where Lambda_r is Lambda for the other terms and the identity on X and y. The last diagonal
+element of Lr is r, with r^2 the penalized weighted residual sum of squares. Nothing here loops
+over rows or levels; the cost per theta is one sparse product and one dense Cholesky of size m.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+import scipy.linalg as sla
+import scipy.sparse as sp
+
+from .remat import ReTerm
+
+__all__ = ["BlockedPLS", "Factor", "NotPositiveDefinite"]
+
+
+class NotPositiveDefinite(ArithmeticError):
+    """A matrix that must be positive definite is not (numerically)."""
+
+
+_MAX_PAIRS = 40_000_000  # entries of P (about 0.5 GB); beyond it S is formed as F F'
+
+
+def _blockdiag(B: np.ndarray) -> sp.csr_matrix:
+    """Sparse block-diagonal matrix of a (levels, k, k) array."""
+    n = B.shape[0]
+    k = B.shape[1]
+    return sp.bsr_matrix((B, np.arange(n), np.arange(n + 1)), shape=(n * k, n * k)).tocsr()
+
+
+def _batched_tri_inv(L: np.ndarray) -> np.ndarray:
+    """Inverses of a batch of lower-triangular k x k matrices."""
+    if L.shape[-1] == 1:
+        return 1.0 / L
+    eye = np.broadcast_to(np.eye(L.shape[-1]), L.shape)
+    return np.linalg.solve(L, eye)
+
+
+@dataclass(frozen=True, eq=False)
+class Factor:
+    """The blocked Cholesky factor at one theta, and what derives from it."""
+
+    pls: BlockedPLS
+    theta: np.ndarray
+    tmats: tuple[np.ndarray, ...]  # T per term, engine order
+    L11: np.ndarray  # (l1, k1, k1)
+    L11inv: np.ndarray  # (l1, k1, k1)
+    B: np.ndarray  # T1 L11^-T per level, (l1, k1, k1)
+    lam_r: sp.csr_matrix  # Lambda of the rest terms, qr x qr
+    Lr: np.ndarray  # dense lower Cholesky factor of the rest, m x m
+
+    @cached_property
+    def F(self) -> sp.csr_matrix:
+        """A_r1 blockdiag(B): the first block column of the factor before Lambda_r scaling."""
+        return (self.pls.A_r1 @ _blockdiag(self.B)).tocsr()
+
+    @property
+    def r2(self) -> float:
+        """Penalized weighted residual sum of squares."""
+        return float(self.Lr[-1, -1] ** 2)
+
+    @cached_property
+    def logdet_z(self) -> float:
+        """log |L_ZZ|^2."""
+        qr = self.pls.qr
+        d1 = np.log(np.einsum("jaa->ja", self.L11)).sum()
+        return float(2.0 * (d1 + np.log(np.diag(self.Lr)[:qr]).sum()))
+
+    @cached_property
+    def logdet_x(self) -> float:
+        """log |L_XX|^2."""
+        qr, p = self.pls.qr, self.pls.p
+        return float(2.0 * np.log(np.diag(self.Lr)[qr : qr + p]).sum())
+
+    @cached_property
+    def beta(self) -> np.ndarray:
+        """Fixed effects that minimize the penalized residual sum of squares."""
+        qr, p = self.pls.qr, self.pls.p
+        if p == 0:
+            return np.zeros(0)
+        c = self.Lr[-1, qr : qr + p]
+        return sla.solve_triangular(self.Lr[qr : qr + p, qr : qr + p], c, lower=True, trans="T")
+
+    @cached_property
+    def u_engine(self) -> list[np.ndarray]:
+        """Spherical random effects u per term (engine order)."""
+        pls, qr, p = self.pls, self.pls.qr, self.pls.p
+        beta = self.beta
+        rhs_r = self.Lr[-1, :qr] - self.Lr[qr : qr + p, :qr].T @ beta
+        u_r = sla.solve_triangular(self.Lr[:qr, :qr], rhs_r, lower=True, trans="T") if qr else np.zeros(0)
+        v = np.concatenate([-(self.lam_r @ u_r), -beta, [1.0]])
+        rhs_1 = (self.F.T @ v).reshape(pls.l1, pls.k1)
+        u_1 = np.einsum("jba,jb->ja", self.L11inv, rhs_1).ravel()
+        out = [u_1]
+        for off, t in zip(pls.offsets[1:], pls.terms[1:]):
+            out.append(u_r[off - pls.q1 : off - pls.q1 + t.q])
+        return out
+
+    @cached_property
+    def b_engine(self) -> list[np.ndarray]:
+        """Random effects b = Lambda u per term (engine order)."""
+        return [
+            (u.reshape(t.nlevels, t.k) @ T.T).ravel()
+            for u, t, T in zip(self.u_engine, self.pls.terms, self.tmats)
+        ]
+
+    def xtx_inv(self) -> np.ndarray:
+        """(L_XX L_XX')^-1: the unscaled covariance of beta."""
+        qr, p = self.pls.qr, self.pls.p
+        Linv = sla.solve_triangular(self.Lr[qr : qr + p, qr : qr + p], np.eye(p), lower=True)
+        return Linv.T @ Linv
+
+    def cond_var_engine(self) -> list[np.ndarray]:
+        """Diagonal blocks of Lambda (L_ZZ L_ZZ')^-1 Lambda' per term and level: (l, k, k) arrays."""
+        pls, qr = self.pls, self.pls.qr
+        out = []
+        V1 = np.einsum("jca,jcb->jab", self.L11inv, self.L11inv)
+        if qr:
+            Linv = sla.solve_triangular(self.Lr[:qr, :qr], np.eye(qr), lower=True)
+            D = Linv @ (self.lam_r.T @ self.F[:qr].toarray())
+            W = np.einsum("ija,jab->ijb", D.reshape(qr, pls.l1, pls.k1), self.L11inv)
+            V1 = V1 + np.einsum("ija,ijb->jab", W, W)
+        out.append(V1)
+        for off, t in zip(pls.offsets[1:], pls.terms[1:]):
+            o = off - pls.q1
+            cols = Linv[:, o : o + t.q].reshape(qr, t.nlevels, t.k)
+            out.append(np.einsum("ila,ilb->lab", cols, cols))
+        return [np.einsum("ab,jbc,dc->jad", T, V, T) for T, V in zip(self.tmats, out)]
+
+
+class BlockedPLS:
+    """Penalized least squares for one set of weights: the blocks of A and their factorization.
+
+    Parameters
+    ----------
+    terms : sequence of ReTerm
+        Random-effects terms in lme4's order; ``theta`` follows that order.
+    X : ndarray, shape (n, p)
+    y : ndarray, shape (n,)
+    weights : ndarray or None
+        Prior (or PIRLS working) weights.
+    """
+
+    def __init__(self, terms: tuple[ReTerm, ...], X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None):
+        if not terms:
+            raise ValueError("a mixed model needs at least one random-effects term")
+        q = np.array([t.q for t in terms])
+        self.perm = np.argsort(-q, kind="stable")  # engine order -> lme4 order index
+        self.lme4_terms = tuple(terms)
+        self.terms = tuple(terms[i] for i in self.perm)
+        starts = np.cumsum([0] + [t.ntheta for t in terms])
+        self.theta_slices = [slice(int(starts[i]), int(starts[i + 1])) for i in self.perm]
+        self.ntheta = int(starts[-1])
+        self.offsets = list(np.cumsum([0] + [t.q for t in self.terms])[:-1])
+        first = self.terms[0]
+        self.l1, self.k1, self.q1 = first.nlevels, first.k, first.q
+        self.qr = int(sum(t.q for t in self.terms[1:]))
+        self.p = int(X.shape[1])
+        self.m = self.qr + self.p + 1
+        self.n = len(y)
+        self._zr = sp.hstack([t.zmatrix for t in self.terms[1:]], format="csr") if self.qr else None
+        self._lam_pattern()
+        self._lam_diagonal = bool(np.all(self._lam_rows == self._lam_cols))
+        self.set_data(X, y, weights)
+
+    def _lam_pattern(self) -> None:
+        rows, cols, src = [], [], []
+        for off, t, sl in zip(self.offsets[1:], self.terms[1:], self.theta_slices[1:]):
+            r, c = t.tril
+            base = (off - self.q1) + np.arange(t.nlevels)[:, None] * t.k
+            rows.append((base + r[None, :]).ravel())
+            cols.append((base + c[None, :]).ravel())
+            src.append(np.tile(np.arange(sl.start, sl.stop), t.nlevels))
+        cat = (lambda a: np.concatenate(a) if a else np.zeros(0, dtype=np.int64))
+        self._lam_rows, self._lam_cols, self._lam_src = cat(rows), cat(cols), cat(src)
+
+    def set_data(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> None:
+        """Compute the blocks of A for new data or weights (once for an LMM, per PIRLS step for a GLMM)."""
+        w = np.ones(self.n) if weights is None else np.asarray(weights, dtype=float)
+        t1 = self.terms[0]
+        wz = t1.z * w[:, None]
+        A11 = np.empty((self.l1, self.k1, self.k1))
+        for a in range(self.k1):
+            for b in range(a, self.k1):
+                A11[:, a, b] = A11[:, b, a] = np.bincount(t1.refs, wz[:, a] * t1.z[:, b], minlength=self.l1)
+        self.A11 = A11
+        Xy = np.column_stack([X, y])
+        wXy = Xy * w[:, None]
+        Z1 = t1.zmatrix
+        ax1 = (Z1.T @ wXy).T  # (p+1) x q1
+        if self._zr is not None:
+            wZr = sp.diags(w) @ self._zr
+            ar1 = (wZr.T @ Z1).tocsr()
+            arr = (self._zr.T @ wZr).toarray()
+            axr = (wXy.T @ self._zr)
+            top = np.hstack([arr, axr.T])
+            self.A_rr = np.vstack([top, np.hstack([axr, Xy.T @ wXy])])
+            self.A_r1 = sp.vstack([ar1, sp.csr_matrix(ax1)], format="csr")
+        else:
+            self.A_rr = Xy.T @ wXy
+            self.A_r1 = sp.csr_matrix(ax1)
+        self.A_rr = np.tril(self.A_rr)
+        self._pairs()
+
+    def lam_r(self, theta: np.ndarray) -> sp.csr_matrix:
+        """Lambda of the rest terms (engine order) as a sparse qr x qr matrix."""
+        return sp.csr_matrix(
+            (theta[self._lam_src], (self._lam_rows, self._lam_cols)), shape=(self.qr, self.qr)
+        )
+
+    def _pairs(self) -> None:
+        """Symbolic phase of S = A_r1 G A_r1' (lower triangle): S = P g with g = G.ravel().
+
+        Each level j of the first term contributes A[a, j.alpha] G_j[alpha, beta] A[b, j.beta] to
+        S[a, b]; P holds the products A[a, .] A[b, .] for every pair of entries of a level, so that
+        one sparse mat-vec per theta gives S. When P would be too large (dense crossings) S is
+        formed as F F' instead.
+        """
+        A = self.A_r1.tocsc()
+        A.sort_indices()
+        k1, l1, m = self.k1, self.l1, self.m
+        level_ptr = A.indptr[::k1]
+        cnt = np.diff(level_ptr).astype(np.int64)
+        if int((cnt * (cnt + 1) // 2).sum()) > _MAX_PAIRS:
+            self._P = None
+            return
+        col = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+        level, alpha = np.divmod(col, k1)
+        rows, data = A.indices.astype(np.int64), A.data
+        if k1 > 1:  # sort each level's entries by row, so pairs (e1, e2 <= e1) have rows[e2] <= rows[e1]
+            order = np.lexsort((rows, level))
+            rows, data, alpha = rows[order], data[order], alpha[order]
+        start = level_ptr[level]
+        reps = np.arange(len(rows)) - start + 1
+        e1 = np.repeat(np.arange(len(rows)), reps)
+        e2 = start[e1] + (np.arange(len(e1)) - np.repeat(np.cumsum(reps) - reps, reps))
+        val = data[e1] * data[e2]
+        if k1 > 1:  # (e1, e2) on one row stands for both orders: G_j is symmetric
+            val[(rows[e1] == rows[e2]) & (e1 != e2)] *= 2.0
+        key = rows[e1] * m + rows[e2]
+        present = np.zeros(m * m, dtype=bool)
+        present[key] = True
+        self._keys = np.flatnonzero(present)
+        inv = (np.cumsum(present) - 1)[key]
+        gcol = level[e1] * k1 * k1 + alpha[e1] * k1 + alpha[e2]
+        self._P = sp.csr_matrix((val, (inv, gcol)), shape=(len(self._keys), l1 * k1 * k1))
+
+    def factor(self, theta: np.ndarray) -> Factor:
+        """The blocked Cholesky factor at ``theta`` (lme4's order).
+
+        Raises
+        ------
+        NotPositiveDefinite
+            When the rest block is not numerically positive definite.
+        """
+        theta = np.asarray(theta, dtype=float)
+        tmats = tuple(t.tmat(theta[sl]) for t, sl in zip(self.terms, self.theta_slices))
+        T1 = tmats[0]
+        if self.k1 == 1:
+            L11 = np.sqrt(T1[0, 0] ** 2 * self.A11 + 1.0)
+        else:
+            try:
+                L11 = np.linalg.cholesky(T1.T @ self.A11 @ T1 + np.eye(self.k1))
+            except np.linalg.LinAlgError:
+                raise NotPositiveDefinite("first block") from None
+        L11inv = _batched_tri_inv(L11)
+        B = T1 @ np.swapaxes(L11inv, 1, 2)  # T1 L11^-T per level
+        qr, m = self.qr, self.m
+        if self._P is not None:
+            M = self.A_rr.copy()
+            M.ravel()[self._keys] -= self._P @ (B @ np.swapaxes(B, 1, 2)).ravel()
+        else:
+            F = self.A_r1 @ _blockdiag(B)
+            M = np.tril(self.A_rr - (F @ F.T).toarray())
+        lam = self.lam_r(theta)
+        if qr:
+            if self._lam_diagonal:
+                scale = np.concatenate([theta[self._lam_src], np.ones(m - qr)])
+                M *= scale[:, None]
+                M *= scale[None, :]
+            else:
+                M = M + np.tril(M, -1).T
+                M[:qr, :] = lam.T @ M[:qr, :]
+                M[:, :qr] = (lam.T @ M[:, :qr].T).T
+            M[np.arange(qr), np.arange(qr)] += 1.0
+        Lr, info = sla.lapack.dpotrf(M, lower=1, clean=0, overwrite_a=1)
+        if 0 < info < m:
+            raise NotPositiveDefinite(f"rest block, pivot {info}")
+        if info == m:  # y lies in the column space: a zero residual
+            Lr[-1, -1] = 0.0
+        return Factor(self, theta, tmats, L11, L11inv, B, lam, Lr)
+
+    def to_lme4(self, per_term: list[np.ndarray]) -> list[np.ndarray]:
+        """Reorder per-term results from engine order to lme4's order."""
+        out: list[np.ndarray] = [np.zeros(0)] * len(per_term)
+        for e, i in enumerate(self.perm):
+            out[i] = per_term[e]
+        return out

@@ -1,0 +1,79 @@
+"""Command line: ``hmix fit FORMULA --data NAME_OR_CSV``."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+
+from . import datasets
+from .errors import HmixError, HmixWarning
+
+__all__ = ["main"]
+
+
+def _read_data(spec: str) -> pd.DataFrame:
+    path = Path(spec)
+    if path.suffix.lower() in {".csv", ".txt"} or path.exists():
+        if not path.exists():
+            raise HmixError(f"no such file: {spec}")
+        df = pd.read_csv(path)
+        df.attrs["name"] = path.stem
+        return df
+    return datasets.load(spec)
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hmix", description="Fit mixed models the way lme4 does.")
+    sub = p.add_subparsers(dest="command", required=True)
+    fit = sub.add_parser("fit", help="fit a model and print its summary")
+    fit.add_argument("formula", help='lme4 formula, e.g. "Reaction ~ Days + (Days | Subject)"')
+    fit.add_argument(
+        "--data",
+        required=True,
+        help="a bundled dataset name (" + ", ".join(datasets._DATASETS) + ") or a CSV file",
+    )
+    fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    fit.add_argument("--family", default="gaussian", help="gaussian (default)")
+    fit.add_argument("--factors", default="", help="comma-separated CSV columns to read as labels")
+    sub.add_parser("datasets", help="list the bundled datasets")
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hmix`` command. Returns the exit status."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "datasets":
+            with pd.option_context("display.width", 200, "display.max_colwidth", 90):
+                print(datasets.list_datasets().to_string())
+            return 0
+        data = _read_data(args.data)
+        for col in filter(None, (c.strip() for c in args.factors.split(","))):
+            if col not in data.columns:
+                raise HmixError(f"--factors names '{col}', which is not a column of the data")
+            data[col] = data[col].astype(str)
+        family = args.family.lower()
+        if family != "gaussian":
+            raise HmixError(f"family '{args.family}' is not available yet; use gaussian")
+        from .lmm import lmer
+
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always", HmixWarning)
+            model = lmer(args.formula, data, REML=not args.ml)
+        print(model.summary())
+        for w in caught:
+            if not str(w.message) in model.optsum.warnings:
+                print(f"warning: {w.message}", file=sys.stderr)
+        return 0
+    except HmixError as exc:
+        print(f"hmix: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,67 @@
+"""Example datasets from R's lme4, bundled with hmix.
+
+Grouping columns are read as labels (strings), not numbers.
+"""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pandas as pd
+
+from ..errors import DataError
+
+__all__ = ["load", "list_datasets"]
+
+# name -> (columns read as labels, one-line description)
+_DATASETS: dict[str, tuple[tuple[str, ...], str]] = {
+    "sleepstudy": (("Subject",), "Reaction times (ms) of 18 subjects over 10 days of sleep deprivation"),
+    "Dyestuff": (("Batch",), "Yield of dyestuff from 6 batches of an intermediate product, 5 samples each"),
+    "Dyestuff2": (("Batch",), "Simulated yields like Dyestuff, where the batch variance is zero"),
+    "Penicillin": (("plate", "sample"), "Diameters of growth-inhibition zones: 24 plates crossed with 6 samples"),
+    "Pastes": (("batch", "cask", "sample"), "Strength of paste: 3 casks nested in each of 10 batches"),
+    "cbpp": (("herd", "period"), "Contagious bovine pleuropneumonia: incidence of new cases in 15 herds over 4 periods"),
+}
+
+
+def list_datasets() -> pd.DataFrame:
+    """The bundled datasets: name, rows, columns and a description.
+
+    Examples
+    --------
+    >>> from hmix import datasets
+    >>> "sleepstudy" in datasets.list_datasets().index
+    True
+    """
+    rows = []
+    for name, (_, desc) in _DATASETS.items():
+        df = load(name)
+        rows.append({"name": name, "rows": len(df), "columns": ", ".join(df.columns), "description": desc})
+    return pd.DataFrame(rows).set_index("name")
+
+
+def load(name: str) -> pd.DataFrame:
+    """Load a bundled dataset as a DataFrame (a new copy each call).
+
+    Parameters
+    ----------
+    name : str
+        One of ``sleepstudy``, ``Dyestuff``, ``Dyestuff2``, ``Penicillin``, ``Pastes``, ``cbpp``
+        (case-insensitive).
+
+    Examples
+    --------
+    >>> from hmix import datasets
+    >>> datasets.load("sleepstudy").shape
+    (180, 3)
+    """
+    lookup = {k.lower(): k for k in _DATASETS}
+    key = lookup.get(str(name).lower())
+    if key is None:
+        raise DataError(f"no bundled dataset '{name}'; there are: {', '.join(_DATASETS)}")
+    labels, _ = _DATASETS[key]
+    path = resources.files(__package__).joinpath("data", f"{key}.csv")
+    with path.open("r") as fh:
+        df = pd.read_csv(fh, dtype={c: str for c in labels})
+    df.attrs["name"] = key
+    return df

@@ -1,0 +1,360 @@
+"""Data frame + parsed formula -> response, fixed-effects matrix and random-effects terms.
+
+Everything the formula uses is evaluated on the same rows: one mask drops the rows where any
+variable is missing, and the count is reported. The caller's DataFrame is only read.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import re
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.linalg as sla
+from formulaic import Formula, model_matrix
+
+from .errors import DataError, FormulaError, HmixWarning, MissingDataWarning
+from .formula import ParsedFormula, parse_formula
+from .remat import ReTerm, group_codes
+
+__all__ = ["Design", "build_design", "ArrayLike"]
+
+ArrayLike = Any
+_IDENT = re.compile(r"`([^`]+)`|([A-Za-z_.][A-Za-z0-9_.]*)")
+
+
+@dataclass(frozen=True, eq=False)
+class Design:
+    """The materialized model: what the engines need, and how to code new data.
+
+    Attributes
+    ----------
+    formula : ParsedFormula
+    y : ndarray
+        Response (for ``cbind`` responses: the proportion of successes).
+    X : ndarray, shape (n, p)
+        Fixed-effects model matrix, aliased columns dropped.
+    fixef_names : tuple of str
+    terms : tuple of ReTerm
+        Random-effects terms in lme4's order (decreasing number of levels).
+    weights : ndarray or None
+        Prior weights (for ``cbind`` responses: the number of trials).
+    offset : ndarray or None
+    index : pandas.Index
+        Labels of the rows used (rows with missing values are left out).
+    n_dropped : int
+        Rows left out for missing values.
+    dropped_columns : tuple of str
+        Fixed-effects columns dropped as aliased (rank-deficient X).
+    fixed_spec : object
+        formulaic ``ModelSpec`` of the fixed part, to code new data.
+    response_name : str
+    """
+
+    formula: ParsedFormula
+    y: np.ndarray
+    X: np.ndarray
+    fixef_names: tuple[str, ...]
+    terms: tuple[ReTerm, ...]
+    weights: np.ndarray | None
+    offset: np.ndarray | None
+    index: pd.Index
+    n_dropped: int
+    dropped_columns: tuple[str, ...]
+    fixed_spec: Any
+    response_name: str
+
+    @property
+    def n(self) -> int:
+        """Number of observations used."""
+        return len(self.y)
+
+    @property
+    def p(self) -> int:
+        """Number of fixed-effects columns."""
+        return int(self.X.shape[1])
+
+
+def lme4_name(name: str) -> str:
+    """formulaic's ``Intercept`` is lme4's ``(Intercept)``."""
+    return "(Intercept)" if name == "Intercept" else name
+
+
+def _names_in(expr: str, columns: pd.Index) -> set[str]:
+    """Data columns an expression mentions (identifiers and back-quoted names)."""
+    found = set()
+    for m in _IDENT.finditer(expr):
+        name = m.group(1) or m.group(2)
+        if name in columns:
+            found.add(name)
+    return found
+
+
+def _unknown_names(expr: str, columns: pd.Index) -> list[str]:
+    try:
+        required = Formula(expr).required_variables
+    except Exception:  # parse problems were reported by parse_formula already
+        return []
+    names = {str(v) for v in required}
+    return sorted(n for n in names if n not in columns and not hasattr(builtins, n))
+
+
+def _no_column(name: str, formula: str, columns: pd.Index) -> FormulaError:
+    close = difflib.get_close_matches(name, [str(c) for c in columns], n=3, cutoff=0.5)
+    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else (
+        f"; the data have {', '.join(repr(str(c)) for c in list(columns)[:8])}"
+        + (", ..." if len(columns) > 8 else "")
+    )
+    pos = formula.find(name)
+    return FormulaError(f"no column '{name}' in the data{hint}", formula, pos if pos >= 0 else None)
+
+
+def _pieces(parsed: ParsedFormula) -> list[str]:
+    """Every formulaic expression of the formula, for column checks."""
+    exprs = [parsed.fixed] + [b.lhs for b in parsed.bars]
+    exprs += ["{" + o + "}" for o in parsed.offsets]
+    if parsed.cbind is not None:
+        exprs += ["{" + a + "}" for a in parsed.cbind]
+    else:
+        exprs.append(parsed.response)
+    return exprs
+
+
+def _vector(value: ArrayLike, data: pd.DataFrame, what: str) -> np.ndarray:
+    """A weights/offset argument: a column name or one number per row."""
+    if isinstance(value, str):
+        if value not in data.columns:
+            raise _no_column(value, value, data.columns)
+        arr = data[value].to_numpy()
+    else:
+        arr = np.asarray(value)
+    if arr.ndim != 1 or len(arr) != len(data):
+        raise DataError(f"{what} must have one value per row of the data ({len(data)}), got shape {arr.shape}")
+    try:
+        return arr.astype(float)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} must be numeric") from None
+
+
+def _materialize(expr: str, data: pd.DataFrame, formula: str, **kw: Any) -> Any:
+    try:
+        return model_matrix(expr, data, na_action="raise", **kw)
+    except FormulaError:
+        raise
+    except Exception as exc:
+        msg = str(exc)
+        m = re.search(r"`(.+?)` is not present in the dataset", msg)
+        if m:
+            raise _no_column(m.group(1), formula, data.columns) from None
+        first = msg.strip().split("\n")[0]
+        raise FormulaError(f"cannot evaluate '{expr}': {first}", formula) from None
+
+
+def _finite(values: np.ndarray, names: list[str], what: str, index: pd.Index) -> None:
+    bad = ~np.isfinite(values)
+    if bad.any():
+        col = int(np.nonzero(bad.any(axis=0))[0][0]) if values.ndim == 2 else 0
+        rows = index[np.nonzero(bad if values.ndim == 1 else bad[:, col])[0][:5]].tolist()
+        raise DataError(
+            f"{what} '{names[col]}' has non-finite values (inf or NaN after transformation) "
+            f"at rows {rows}: fix or drop those rows"
+        )
+
+
+def _response(parsed: ParsedFormula, data: pd.DataFrame, binary_ok: bool) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """The response vector, the binomial trials of a cbind response, and the response's name."""
+    text = parsed.text
+    if parsed.cbind is not None:
+        parts = []
+        for arg in parsed.cbind:
+            mm = _materialize("0 + {" + arg + "}", data, text)
+            vals = np.asarray(mm, dtype=float)
+            if vals.shape[1] != 1:
+                raise FormulaError(f"cbind() argument '{arg}' must be one numeric column", text)
+            parts.append(vals[:, 0])
+        succ, fail = parts
+        _finite(np.column_stack(parts), list(parsed.cbind), "cbind() argument", data.index)
+        trials = succ + fail
+        if (succ < 0).any() or (fail < 0).any():
+            raise DataError("cbind(successes, failures) needs non-negative counts: failures = trials - successes must not be negative")
+        with np.errstate(invalid="ignore", divide="ignore"):
+            y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
+        return y, trials, f"cbind({parsed.cbind[0]}, {parsed.cbind[1]})"
+    name = parsed.response
+    bare = name[1:-1] if name.startswith("`") and name.endswith("`") else name
+    if bare in data.columns:
+        col = data[bare]
+        if col.dtype == bool:
+            return col.to_numpy(dtype=float), None, bare
+        if pd.api.types.is_numeric_dtype(col.dtype):
+            return col.to_numpy(dtype=float), None, bare
+        levels = pd.unique(col)
+        if binary_ok and len(levels) <= 2:
+            codes, lev = group_codes(data, (bare,))
+            if len(lev) == 2:
+                return codes.astype(float), None, bare
+        raise DataError(
+            f"the response '{bare}' is not numeric (dtype {col.dtype})"
+            + ("; a binomial response may be 0/1, boolean, or a factor with two levels" if binary_ok else "")
+        )
+    mm = _materialize(name + " ~ 1", data, text).lhs
+    if mm.shape[1] != 1:
+        raise DataError(f"the response '{name}' must be one numeric column, it gives {mm.shape[1]}")
+    return np.asarray(mm, dtype=float)[:, 0], None, name
+
+
+def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
+    """Drop columns of X that are linear combinations of earlier ones, as lme4 does."""
+    p = X.shape[1]
+    if p == 0:
+        return X, names, []
+    _, r, piv = sla.qr(X, mode="economic", pivoting=True)
+    d = np.abs(np.diag(r))
+    tol = max(X.shape) * np.finfo(float).eps * (d[0] if d.size else 0.0) * 1e3
+    rank = int((d > max(tol, 1e-7 * (d[0] if d.size else 0.0))).sum())
+    if rank == p:
+        return X, names, []
+    keep = np.sort(piv[:rank])
+    dropped = [names[i] for i in sorted(piv[rank:])]
+    warnings.warn(
+        f"fixed-effect model matrix is rank deficient so dropping {p - rank} "
+        f"column{'s' if p - rank > 1 else ''}: {', '.join(dropped)}",
+        HmixWarning,
+        stacklevel=4,
+    )
+    return X[:, keep], [names[i] for i in keep], dropped
+
+
+def build_design(
+    formula: str | ParsedFormula,
+    data: pd.DataFrame,
+    *,
+    weights: ArrayLike | None = None,
+    offset: ArrayLike | None = None,
+    binary_ok: bool = False,
+) -> Design:
+    """Materialize a formula on a DataFrame.
+
+    Parameters
+    ----------
+    formula : str or ParsedFormula
+    data : pandas.DataFrame
+        Read only; never modified.
+    weights, offset : str or array-like, optional
+        A column name or one value per row.
+    binary_ok : bool
+        Accept a two-level factor or string response (binomial models), coded 0/1.
+
+    Returns
+    -------
+    Design
+    """
+    parsed = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    text = parsed.text
+    columns = data.columns
+    for expr in _pieces(parsed):
+        for name in _unknown_names(expr, columns):
+            raise _no_column(name, text, columns)
+    for bar in parsed.bars:
+        for name in bar.group:
+            if name not in columns:
+                raise _no_column(name, text, columns)
+
+    used: set[str] = set()
+    for expr in _pieces(parsed):
+        used |= _names_in(expr, columns)
+    for bar in parsed.bars:
+        used |= set(bar.group)
+    w_arg = None if weights is None else _vector(weights, data, "weights")
+    o_arg = None if offset is None else _vector(offset, data, "offset")
+    missing = data[sorted(used)].isna().any(axis=1).to_numpy() if used else np.zeros(len(data), bool)
+    for arr in (w_arg, o_arg):
+        if arr is not None:
+            missing |= np.isnan(arr)
+    n_dropped = int(missing.sum())
+    if n_dropped == len(data):
+        raise DataError("every row has a missing value in a variable the formula uses")
+    if n_dropped:
+        cols = [c for c in sorted(used) if data[c].isna().any()]
+        warnings.warn(
+            f"dropped {n_dropped} of {len(data)} rows with missing values"
+            + (f" in {', '.join(cols)}" if cols else ""),
+            MissingDataWarning,
+            stacklevel=3,
+        )
+    keep = ~missing
+    frame = data.loc[keep, sorted(used)] if used else data.loc[keep, []]
+    index = frame.index
+
+    y, trials, response_name = _response(parsed, frame, binary_ok)
+    _finite(y, [response_name], "the response", index)
+
+    fixed = _materialize(parsed.fixed, frame, text)
+    names = [lme4_name(str(c)) for c in fixed.columns]
+    X = np.asarray(fixed, dtype=float).reshape(len(frame), len(names))
+    _finite(X, names, "fixed-effects column", index)
+    X, names, dropped = _drop_aliased(X, names)
+
+    terms = []
+    for bar in parsed.bars:
+        mm = _materialize(bar.lhs, frame, text)
+        z = np.asarray(mm, dtype=float).reshape(len(frame), mm.shape[1])
+        znames = tuple(lme4_name(str(c)) for c in mm.columns)
+        _finite(z, list(znames), "random-effects column", index)
+        refs, levels = group_codes(frame, bar.group)
+        if len(levels) < 2:
+            raise DataError(
+                f"the grouping factor '{bar.group_name}' of {bar.text} has {len(levels)} level; "
+                "a random effect needs at least two: drop the term or model it as a fixed effect"
+            )
+        terms.append(
+            ReTerm(
+                group=bar.group_name,
+                group_columns=bar.group,
+                names=znames,
+                refs=refs,
+                levels=levels,
+                z=z,
+                lhs=bar.lhs,
+                spec=mm.model_spec,
+            )
+        )
+    terms.sort(key=lambda t: -t.nlevels)
+
+    w = w_arg[keep] if w_arg is not None else None
+    if w is not None and ((w <= 0).any() or not np.isfinite(w).all()):
+        raise DataError("weights must be positive and finite")
+    if trials is not None:
+        w = trials if w is None else w * trials
+    off = o_arg[keep] if o_arg is not None else None
+    for expr in parsed.offsets:
+        mm = _materialize("0 + {" + expr + "}", frame, text)
+        vals = np.asarray(mm, dtype=float)
+        if vals.shape[1] != 1:
+            raise FormulaError(f"offset({expr}) must give one numeric column", text)
+        _finite(vals, [f"offset({expr})"], "offset", index)
+        off = vals[:, 0] if off is None else off + vals[:, 0]
+    if off is not None:
+        _finite(off, ["offset"], "the", index)
+
+    return Design(
+        formula=parsed,
+        y=y,
+        X=X,
+        fixef_names=tuple(names),
+        terms=tuple(terms),
+        weights=w,
+        offset=off,
+        index=index,
+        n_dropped=n_dropped,
+        dropped_columns=tuple(dropped),
+        fixed_spec=fixed.model_spec,
+        response_name=response_name,
+    )

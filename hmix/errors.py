@@ -1,0 +1,58 @@
+"""Exceptions and warnings raised by hmix."""
+
+from __future__ import annotations
+
+__all__ = [
+    "HmixError",
+    "FormulaError",
+    "DataError",
+    "HmixWarning",
+    "ConvergenceWarning",
+    "SingularFitWarning",
+    "MissingDataWarning",
+]
+
+
+class HmixError(Exception):
+    """Base class of every error hmix raises on purpose."""
+
+
+class FormulaError(HmixError, ValueError):
+    """A model formula that cannot be understood.
+
+    The message names the problem and, when known, points at its position in the formula.
+    """
+
+    def __init__(self, message: str, formula: str | None = None, position: int | None = None):
+        self.message = message
+        self.formula = formula
+        self.position = position
+        super().__init__(self._render())
+
+    def _render(self) -> str:
+        if self.formula is None:
+            return self.message
+        if self.position is None:
+            return f"{self.message}\n    {self.formula}"
+        pos = min(max(self.position, 0), len(self.formula))
+        return f"{self.message} (at position {pos})\n    {self.formula}\n    {' ' * pos}^"
+
+
+class DataError(HmixError, ValueError):
+    """Data that cannot be used for the model asked for (missing columns, bad values, ...)."""
+
+
+class HmixWarning(UserWarning):
+    """Base class of hmix's warnings."""
+
+
+class ConvergenceWarning(HmixWarning):
+    """The optimizer stopped at a point that fails lme4's convergence checks."""
+
+
+class SingularFitWarning(HmixWarning):
+    """The fit is singular: a variance is estimated as zero or correlations as +-1."""
+
+
+class MissingDataWarning(HmixWarning):
+    """Rows were dropped because a variable the formula uses is missing there."""

@@ -1,0 +1,137 @@
+"""Linear mixed models: the profiled ML/REML deviance and ``lmer``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .blocks import BlockedPLS, Factor
+from .design import ArrayLike, Design, build_design
+from .errors import DataError
+from .optimize import check_convergence, minimize
+
+__all__ = ["lmer", "LMMObjective"]
+
+_LOG2PI = float(np.log(2 * np.pi))
+
+
+class LMMObjective:
+    """The profiled deviance of a linear mixed model as a function of theta.
+
+    lme4's ``mkLmerDevfun``: call it with a theta vector (lme4's order) to get the REML criterion
+    or -2 log-likelihood with beta and sigma profiled out. Useful to plot the deviance surface or
+    to fix theta.
+
+    Parameters
+    ----------
+    design : Design
+    REML : bool
+
+    Examples
+    --------
+    >>> import hmix
+    >>> d = hmix.datasets.load("Dyestuff")
+    >>> f = hmix.LMMObjective(hmix.build_design("Yield ~ 1 + (1 | Batch)", d), REML=True)
+    >>> round(f([0.75]), 3)
+    319.686
+    """
+
+    def __init__(self, design: Design, REML: bool = True):
+        self.design = design
+        self.REML = bool(REML)
+        y = design.y if design.offset is None else design.y - design.offset
+        self.pls = BlockedPLS(design.terms, design.X, y, design.weights)
+        w = design.weights
+        self._sum_log_w = 0.0 if w is None else float(np.log(w).sum())
+        lower = []
+        for t in design.terms:
+            lower.append(np.where(t.diagonal, 0.0, -np.inf))
+        self.lower = np.concatenate(lower)
+        self.diagonal = np.concatenate([t.diagonal for t in design.terms])
+        self.theta0 = self.diagonal.astype(float)
+
+    def from_factor(self, fac: Factor) -> float:
+        """The objective given the factor at theta."""
+        n, p = self.design.n, self.design.p
+        r2 = fac.r2
+        if self.REML:
+            nmp = n - p
+            return fac.logdet_z + fac.logdet_x + nmp * (1.0 + _LOG2PI + np.log(r2 / nmp)) - self._sum_log_w
+        return fac.logdet_z + n * (1.0 + _LOG2PI + np.log(r2 / n)) - self._sum_log_w
+
+    def __call__(self, theta: ArrayLike) -> float:
+        return self.from_factor(self.pls.factor(np.asarray(theta, dtype=float)))
+
+
+def _check_lmm(design: Design) -> None:
+    """lme4's identifiability checks for LMMs (errors, as lme4 stops)."""
+    n = design.n
+    for t in design.terms:
+        if t.nlevels >= n:
+            raise DataError(
+                f"the grouping factor '{t.group}' has {t.nlevels} levels for {n} observations: "
+                "a random effect per observation is confounded with the residual"
+            )
+        if t.q >= n:
+            raise DataError(
+                f"the term ({' + '.join(t.names)} | {t.group}) has {t.q} random effects for {n} "
+                "observations: the random-effects parameters and the residual variance are "
+                "unidentifiable; simplify the term"
+            )
+
+
+def lmer(
+    formula: str,
+    data: pd.DataFrame,
+    *,
+    REML: bool = True,
+    weights: ArrayLike | None = None,
+    offset: ArrayLike | None = None,
+    check_conv: bool = True,
+) -> Any:
+    """Fit a linear mixed model, as lme4's ``lmer`` does.
+
+    Parameters
+    ----------
+    formula : str
+        lme4 formula, such as ``"Reaction ~ Days + (Days | Subject)"``.
+    data : pandas.DataFrame
+        Never modified. Rows with missing values in a variable the formula uses are dropped, with a
+        :class:`~hmix.errors.MissingDataWarning`.
+    REML : bool, default True
+        Restricted maximum likelihood; ``False`` for maximum likelihood.
+    weights : str or array-like, optional
+        Prior weights: a column name or one positive value per row.
+    offset : str or array-like, optional
+        A known term added to the linear predictor (adds to ``offset(...)`` terms in the formula).
+    check_conv : bool, default True
+        Run lme4's gradient and Hessian checks at the optimum.
+
+    Returns
+    -------
+    LinearMixedModel
+        The immutable fitted model.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+    >>> round(m.objective, 4)
+    1743.6283
+    >>> m.fixef.round(3).to_dict()
+    {'(Intercept)': 251.405, 'Days': 10.467}
+    """
+    from .results import LinearMixedModel
+
+    design = build_design(formula, data, weights=weights, offset=offset)
+    _check_lmm(design)
+    f = LMMObjective(design, REML=REML)
+    theta, fmin, optsum, fc = minimize(f, f.theta0, f.lower, diagonal=f.diagonal)
+    singular, converged, messages = check_convergence(fc, theta, fmin, f.diagonal, check=check_conv)
+    optsum = type(optsum)(**{**optsum.__dict__, "n_evals": fc.n, "warnings": tuple(messages)})
+    name = str(data.attrs.get("name", "data"))
+    return LinearMixedModel._from_fit(
+        f, theta, optsum, singular=singular, converged=converged, data_name=name
+    )

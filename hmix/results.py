@@ -1,0 +1,298 @@
+"""The immutable fitted model: estimates and the accessors users know from lme4."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from .blocks import Factor
+from .design import Design
+from .lmm import LMMObjective
+from .optimize import OptSummary
+
+__all__ = ["MixedModel", "LinearMixedModel"]
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class MixedModel:
+    """What every fitted mixed model has: the design, theta, beta and the fit's bookkeeping.
+
+    Subclasses set ``sigma`` (1 for families without a scale) and the objective's meaning.
+    """
+
+    formula: str
+    design: Design
+    theta: np.ndarray
+    beta: np.ndarray
+    sigma: float
+    objective: float
+    optsum: OptSummary
+    singular: bool
+    converged: bool
+    factor: Factor = field(repr=False)
+    data_name: str = "data"
+
+    # ----- sizes -------------------------------------------------------------------------
+    @property
+    def nobs(self) -> int:
+        """Number of observations used in the fit."""
+        return self.design.n
+
+    @property
+    def ngroups(self) -> dict[str, int]:
+        """Number of levels of each grouping factor."""
+        return {t.group: t.nlevels for t in self.design.terms}
+
+    @property
+    def n_dropped(self) -> int:
+        """Rows of the data left out for missing values."""
+        return self.design.n_dropped
+
+    @property
+    def theta_names(self) -> list[str]:
+        """lme4's names of the elements of theta."""
+        return [n for t in self.design.terms for n in t.theta_names()]
+
+    # ----- fixed effects -----------------------------------------------------------------
+    @cached_property
+    def fixef(self) -> pd.Series:
+        """Fixed-effects estimates, indexed by column name."""
+        return pd.Series(self.beta, index=list(self.design.fixef_names), name="fixef")
+
+    @cached_property
+    def vcov(self) -> pd.DataFrame:
+        """Covariance matrix of the fixed-effects estimates."""
+        names = list(self.design.fixef_names)
+        return pd.DataFrame(self._vcov_array(), index=names, columns=names)
+
+    def _vcov_array(self) -> np.ndarray:
+        return self.sigma**2 * self.factor.xtx_inv()
+
+    @cached_property
+    def std_errors(self) -> pd.Series:
+        """Standard errors of the fixed effects."""
+        return pd.Series(np.sqrt(np.diag(self.vcov.to_numpy())), index=self.fixef.index, name="std_error")
+
+    # ----- random effects ----------------------------------------------------------------
+    @cached_property
+    def _b(self) -> list[np.ndarray]:
+        return self.factor.pls.to_lme4(self.factor.b_engine)
+
+    @cached_property
+    def _cond_var(self) -> list[np.ndarray]:
+        cv = self.factor.pls.to_lme4(self.factor.cond_var_engine())
+        return [self.sigma**2 * v for v in cv]
+
+    def ranef(self) -> dict[str, pd.DataFrame]:
+        """Conditional modes of the random effects.
+
+        Returns
+        -------
+        dict
+            Grouping factor name -> DataFrame with one row per level and one column per term
+            (terms of the same factor, such as the parts of ``(x || g)``, side by side).
+        """
+        out: dict[str, pd.DataFrame] = {}
+        for t, b in zip(self.design.terms, self._b):
+            df = pd.DataFrame(b.reshape(t.nlevels, t.k), index=t.levels, columns=list(t.names))
+            df.index.name = t.group
+            out[t.group] = pd.concat([out[t.group], df], axis=1) if t.group in out else df
+        return out
+
+    def ranef_table(self) -> pd.DataFrame:
+        """Conditional modes with their conditional standard deviations, one row per effect.
+
+        Columns ``group``, ``term``, ``level``, ``condval`` (conditional mode) and ``condsd``
+        (conditional SD), as lme4's ``as.data.frame(ranef(m, condVar = TRUE))``. For LMMs the
+        SDs are conditional on the estimates of beta, theta and sigma, as in lme4.
+        """
+        frames = []
+        for t, b, v in zip(self.design.terms, self._b, self._cond_var):
+            sd = np.sqrt(np.einsum("jaa->ja", v))
+            bb = b.reshape(t.nlevels, t.k)
+            for a, name in enumerate(t.names):
+                frames.append(
+                    pd.DataFrame(
+                        {
+                            "group": t.group,
+                            "term": name,
+                            "level": t.levels,
+                            "condval": bb[:, a],
+                            "condsd": sd[:, a],
+                        }
+                    )
+                )
+        return pd.concat(frames, ignore_index=True)
+
+    def cond_cov(self) -> dict[str, np.ndarray]:
+        """Conditional covariance matrices of the random effects: group -> (levels, k, k) array."""
+        out: dict[str, np.ndarray] = {}
+        for t, v in zip(self.design.terms, self._cond_var):
+            key = t.group if t.group not in out else f"{t.group}.{len(out)}"
+            out[key] = v
+        return out
+
+    @cached_property
+    def varcorr(self) -> pd.DataFrame:
+        """Variance components, tidy: one row per variance, covariance and the residual.
+
+        Columns ``group``, ``var1``, ``var2`` (None for variances), ``vcov`` (variance or
+        covariance) and ``sdcor`` (standard deviation or correlation), as lme4's
+        ``as.data.frame(VarCorr(m))``.
+        """
+        rows = []
+        start = 0
+        for t in self.design.terms:
+            T = t.tmat(self.theta[start : start + t.ntheta])
+            start += t.ntheta
+            S = self.sigma**2 * (T @ T.T)
+            sd = np.sqrt(np.diag(S))
+            for a in range(t.k):
+                rows.append((t.group, t.names[a], None, S[a, a], sd[a]))
+            for a in range(t.k):
+                for c in range(a + 1, t.k):
+                    denom = sd[a] * sd[c]
+                    rows.append((t.group, t.names[a], t.names[c], S[c, a], S[c, a] / denom if denom > 0 else np.nan))
+        if self._has_scale:
+            rows.append(("Residual", None, None, self.sigma**2, self.sigma))
+        return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
+
+    _has_scale = True
+
+    # ----- fitted values and residuals -----------------------------------------------------
+    @cached_property
+    def _eta(self) -> np.ndarray:
+        d = self.design
+        eta = d.X @ self.beta
+        for t, b in zip(d.terms, self._b):
+            eta = eta + t.contribution(b)
+        if d.offset is not None:
+            eta = eta + d.offset
+        return eta
+
+    @property
+    def fitted(self) -> pd.Series:
+        """Fitted values (with the conditional modes of the random effects)."""
+        return pd.Series(self._eta, index=self.design.index, name="fitted")
+
+    # ----- likelihood-based summaries ------------------------------------------------------
+    @property
+    def npar(self) -> int:
+        """Number of estimated parameters (fixed effects, theta, and sigma where there is one)."""
+        return self.design.p + len(self.theta) + int(self._has_scale)
+
+    @property
+    def loglik(self) -> float:
+        """Log-likelihood (for REML fits: of the REML criterion, as lme4 reports)."""
+        return -0.5 * self.objective
+
+    @property
+    def aic(self) -> float:
+        """Akaike's information criterion, -2 loglik + 2 npar."""
+        return self.objective + 2 * self.npar
+
+    @property
+    def bic(self) -> float:
+        """Bayesian information criterion, -2 loglik + log(nobs) npar."""
+        return self.objective + np.log(self.nobs) * self.npar
+
+    @property
+    def df_residual(self) -> int:
+        """nobs - npar, as lme4's df.resid."""
+        return self.nobs - self.npar
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class LinearMixedModel(MixedModel):
+    """A fitted linear mixed model (lme4's ``lmerMod``), returned by :func:`hmix.lmer`.
+
+    Immutable: every attribute is an estimate or a view of one; refitting makes a new model.
+
+    Attributes
+    ----------
+    formula : str
+    theta : ndarray
+        Relative covariance parameters, lme4's order.
+    beta : ndarray
+        Fixed effects (see :attr:`fixef` for the named Series).
+    sigma : float
+        Residual standard deviation.
+    objective : float
+        The REML criterion for REML fits, -2 log-likelihood for ML fits.
+    REML : bool
+    optsum : OptSummary
+    singular, converged : bool
+    """
+
+    REML: bool = True
+    devfun: LMMObjective | None = field(default=None, repr=False)
+
+    @classmethod
+    def _from_fit(
+        cls,
+        devfun: LMMObjective,
+        theta: np.ndarray,
+        optsum: OptSummary,
+        *,
+        singular: bool,
+        converged: bool,
+        data_name: str = "data",
+    ) -> LinearMixedModel:
+        fac = devfun.pls.factor(theta)
+        d = devfun.design
+        dof = d.n - d.p if devfun.REML else d.n
+        sigma = float(np.sqrt(fac.r2 / dof))
+        return cls(
+            formula=d.formula.text,
+            design=d,
+            theta=np.array(theta, dtype=float),
+            beta=fac.beta.copy(),
+            sigma=sigma,
+            objective=float(devfun.from_factor(fac)),
+            optsum=optsum,
+            singular=singular,
+            converged=converged,
+            factor=fac,
+            REML=devfun.REML,
+            devfun=devfun,
+            data_name=data_name,
+        )
+
+    def residuals(self, type: str = "response") -> pd.Series:
+        """Residuals: ``"response"`` (y - fitted) or ``"pearson"`` (weighted by sqrt(prior weights))."""
+        d = self.design
+        r = d.y - self._eta
+        if type == "pearson":
+            if d.weights is not None:
+                r = r * np.sqrt(d.weights)
+        elif type != "response":
+            raise ValueError(f"type must be 'response' or 'pearson', not {type!r}")
+        return pd.Series(r, index=d.index, name="residuals")
+
+    def coef_table(self) -> pd.DataFrame:
+        """Fixed effects with standard errors and t statistics."""
+        se = self.std_errors
+        return pd.DataFrame(
+            {"estimate": self.fixef, "std_error": se, "statistic": self.fixef / se}
+        )
+
+    def summary(self) -> Any:
+        """lme4's summary: fit criteria, scaled residuals, random and fixed effects.
+
+        Returns
+        -------
+        Summary
+            Prints as text in lme4's layout and renders as HTML in Jupyter.
+        """
+        from .summary import lmm_summary
+
+        return lmm_summary(self)
+
+    def __repr__(self) -> str:
+        from .summary import lmm_brief
+
+        return lmm_brief(self)
