@@ -161,7 +161,9 @@ class BlockedPLS:
         Prior (or PIRLS working) weights.
     """
 
-    def __init__(self, terms: tuple[ReTerm, ...], X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None):
+    def __init__(
+        self, terms: tuple[ReTerm, ...], X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None
+    ):
         if not terms:
             raise ValueError("a mixed model needs at least one random-effects term")
         q = np.array([t.q for t in terms])
@@ -191,7 +193,9 @@ class BlockedPLS:
             rows.append((base + r[None, :]).ravel())
             cols.append((base + c[None, :]).ravel())
             src.append(np.tile(np.arange(sl.start, sl.stop), t.nlevels))
-        cat = (lambda a: np.concatenate(a) if a else np.zeros(0, dtype=np.int64))
+        def cat(parts: list[np.ndarray]) -> np.ndarray:
+            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
         self._lam_rows, self._lam_cols, self._lam_src = cat(rows), cat(cols), cat(src)
 
     def set_data(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> None:
@@ -212,7 +216,7 @@ class BlockedPLS:
             wZr = sp.diags(w) @ self._zr
             ar1 = (wZr.T @ Z1).tocsr()
             arr = (self._zr.T @ wZr).toarray()
-            axr = (wXy.T @ self._zr)
+            axr = wXy.T @ self._zr
             top = np.hstack([arr, axr.T])
             self.A_rr = np.vstack([top, np.hstack([axr, Xy.T @ wXy])])
             self.A_r1 = sp.vstack([ar1, sp.csr_matrix(ax1)], format="csr")

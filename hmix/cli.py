@@ -67,7 +67,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             model = lmer(args.formula, data, REML=not args.ml)
         print(model.summary())
         for w in caught:
-            if not str(w.message) in model.optsum.warnings:
+            if str(w.message) not in model.optsum.warnings:
                 print(f"warning: {w.message}", file=sys.stderr)
         return 0
     except HmixError as exc:

@@ -106,9 +106,13 @@ def _unknown_names(expr: str, columns: pd.Index) -> list[str]:
 
 def _no_column(name: str, formula: str, columns: pd.Index) -> FormulaError:
     close = difflib.get_close_matches(name, [str(c) for c in columns], n=3, cutoff=0.5)
-    hint = f"; did you mean {' or '.join(repr(c) for c in close)}?" if close else (
-        f"; the data have {', '.join(repr(str(c)) for c in list(columns)[:8])}"
-        + (", ..." if len(columns) > 8 else "")
+    hint = (
+        f"; did you mean {' or '.join(repr(c) for c in close)}?"
+        if close
+        else (
+            f"; the data have {', '.join(repr(str(c)) for c in list(columns)[:8])}"
+            + (", ..." if len(columns) > 8 else "")
+        )
     )
     pos = formula.find(name)
     return FormulaError(f"no column '{name}' in the data{hint}", formula, pos if pos >= 0 else None)
@@ -134,7 +138,9 @@ def _vector(value: ArrayLike, data: pd.DataFrame, what: str) -> np.ndarray:
     else:
         arr = np.asarray(value)
     if arr.ndim != 1 or len(arr) != len(data):
-        raise DataError(f"{what} must have one value per row of the data ({len(data)}), got shape {arr.shape}")
+        raise DataError(
+            f"{what} must have one value per row of the data ({len(data)}), got shape {arr.shape}"
+        )
     try:
         return arr.astype(float)
     except (TypeError, ValueError):
@@ -143,7 +149,10 @@ def _vector(value: ArrayLike, data: pd.DataFrame, what: str) -> np.ndarray:
 
 def _materialize(expr: str, data: pd.DataFrame, formula: str, **kw: Any) -> Any:
     try:
-        return model_matrix(expr, data, na_action="raise", **kw)
+        # log(0) and the like give inf with a RuntimeWarning; the finite checks report them
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return model_matrix(expr, data, na_action="raise", **kw)
     except FormulaError:
         raise
     except Exception as exc:
@@ -166,7 +175,9 @@ def _finite(values: np.ndarray, names: list[str], what: str, index: pd.Index) ->
         )
 
 
-def _response(parsed: ParsedFormula, data: pd.DataFrame, binary_ok: bool) -> tuple[np.ndarray, np.ndarray | None, str]:
+def _response(
+    parsed: ParsedFormula, data: pd.DataFrame, binary_ok: bool
+) -> tuple[np.ndarray, np.ndarray | None, str]:
     """The response vector, the binomial trials of a cbind response, and the response's name."""
     text = parsed.text
     if parsed.cbind is not None:
@@ -181,7 +192,9 @@ def _response(parsed: ParsedFormula, data: pd.DataFrame, binary_ok: bool) -> tup
         _finite(np.column_stack(parts), list(parsed.cbind), "cbind() argument", data.index)
         trials = succ + fail
         if (succ < 0).any() or (fail < 0).any():
-            raise DataError("cbind(successes, failures) needs non-negative counts: failures = trials - successes must not be negative")
+            raise DataError(
+                "cbind(successes, failures) needs non-negative counts in both columns"
+            )
         with np.errstate(invalid="ignore", divide="ignore"):
             y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
         return y, trials, f"cbind({parsed.cbind[0]}, {parsed.cbind[1]})"
@@ -209,25 +222,27 @@ def _response(parsed: ParsedFormula, data: pd.DataFrame, binary_ok: bool) -> tup
 
 
 def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """Drop columns of X that are linear combinations of earlier ones, as lme4 does."""
+    """Drop columns of X that are linear combinations of earlier ones, keeping the first, as lme4.
+
+    A column is aliased when the part of it orthogonal to the columns before it (the diagonal of
+    an unpivoted QR) is below 1e-7 of its norm, lme4's rank tolerance.
+    """
     p = X.shape[1]
     if p == 0:
         return X, names, []
-    _, r, piv = sla.qr(X, mode="economic", pivoting=True)
-    d = np.abs(np.diag(r))
-    tol = max(X.shape) * np.finfo(float).eps * (d[0] if d.size else 0.0) * 1e3
-    rank = int((d > max(tol, 1e-7 * (d[0] if d.size else 0.0))).sum())
-    if rank == p:
+    r = sla.qr(X, mode="r")[0]
+    norms = np.linalg.norm(X, axis=0)
+    aliased = np.abs(np.diag(r)[:p]) <= 1e-7 * np.where(norms > 0, norms, 1.0)
+    if not aliased.any():
         return X, names, []
-    keep = np.sort(piv[:rank])
-    dropped = [names[i] for i in sorted(piv[rank:])]
+    dropped = [n for n, a in zip(names, aliased) if a]
     warnings.warn(
-        f"fixed-effect model matrix is rank deficient so dropping {p - rank} "
-        f"column{'s' if p - rank > 1 else ''}: {', '.join(dropped)}",
+        f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
+        f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
         HmixWarning,
         stacklevel=4,
     )
-    return X[:, keep], [names[i] for i in keep], dropped
+    return X[:, ~aliased], [n for n, a in zip(names, aliased) if not a], dropped
 
 
 def build_design(
@@ -274,7 +289,7 @@ def build_design(
         used |= set(bar.group)
     w_arg = None if weights is None else _vector(weights, data, "weights")
     o_arg = None if offset is None else _vector(offset, data, "offset")
-    missing = data[sorted(used)].isna().any(axis=1).to_numpy() if used else np.zeros(len(data), bool)
+    missing = np.array(data[sorted(used)].isna().any(axis=1)) if used else np.zeros(len(data), bool)
     for arr in (w_arg, o_arg):
         if arr is not None:
             missing |= np.isnan(arr)

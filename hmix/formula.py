@@ -203,8 +203,8 @@ def _parse_group(text: str, formula: str, start: int) -> list[tuple[str, ...]]:
         nests.append(tuple(names))
     groups: list[tuple[str, ...]] = []
     acc: tuple[str, ...] = ()
-    for names in nests:
-        acc = acc + names
+    for nest in nests:
+        acc = acc + nest
         groups.append(acc)
     return groups
 
@@ -248,7 +248,7 @@ def _parse_bar(piece: _Piece, formula: str) -> list[BarTerm]:
     lhss = _split_uncorrelated(lhs) if double else [lhs]
     if not lhss:
         raise FormulaError("a random-effects term with no columns", formula, base + lpos)
-    return [BarTerm(lhs=l, group=g, text=piece.text) for g in groups for l in lhss]
+    return [BarTerm(lhs=lhs_, group=g, text=piece.text) for g in groups for lhs_ in lhss]
 
 
 def _parse_cbind(lhs: str, formula: str, start: int) -> tuple[str, str] | None:
@@ -259,9 +259,7 @@ def _parse_cbind(lhs: str, formula: str, start: int) -> tuple[str, str] | None:
     off = start + lhs.index("(") + 1
     args = [_strip(body, s, e) for s, e, _ in _split_top(body, _scan(body, off), ",")]
     if len(args) != 2 or not all(a for a, _ in args):
-        raise FormulaError(
-            "cbind() takes two expressions: cbind(successes, failures)", formula, start
-        )
+        raise FormulaError("cbind() takes two expressions: cbind(successes, failures)", formula, start)
     return args[0][0], args[1][0]
 
 

@@ -217,7 +217,8 @@ def check_convergence(
         if worst[i] > _GRAD_TOL:
             converged = False
             messages.append(
-                f"Model failed to converge with max|grad| = {worst[i]:.6g} (tol = {_GRAD_TOL}, component {i + 1})"
+                f"Model failed to converge with max|grad| = {worst[i]:.6g} "
+                f"(tol = {_GRAD_TOL}, component {i + 1})"
             )
     except np.linalg.LinAlgError:
         converged = False

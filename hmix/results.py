@@ -144,7 +144,7 @@ class MixedModel:
         covariance) and ``sdcor`` (standard deviation or correlation), as lme4's
         ``as.data.frame(VarCorr(m))``.
         """
-        rows = []
+        rows: list[tuple[str, str | None, str | None, float, float]] = []
         start = 0
         for t in self.design.terms:
             T = t.tmat(self.theta[start : start + t.ntheta])
@@ -156,7 +156,9 @@ class MixedModel:
             for a in range(t.k):
                 for c in range(a + 1, t.k):
                     denom = sd[a] * sd[c]
-                    rows.append((t.group, t.names[a], t.names[c], S[c, a], S[c, a] / denom if denom > 0 else np.nan))
+                    rows.append(
+                        (t.group, t.names[a], t.names[c], S[c, a], S[c, a] / denom if denom > 0 else np.nan)
+                    )
         if self._has_scale:
             rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
@@ -276,9 +278,7 @@ class LinearMixedModel(MixedModel):
     def coef_table(self) -> pd.DataFrame:
         """Fixed effects with standard errors and t statistics."""
         se = self.std_errors
-        return pd.DataFrame(
-            {"estimate": self.fixef, "std_error": se, "statistic": self.fixef / se}
-        )
+        return pd.DataFrame({"estimate": self.fixef, "std_error": se, "statistic": self.fixef / se})
 
     def summary(self) -> Any:
         """lme4's summary: fit criteria, scaled residuals, random and fixed effects.

@@ -37,7 +37,10 @@ def rformat(values: Sequence[float] | np.ndarray, digits: int = 4) -> list[str]:
     finite = [v for v in vals if math.isfinite(v)]
     dec = max((_decimals(v, digits) for v in finite), default=0)
     dec = min(dec, 15)
-    out = [f"{v:.{dec}f}" if math.isfinite(v) else ("NaN" if math.isnan(v) else ("Inf" if v > 0 else "-Inf")) for v in vals]
+    out = [
+        f"{v:.{dec}f}" if math.isfinite(v) else ("NaN" if math.isnan(v) else ("Inf" if v > 0 else "-Inf"))
+        for v in vals
+    ]
     width = max((len(s) for s in out), default=0)
     return [s.rjust(width) for s in out]
 
@@ -70,7 +73,9 @@ def _named_vector(names: Sequence[str], values: Sequence[str]) -> list[str]:
     return [" ".join(n.rjust(w) for n in names), " ".join(v.rjust(w) for v in values)]
 
 
-def _matrix(rownames: Sequence[str], colnames: Sequence[str], cells: Sequence[Sequence[str]], left: bool = False) -> list[str]:
+def _matrix(
+    rownames: Sequence[str], colnames: Sequence[str], cells: Sequence[Sequence[str]], left: bool = False
+) -> list[str]:
     """R's print of a character matrix (``left``: left-justified cells, as print.VarCorr)."""
     rw = max((len(r) for r in rownames), default=0)
     widths = [max([len(c)] + [len(row[j]) for row in cells]) for j, c in enumerate(colnames)]
@@ -174,15 +179,29 @@ def _random_block(m: MixedModel, show_variance: bool = True) -> tuple[pd.DataFra
             group = t.group if a == 0 else ""
             row = [group, t.names[a]] + ([var_s[vi]] if show_variance else []) + [sd_s[vi]] + corr_cells
             records.append(
-                {"Groups": group, "Name": t.names[a], "Variance": variances["vcov"].iloc[vi],
-                 "Std.Dev.": variances["sdcor"].iloc[vi],
-                 **({f"Corr{'' if c == 0 else c + 1}": (corr[a, c] if a > c else np.nan) for c in range(maxk - 1)})}
+                {
+                    "Groups": group,
+                    "Name": t.names[a],
+                    "Variance": variances["vcov"].iloc[vi],
+                    "Std.Dev.": variances["sdcor"].iloc[vi],
+                    **(
+                        {
+                            f"Corr{'' if c == 0 else c + 1}": (corr[a, c] if a > c else np.nan)
+                            for c in range(maxk - 1)
+                        }
+                    ),
+                }
             )
             cells.append(row)
             rows.append("")
             vi += 1
     if m._has_scale:
-        cells.append(["Residual", ""] + ([var_s[vi]] if show_variance else []) + [sd_s[vi]] + [""] * (maxk - 1 if maxk > 1 else 0))
+        cells.append(
+            ["Residual", ""]
+            + ([var_s[vi]] if show_variance else [])
+            + [sd_s[vi]]
+            + [""] * (maxk - 1 if maxk > 1 else 0)
+        )
         records.append({"Groups": "Residual", "Name": "", "Variance": m.sigma**2, "Std.Dev.": m.sigma})
         rows.append("")
     # corr columns are right-justified numbers within a left-justified layout, as lme4 prints them
@@ -233,7 +252,10 @@ def _corr_block(m: MixedModel) -> tuple[pd.DataFrame | None, list[str]]:
     if p > 12:
         return corr, [f"Correlation matrix not shown by default, as p = {p} > 12."]
     cells = [[f"{C[i, j]:.3f}" if j < i else "" for j in range(p - 1)] for i in range(1, p)]
-    return corr, ["Correlation of Fixed Effects:", *_matrix(names[1:], [abbreviate(n) for n in names[:-1]], cells)]
+    return corr, [
+        "Correlation of Fixed Effects:",
+        *_matrix(names[1:], [abbreviate(n) for n in names[:-1]], cells),
+    ]
 
 
 def _header(m: MixedModel) -> list[str]:
@@ -249,7 +271,9 @@ def _criteria(m: MixedModel, reml: bool) -> tuple[pd.Series, list[str]]:
     if reml:
         crit = pd.Series({"REML criterion": m.objective})
         return crit, [f"REML criterion at convergence: {m.objective:.1f}"]
-    crit = pd.Series({"AIC": m.aic, "BIC": m.bic, "logLik": m.loglik, "deviance": m.objective, "df.resid": m.df_residual})
+    crit = pd.Series(
+        {"AIC": m.aic, "BIC": m.bic, "logLik": m.loglik, "deviance": m.objective, "df.resid": m.df_residual}
+    )
     vals = [f"{v:.1f}" for v in crit.iloc[:4]] + [str(int(m.df_residual))]
     return crit, _named_vector(list(crit.index), vals)
 
@@ -257,7 +281,10 @@ def _criteria(m: MixedModel, reml: bool) -> tuple[pd.Series, list[str]]:
 def _messages(m: MixedModel) -> list[str]:
     if not m.optsum.warnings:
         return []
-    return [f"optimizer ({m.optsum.method}) convergence code: {m.optsum.return_code} ({m.optsum.message})", *m.optsum.warnings]
+    return [
+        f"optimizer ({m.optsum.method}) convergence code: {m.optsum.return_code} ({m.optsum.message})",
+        *m.optsum.warnings,
+    ]
 
 
 def lmm_summary(m: LinearMixedModel) -> Summary:
@@ -301,7 +328,9 @@ def lmm_brief(m: LinearMixedModel) -> str:
         lines.append(f"REML criterion at convergence: {m.objective:.4f}")
     else:
         crit = {"AIC": m.aic, "BIC": m.bic, "logLik": m.loglik, "deviance": m.objective}
-        lines += _named_vector([*crit, "df.resid"], [f"{v:.4f}" for v in crit.values()] + [str(m.df_residual)])
+        lines += _named_vector(
+            [*crit, "df.resid"], [f"{v:.4f}" for v in crit.values()] + [str(m.df_residual)]
+        )
     _, random_lines = _random_block(m, show_variance=False)
     lines += ["Random effects:", *random_lines, _nobs_line(m), "Fixed Effects:"]
     fe = m.fixef

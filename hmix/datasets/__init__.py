@@ -18,9 +18,15 @@ _DATASETS: dict[str, tuple[tuple[str, ...], str]] = {
     "sleepstudy": (("Subject",), "Reaction times (ms) of 18 subjects over 10 days of sleep deprivation"),
     "Dyestuff": (("Batch",), "Yield of dyestuff from 6 batches of an intermediate product, 5 samples each"),
     "Dyestuff2": (("Batch",), "Simulated yields like Dyestuff, where the batch variance is zero"),
-    "Penicillin": (("plate", "sample"), "Diameters of growth-inhibition zones: 24 plates crossed with 6 samples"),
+    "Penicillin": (
+        ("plate", "sample"),
+        "Diameters of growth-inhibition zones: 24 plates crossed with 6 samples",
+    ),
     "Pastes": (("batch", "cask", "sample"), "Strength of paste: 3 casks nested in each of 10 batches"),
-    "cbpp": (("herd", "period"), "Contagious bovine pleuropneumonia: incidence of new cases in 15 herds over 4 periods"),
+    "cbpp": (
+        ("herd", "period"),
+        "Contagious bovine pleuropneumonia: incidence of new cases in 15 herds over 4 periods",
+    ),
 }
 
 
@@ -60,7 +66,7 @@ def load(name: str) -> pd.DataFrame:
     if key is None:
         raise DataError(f"no bundled dataset '{name}'; there are: {', '.join(_DATASETS)}")
     labels, _ = _DATASETS[key]
-    path = resources.files(__package__).joinpath("data", f"{key}.csv")
+    path = resources.files(__package__).joinpath("data").joinpath(f"{key}.csv")
     with path.open("r") as fh:
         df = pd.read_csv(fh, dtype={c: str for c in labels})
     df.attrs["name"] = key

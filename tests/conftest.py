@@ -1,0 +1,59 @@
+"""Shared fixtures: lme4 reference figures and a cache of fitted models."""
+
+from __future__ import annotations
+
+import json
+import warnings
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+import hmix
+from hmix import datasets
+
+HERE = Path(__file__).parent
+REFERENCE = HERE / "reference"
+DATA = HERE / "data"
+
+
+@cache
+def reference(name: str = "lme4_reference.json") -> dict[str, Any]:
+    """lme4 1.1-31's figures (produced by tests/reference/make_reference.R or shared/tools)."""
+    return json.loads((REFERENCE / name).read_text())
+
+
+@cache
+def spec(name: str = "public_spec.json") -> dict[str, dict[str, Any]]:
+    return {s["id"]: s for s in json.loads((REFERENCE / name).read_text())}
+
+
+def load_data(name: str, factors: tuple[str, ...] = ()) -> pd.DataFrame:
+    """A dataset by name: bundled with hmix, or a test-only CSV in tests/data."""
+    path = DATA / f"{name}.csv"
+    if path.exists():
+        df = pd.read_csv(path, dtype={c: str for c in factors})
+        df.attrs["name"] = name
+        return df
+    df = datasets.load(name)
+    for c in factors:
+        df[c] = df[c].astype(str)
+    return df
+
+
+@cache
+def fit_spec(spec_file: str, model_id: str) -> Any:
+    """Fit one model of a spec file (cached: tests share fits)."""
+    s = spec(spec_file)[model_id]
+    data = load_data(s["data"], tuple(s.get("factors", ())))
+    for b in s.get("binary", []):
+        data[b] = (data[b] == "Y").astype(int)
+    kw: dict[str, Any] = {}
+    if s.get("weights"):
+        kw["weights"] = s["weights"]
+    if s.get("offset"):
+        kw["offset"] = s["offset"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hmix.HmixWarning)
+        return hmix.lmer(s["py_formula"], data, REML=bool(s.get("REML")), **kw)

@@ -1,0 +1,155 @@
+"""Model matrices: response, X, random-effects terms, missing values and input errors."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hmix
+from hmix import DataError, FormulaError, MissingDataWarning, build_design
+from hmix.errors import HmixWarning
+
+
+@pytest.fixture
+def sleep() -> pd.DataFrame:
+    return hmix.datasets.load("sleepstudy")
+
+
+def test_sleepstudy_matrices(sleep: pd.DataFrame) -> None:
+    d = build_design("Reaction ~ Days + (Days | Subject)", sleep)
+    assert d.fixef_names == ("(Intercept)", "Days")
+    np.testing.assert_array_equal(d.X[:, 1], sleep["Days"].to_numpy())
+    np.testing.assert_array_equal(d.y, sleep["Reaction"].to_numpy())
+    (t,) = d.terms
+    assert t.group == "Subject" and t.names == ("(Intercept)", "Days")
+    assert t.nlevels == 18 and t.k == 2 and t.ntheta == 3
+    assert list(t.levels[:3]) == ["308", "309", "310"]
+    assert t.theta_names() == ["Subject.(Intercept)", "Subject.Days.(Intercept)", "Subject.Days"]
+
+
+def test_interaction_groups_are_observed_combinations() -> None:
+    df = pd.DataFrame({"y": np.arange(8.0), "a": list("AABBCCAA"), "b": list("xyxyxyxx")})
+    d = build_design("y ~ 1 + (1 | a:b)", df)
+    (t,) = d.terms
+    assert list(t.levels) == ["A:x", "A:y", "B:x", "B:y", "C:x", "C:y"]
+    assert t.nlevels == 6  # all combinations observed here
+    d2 = build_design("y ~ 1 + (1 | a:b)", df.iloc[:6].assign(b=list("xxyyxx")))
+    assert list(d2.terms[0].levels) == ["A:x", "B:y", "C:x"]  # only the observed ones
+
+
+def test_nested_expands_and_orders_by_levels() -> None:
+    p = hmix.datasets.load("Pastes")
+    d = build_design("strength ~ 1 + (1 | batch/cask)", p)
+    assert [t.group for t in d.terms] == ["batch:cask", "batch"]
+    assert [t.nlevels for t in d.terms] == [30, 10]
+
+
+def test_factor_slope_gives_one_column_per_level(sleep: pd.DataFrame) -> None:
+    df = sleep.assign(phase=np.where(sleep["Days"] < 5, "early", "late"))
+    d = build_design("Reaction ~ Days + (0 + phase | Subject)", df)
+    (t,) = d.terms
+    assert t.k == 2 and len(t.names) == 2
+    np.testing.assert_array_equal(t.z.sum(axis=1), 1.0)
+
+
+def test_offset_in_formula_and_argument_add(sleep: pd.DataFrame) -> None:
+    d = build_design("Reaction ~ Days + offset(2 * Days) + (1 | Subject)", sleep, offset=np.ones(180))
+    np.testing.assert_allclose(d.offset, 2 * sleep["Days"].to_numpy() + 1)
+
+
+def test_missing_values_share_one_mask_and_are_reported(sleep: pd.DataFrame) -> None:
+    df = sleep.copy()
+    df.loc[3, "Reaction"] = np.nan
+    df.loc[10, "Days"] = np.nan
+    df.loc[20, "Subject"] = None
+    before = df.copy()
+    with pytest.warns(MissingDataWarning, match="dropped 3 of 180 rows"):
+        d = build_design("Reaction ~ Days + (Days | Subject)", df)
+    assert d.n == 177 and d.n_dropped == 3
+    assert not {3, 10, 20} & set(d.index)
+    pd.testing.assert_frame_equal(df, before)  # the caller's frame is untouched
+
+
+def test_caller_frame_not_modified(sleep: pd.DataFrame) -> None:
+    before = sleep.copy()
+    hmix.lmer("Reaction ~ np.log(Days + 1) + (Days | Subject)", sleep)
+    pd.testing.assert_frame_equal(sleep, before)
+
+
+def test_unknown_column_suggests_nearest(sleep: pd.DataFrame) -> None:
+    with pytest.raises(FormulaError, match="did you mean 'Days'") as err:
+        build_design("Reaction ~ Dayz + (1 | Subject)", sleep)
+    assert err.value.position == 11
+    with pytest.raises(FormulaError, match=r"no column 'Subjct'.*'Subject'"):
+        build_design("Reaction ~ Days + (1 | Subjct)", sleep)
+
+
+def test_one_level_grouping_factor(sleep: pd.DataFrame) -> None:
+    df = sleep.assign(one="a")
+    with pytest.raises(DataError, match=r"'one'.*1 level"):
+        build_design("Reaction ~ Days + (1 | one)", df)
+
+
+def test_non_numeric_response(sleep: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="response 'Subject' is not numeric"):
+        build_design("Subject ~ Days + (1 | Subject)", sleep)
+
+
+def test_non_finite_values(sleep: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="non-finite"):
+        build_design("Reaction ~ np.log(Days) + (1 | Subject)", sleep)
+    df = sleep.assign(Reaction=sleep["Reaction"].where(sleep.index != 5, np.inf))
+    with pytest.raises(DataError, match=r"non-finite.*\[5\]"):
+        build_design("Reaction ~ Days + (1 | Subject)", df)
+
+
+def test_rank_deficient_columns_dropped_with_message(sleep: pd.DataFrame) -> None:
+    df = sleep.assign(Days2=2 * sleep["Days"])
+    with pytest.warns(HmixWarning, match="rank deficient so dropping 1 column: Days2"):
+        d = build_design("Reaction ~ Days + Days2 + (1 | Subject)", df)
+    assert d.fixef_names == ("(Intercept)", "Days")
+    assert d.dropped_columns == ("Days2",)
+
+
+def test_more_random_effects_than_observations() -> None:
+    cbpp = hmix.datasets.load("cbpp")
+    with pytest.raises(DataError, match="60 random effects for 56"):
+        hmix.lmer("incidence ~ period + (0 + period | herd)", cbpp)
+
+
+def test_a_level_per_observation(sleep: pd.DataFrame) -> None:
+    df = sleep.assign(obs=np.arange(180).astype(str))
+    with pytest.raises(DataError, match="180 levels for 180 observations"):
+        hmix.lmer("Reaction ~ Days + (1 | obs)", df)
+
+
+def test_bad_weights(sleep: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="positive"):
+        build_design("Reaction ~ Days + (1 | Subject)", sleep, weights=-np.ones(180))
+    with pytest.raises(DataError, match="one value per row"):
+        build_design("Reaction ~ Days + (1 | Subject)", sleep, weights=np.ones(3))
+
+
+def test_data_must_be_a_frame() -> None:
+    with pytest.raises(DataError, match="DataFrame"):
+        build_design("y ~ (1 | g)", {"y": [1.0]})  # type: ignore[arg-type]
+
+
+def test_categorical_grouping_keeps_level_order(sleep: pd.DataFrame) -> None:
+    df = sleep.assign(
+        Subject=pd.Categorical(sleep["Subject"], categories=sorted(set(sleep["Subject"]), reverse=True))
+    )
+    d = build_design("Reaction ~ Days + (1 | Subject)", df)
+    assert d.terms[0].levels[0] == "372"
+
+
+def test_fixed_spec_codes_new_data_the_same_way() -> None:
+    cbpp = hmix.datasets.load("cbpp")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        d = build_design("incidence ~ period + (1 | herd)", cbpp)
+    new = d.fixed_spec.get_model_matrix(cbpp.iloc[[0, 1]])
+    assert list(new.columns) == ["Intercept", "period[T.2]", "period[T.3]", "period[T.4]"]
