@@ -66,8 +66,12 @@ class Factor:
     L11: np.ndarray  # (l1, k1, k1)
     L11inv: np.ndarray  # (l1, k1, k1)
     B: np.ndarray  # T1 L11^-T per level, (l1, k1, k1)
-    lam_r: sp.csr_matrix  # Lambda of the rest terms, qr x qr
     Lr: np.ndarray  # dense lower Cholesky factor of the rest, m x m
+
+    @cached_property
+    def lam_r(self) -> sp.csr_matrix:
+        """Lambda of the rest terms, qr x qr."""
+        return self.pls.lam_r(self.theta)
 
     @cached_property
     def F(self) -> sp.csr_matrix:
@@ -265,6 +269,7 @@ class BlockedPLS:
         present = np.zeros(m * m, dtype=bool)
         present[key] = True
         self._keys = np.flatnonzero(present)
+        self._key_rows, self._key_cols = np.divmod(self._keys, m)
         inv = (np.cumsum(present) - 1)[key]
         gcol = level[e1] * k1 * k1 + alpha[e1] * k1 + alpha[e2]
         self._P = sp.csr_matrix((val, (inv, gcol)), shape=(len(self._keys), l1 * k1 * k1))
@@ -290,19 +295,25 @@ class BlockedPLS:
         L11inv = _batched_tri_inv(L11)
         B = T1 @ np.swapaxes(L11inv, 1, 2)  # T1 L11^-T per level
         qr, m = self.qr, self.m
-        if self._P is not None:
+        G = (B @ np.swapaxes(B, 1, 2)).ravel()
+        diag_scale = qr and self._lam_diagonal
+        if diag_scale:  # Lambda_r diagonal: scale A_rr and the update in one pass each
+            s = np.concatenate([theta[self._lam_src], np.ones(m - qr)])
+            M = self.A_rr * np.outer(s, s)
+        else:
             M = self.A_rr.copy()
-            M.ravel()[self._keys] -= self._P @ (B @ np.swapaxes(B, 1, 2)).ravel()
+        if self._P is not None:
+            upd = self._P @ G
+            if diag_scale:
+                upd *= s[self._key_rows] * s[self._key_cols]
+            M.ravel()[self._keys] -= upd
         else:
             F = self.A_r1 @ _blockdiag(B)
-            M = np.tril(self.A_rr - (F @ F.T).toarray())
-        lam = self.lam_r(theta)
+            S = np.tril((F @ F.T).toarray())
+            M -= S * np.outer(s, s) if diag_scale else S
         if qr:
-            if self._lam_diagonal:
-                scale = np.concatenate([theta[self._lam_src], np.ones(m - qr)])
-                M *= scale[:, None]
-                M *= scale[None, :]
-            else:
+            if not diag_scale:
+                lam = self.lam_r(theta)
                 M = M + np.tril(M, -1).T
                 M[:qr, :] = lam.T @ M[:qr, :]
                 M[:, :qr] = (lam.T @ M[:, :qr].T).T
@@ -312,7 +323,7 @@ class BlockedPLS:
             raise NotPositiveDefinite(f"rest block, pivot {info}")
         if info == m:  # y lies in the column space: a zero residual
             Lr[-1, -1] = 0.0
-        return Factor(self, theta, tmats, L11, L11inv, B, lam, Lr)
+        return Factor(self, theta, tmats, L11, L11inv, B, Lr)
 
     def to_lme4(self, per_term: list[np.ndarray]) -> list[np.ndarray]:
         """Reorder per-term results from engine order to lme4's order."""

@@ -19,7 +19,7 @@ import scipy.linalg as sla
 from formulaic import Formula, model_matrix
 
 from .errors import DataError, FormulaError, HmixWarning, MissingDataWarning
-from .formula import ParsedFormula, parse_formula
+from .formula import ParsedFormula, as_code, parse_formula
 from .remat import ReTerm, group_codes
 
 __all__ = ["Design", "build_design", "ArrayLike"]
@@ -121,11 +121,11 @@ def _no_column(name: str, formula: str, columns: pd.Index) -> FormulaError:
 def _pieces(parsed: ParsedFormula) -> list[str]:
     """Every formulaic expression of the formula, for column checks."""
     exprs = [parsed.fixed] + [b.lhs for b in parsed.bars]
-    exprs += ["{" + o + "}" for o in parsed.offsets]
+    exprs += [as_code(o) for o in parsed.offsets]
     if parsed.cbind is not None:
-        exprs += ["{" + a + "}" for a in parsed.cbind]
+        exprs += [as_code(a) for a in parsed.cbind]
     else:
-        exprs.append(parsed.response)
+        exprs.append(as_code(parsed.response))
     return exprs
 
 
@@ -183,7 +183,7 @@ def _response(
     if parsed.cbind is not None:
         parts = []
         for arg in parsed.cbind:
-            mm = _materialize("0 + {" + arg + "}", data, text)
+            mm = _materialize("0 + " + as_code(arg), data, text)
             vals = np.asarray(mm, dtype=float)
             if vals.shape[1] != 1:
                 raise FormulaError(f"cbind() argument '{arg}' must be one numeric column", text)
@@ -215,7 +215,8 @@ def _response(
             f"the response '{bare}' is not numeric (dtype {col.dtype})"
             + ("; a binomial response may be 0/1, boolean, or a factor with two levels" if binary_ok else "")
         )
-    mm = _materialize(name + " ~ 1", data, text).lhs
+    # an expression on the left is arithmetic, as in R (incidence/size, log(y)), not a formula
+    mm = _materialize("0 + " + as_code(name), data, text)
     if mm.shape[1] != 1:
         raise DataError(f"the response '{name}' must be one numeric column, it gives {mm.shape[1]}")
     return np.asarray(mm, dtype=float)[:, 0], None, name
@@ -350,7 +351,7 @@ def build_design(
         w = trials if w is None else w * trials
     off = o_arg[keep] if o_arg is not None else None
     for expr in parsed.offsets:
-        mm = _materialize("0 + {" + expr + "}", frame, text)
+        mm = _materialize("0 + " + as_code(expr), frame, text)
         vals = np.asarray(mm, dtype=float)
         if vals.shape[1] != 1:
             raise FormulaError(f"offset({expr}) must give one numeric column", text)

@@ -169,6 +169,11 @@ def _bar_position(text: str) -> int | None:
     return None
 
 
+def as_code(expr: str) -> str:
+    """``expr`` as a formulaic Python block ``{expr}``, unless it is one already."""
+    return expr if expr.startswith("{") and expr.endswith("}") else "{" + expr + "}"
+
+
 def _check_formulaic(expr: str, formula: str, start: int, what: str) -> None:
     """Ask formulaic to parse ``expr``; turn any failure into a FormulaError."""
     try:
@@ -325,10 +330,10 @@ def _parse(text: str) -> ParsedFormula:
         pos = _bar_position(response)
         if pos is not None:
             raise FormulaError("'|' belongs in a random-effects term on the right", text, rstart + pos)
-        _check_formulaic(response, text, rstart, "response")
+        _check_formulaic(as_code(response), text, rstart, "response")
     else:
         for arg in cbind:
-            _check_formulaic("{" + arg + "}", text, rstart, "cbind() argument")
+            _check_formulaic(as_code(arg), text, rstart, "cbind() argument")
 
     bars: list[BarTerm] = []
     offsets: list[str] = []
@@ -348,7 +353,7 @@ def _parse(text: str) -> ParsedFormula:
             expr = m_off.group(1).strip()
             if not expr:
                 raise FormulaError("offset() needs an expression", text, inner_pos)
-            _check_formulaic("{" + expr + "}", text, inner_pos, "offset expression")
+            _check_formulaic(as_code(expr), text, inner_pos, "offset expression")
             offsets.append(expr)
         elif bar_at is not None:
             is_bar = _wrapped(body)

@@ -162,26 +162,23 @@ def minimize(
 
 
 def _derivs(f: Callable[[np.ndarray], float], x: np.ndarray, f0: float) -> tuple[np.ndarray, np.ndarray]:
-    """Central finite-difference gradient and Hessian, lme4's deriv12 with step 1e-4."""
+    """Central finite-difference gradient and Hessian with lme4's step (1e-4).
+
+    The mixed second differences reuse the axis evaluations (two new evaluations per pair,
+    where lme4's deriv12 spends four), with the same O(h^2) accuracy.
+    """
     n = len(x)
     h = _FD_STEP
-    grad = np.empty(n)
-    hess = np.empty((n, n))
-    fp = np.empty(n)
-    fm = np.empty(n)
-    for i in range(n):
-        e = np.zeros(n)
-        e[i] = h
-        fp[i], fm[i] = f(x + e), f(x - e)
-        grad[i] = (fp[i] - fm[i]) / (2 * h)
-        hess[i, i] = (fp[i] - 2 * f0 + fm[i]) / h**2
+    eye = np.eye(n) * h
+    fp = np.array([f(x + eye[i]) for i in range(n)])
+    fm = np.array([f(x - eye[i]) for i in range(n)])
+    grad = (fp - fm) / (2 * h)
+    hess = np.diag((fp - 2 * f0 + fm) / h**2)
     for i in range(n):
         for j in range(i):
-            ei = np.zeros(n)
-            ej = np.zeros(n)
-            ei[i] = h
-            ej[j] = h
-            v = (f(x + ei + ej) - f(x + ei - ej) - f(x - ei + ej) + f(x - ei - ej)) / (4 * h * h)
+            fpp = f(x + eye[i] + eye[j])
+            fmm = f(x - eye[i] - eye[j])
+            v = (fpp - fp[i] - fp[j] + 2 * f0 - fm[i] - fm[j] + fmm) / (2 * h * h)
             hess[i, j] = hess[j, i] = v
     return grad, hess
 

