@@ -13,16 +13,23 @@ from .errors import (
     MissingDataWarning,
     SingularFitWarning,
 )
+from .families import Family, get_family
 from .formula import ParsedFormula, parse_formula
+from .glmm import GLMMObjective, glmer
 from .lmm import LMMObjective, lmer
 from .optimize import OptSummary
-from .results import LinearMixedModel, MixedModel
+from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel
 
 __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
+    "glmer",
     "LinearMixedModel",
+    "GeneralizedLinearMixedModel",
+    "GLMMObjective",
+    "Family",
+    "get_family",
     "MixedModel",
     "LMMObjective",
     "OptSummary",

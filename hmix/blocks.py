@@ -48,6 +48,10 @@ def _blockdiag(B: np.ndarray) -> sp.csr_matrix:
     return sp.bsr_matrix((B, np.arange(n), np.arange(n + 1)), shape=(n * k, n * k)).tocsr()
 
 
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
 def _batched_tri_inv(L: np.ndarray) -> np.ndarray:
     """Inverses of a batch of lower-triangular k x k matrices."""
     if L.shape[-1] == 1:
@@ -67,6 +71,7 @@ class Factor:
     L11inv: np.ndarray  # (l1, k1, k1)
     B: np.ndarray  # T1 L11^-T per level, (l1, k1, k1)
     Lr: np.ndarray  # dense lower Cholesky factor of the rest, m x m
+    A_r1: sp.csr_matrix  # the blocks this factor was computed from (set_data replaces them)
 
     @cached_property
     def lam_r(self) -> sp.csr_matrix:
@@ -76,7 +81,7 @@ class Factor:
     @cached_property
     def F(self) -> sp.csr_matrix:
         """A_r1 blockdiag(B): the first block column of the factor before Lambda_r scaling."""
-        return (self.pls.A_r1 @ _blockdiag(self.B)).tocsr()
+        return (self.A_r1 @ _blockdiag(self.B)).tocsr()
 
     @property
     def r2(self) -> float:
@@ -187,6 +192,8 @@ class BlockedPLS:
         self._zr = sp.hstack([t.zmatrix for t in self.terms[1:]], format="csr") if self.qr else None
         self._lam_pattern()
         self._lam_diagonal = bool(np.all(self._lam_rows == self._lam_cols))
+        self._structure()
+        self._pairs()
         self.set_data(X, y, weights)
 
     def _lam_pattern(self) -> None:
@@ -197,10 +204,59 @@ class BlockedPLS:
             rows.append((base + r[None, :]).ravel())
             cols.append((base + c[None, :]).ravel())
             src.append(np.tile(np.arange(sl.start, sl.stop), t.nlevels))
-        def cat(parts: list[np.ndarray]) -> np.ndarray:
-            return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
-        self._lam_rows, self._lam_cols, self._lam_src = cat(rows), cat(cols), cat(src)
+        self._lam_rows, self._lam_cols, self._lam_src = _cat(rows), _cat(cols), _cat(src)
+
+    def _rest_columns(self) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(row in the rest block, z column) for every column of every rest term."""
+        out = []
+        for off, t in zip(self.offsets[1:], self.terms[1:]):
+            for a in range(t.k):
+                out.append(((off - self.q1) + t.refs * t.k + a, t.z[:, a]))
+        return out
+
+    def _structure(self) -> None:
+        """Symbolic phase of the blocks: where each row's products land.
+
+        A_r1 (m x q1, CSC) has the sparsity of Z_r'Z_1 in its first qr rows and dense rows for X
+        and y; the lower triangle of Z_r'Z_r is scattered into the dense A_rr. With these maps,
+        new weights or a new working response cost a few bincounts (no sparse products).
+        """
+        n, m, qr, k1 = self.n, self.m, self.qr, self.k1
+        t1 = self.terms[0]
+        cols1 = [t1.refs * k1 + al for al in range(k1)]
+        rest = self._rest_columns()
+        zr_keys, zr_obs, zr_prod = [], [], []
+        for row, z in rest:
+            for al in range(k1):
+                zr_keys.append(cols1[al] * m + row)
+                zr_obs.append(np.arange(n))
+                zr_prod.append(z * t1.z[:, al])
+        xy_keys = np.stack(
+            [np.stack([cols1[al] * m + qr + c for al in range(k1)]) for c in range(self.p + 1)]
+        )
+        dense_keys = (np.arange(self.q1)[:, None] * m + qr + np.arange(self.p + 1)[None, :]).ravel()
+        keys = np.unique(np.concatenate([_cat(zr_keys), dense_keys]))
+        self._r1_indices = (keys % m).astype(np.int32)
+        self._r1_indptr = np.concatenate([[0], np.cumsum(np.bincount(keys // m, minlength=self.q1))])
+        self._r1_nnz = len(keys)
+        self._r1_zentry = np.searchsorted(keys, _cat(zr_keys))
+        self._r1_zobs = _cat(zr_obs)
+        self._r1_zprod = _cat(zr_prod)
+        self._r1_xyentry = np.searchsorted(keys, xy_keys.reshape(-1))  # (p+1, k1, n) flattened
+        rr_flat, rr_obs, rr_prod = [], [], []
+        for i, (ri, zi) in enumerate(rest):
+            for rj, zj in rest[: i + 1]:
+                lo, hi = np.minimum(ri, rj), np.maximum(ri, rj)
+                rr_flat.append(hi * m + lo)
+                rr_obs.append(np.arange(n))
+                rr_prod.append(zi * zj)
+        self._rr_flat, self._rr_obs, self._rr_prod = _cat(rr_flat), _cat(rr_obs), _cat(rr_prod)
+
+    @property
+    def A_r1(self) -> sp.csc_matrix:
+        """The first block column of the rest, m x q1 (sparse)."""
+        return self._A_r1
 
     def set_data(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> None:
         """Compute the blocks of A for new data or weights (once for an LMM, per PIRLS step for a GLMM)."""
@@ -214,21 +270,24 @@ class BlockedPLS:
         self.A11 = A11
         Xy = np.column_stack([X, y])
         wXy = Xy * w[:, None]
-        Z1 = t1.zmatrix
-        ax1 = (Z1.T @ wXy).T  # (p+1) x q1
-        if self._zr is not None:
-            wZr = sp.diags(w) @ self._zr
-            ar1 = (wZr.T @ Z1).tocsr()
-            arr = (self._zr.T @ wZr).toarray()
-            axr = wXy.T @ self._zr
-            top = np.hstack([arr, axr.T])
-            self.A_rr = np.vstack([top, np.hstack([axr, Xy.T @ wXy])])
-            self.A_r1 = sp.vstack([ar1, sp.csr_matrix(ax1)], format="csr")
-        else:
-            self.A_rr = Xy.T @ wXy
-            self.A_r1 = sp.csr_matrix(ax1)
-        self.A_rr = np.tril(self.A_rr)
-        self._pairs()
+        xy_vals = (wXy.T[:, None, :] * t1.z.T[None, :, :]).reshape(-1)
+        data = np.bincount(
+            np.concatenate([self._r1_zentry, self._r1_xyentry]),
+            np.concatenate([w[self._r1_zobs] * self._r1_zprod, xy_vals]),
+            minlength=self._r1_nnz,
+        )
+        self._A_r1 = sp.csc_matrix((data, self._r1_indices, self._r1_indptr), shape=(self.m, self.q1))
+        m, qr = self.m, self.qr
+        A_rr = np.zeros((m, m))
+        if qr:
+            A_rr.ravel()[:] = np.bincount(self._rr_flat, w[self._rr_obs] * self._rr_prod, minlength=m * m)
+            assert self._zr is not None
+            A_rr[qr:, :qr] = (self._zr.T @ wXy).T
+        A_rr[qr:, qr:] = np.tril(Xy.T @ wXy)
+        self.A_rr = A_rr
+        if self._P is not None:
+            e1, e2, dup, perm = self._pair_map
+            self._P.data = (data[e1] * data[e2] * dup)[perm]
 
     def lam_r(self, theta: np.ndarray) -> sp.csr_matrix:
         """Lambda of the rest terms (engine order) as a sparse qr x qr matrix."""
@@ -242,29 +301,29 @@ class BlockedPLS:
         Each level j of the first term contributes A[a, j.alpha] G_j[alpha, beta] A[b, j.beta] to
         S[a, b]; P holds the products A[a, .] A[b, .] for every pair of entries of a level, so that
         one sparse mat-vec per theta gives S. When P would be too large (dense crossings) S is
-        formed as F F' instead.
+        formed as F F' instead. This is the symbolic phase, done once; ``set_data`` fills in
+        P's values from A_r1's.
         """
-        A = self.A_r1.tocsc()
-        A.sort_indices()
+        indptr, indices = self._r1_indptr, self._r1_indices
         k1, l1, m = self.k1, self.l1, self.m
-        level_ptr = A.indptr[::k1]
+        level_ptr = indptr[::k1]
         cnt = np.diff(level_ptr).astype(np.int64)
         if int((cnt * (cnt + 1) // 2).sum()) > _MAX_PAIRS:
             self._P = None
             return
-        col = np.repeat(np.arange(A.shape[1]), np.diff(A.indptr))
+        col = np.repeat(np.arange(self.q1), np.diff(indptr))
         level, alpha = np.divmod(col, k1)
-        rows, data = A.indices.astype(np.int64), A.data
+        rows = indices.astype(np.int64)
+        order = np.arange(len(rows))
         if k1 > 1:  # sort each level's entries by row, so pairs (e1, e2 <= e1) have rows[e2] <= rows[e1]
             order = np.lexsort((rows, level))
-            rows, data, alpha = rows[order], data[order], alpha[order]
+            rows, alpha = rows[order], alpha[order]
         start = level_ptr[level]
         reps = np.arange(len(rows)) - start + 1
         e1 = np.repeat(np.arange(len(rows)), reps)
         e2 = start[e1] + (np.arange(len(e1)) - np.repeat(np.cumsum(reps) - reps, reps))
-        val = data[e1] * data[e2]
-        if k1 > 1:  # (e1, e2) on one row stands for both orders: G_j is symmetric
-            val[(rows[e1] == rows[e2]) & (e1 != e2)] *= 2.0
+        # (e1, e2) on one row stands for both orders when k1 > 1: G_j is symmetric
+        dup = np.where((rows[e1] == rows[e2]) & (e1 != e2), 2.0, 1.0)
         key = rows[e1] * m + rows[e2]
         present = np.zeros(m * m, dtype=bool)
         present[key] = True
@@ -272,7 +331,13 @@ class BlockedPLS:
         self._key_rows, self._key_cols = np.divmod(self._keys, m)
         inv = (np.cumsum(present) - 1)[key]
         gcol = level[e1] * k1 * k1 + alpha[e1] * k1 + alpha[e2]
-        self._P = sp.csr_matrix((val, (inv, gcol)), shape=(len(self._keys), l1 * k1 * k1))
+        e1, e2 = order[e1], order[e2]
+        # build P with entry positions as values to learn where each product lands in CSR order
+        P = sp.csr_matrix(
+            (np.arange(1, len(e1) + 1, dtype=float), (inv, gcol)), shape=(len(self._keys), l1 * k1 * k1)
+        )
+        self._pair_map = (e1, e2, dup, P.data.astype(np.int64) - 1)
+        self._P = P
 
     def factor(self, theta: np.ndarray) -> Factor:
         """The blocked Cholesky factor at ``theta`` (lme4's order).
@@ -323,7 +388,7 @@ class BlockedPLS:
             raise NotPositiveDefinite(f"rest block, pivot {info}")
         if info == m:  # y lies in the column space: a zero residual
             Lr[-1, -1] = 0.0
-        return Factor(self, theta, tmats, L11, L11inv, B, Lr)
+        return Factor(self, theta, tmats, L11, L11inv, B, Lr, self.A_r1)
 
     def to_lme4(self, per_term: list[np.ndarray]) -> list[np.ndarray]:
         """Reorder per-term results from engine order to lme4's order."""

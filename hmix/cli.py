@@ -38,7 +38,11 @@ def _parser() -> argparse.ArgumentParser:
         help="a bundled dataset name (" + ", ".join(datasets._DATASETS) + ") or a CSV file",
     )
     fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
-    fit.add_argument("--family", default="gaussian", help="gaussian (default)")
+    fit.add_argument(
+        "--family", default="gaussian", help="gaussian (default, lmer), binomial or poisson (glmer)"
+    )
+    fit.add_argument("--link", default=None, help="link for --family (logit, probit, cloglog, log)")
+    fit.add_argument("--nagq", type=int, default=1, help="quadrature nodes for glmer (0, 1 or more)")
     fit.add_argument("--factors", default="", help="comma-separated CSV columns to read as labels")
     sub.add_parser("datasets", help="list the bundled datasets")
     return p
@@ -58,13 +62,15 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise HmixError(f"--factors names '{col}', which is not a column of the data")
             data[col] = data[col].astype(str)
         family = args.family.lower()
-        if family != "gaussian":
-            raise HmixError(f"family '{args.family}' is not available yet; use gaussian")
+        from .glmm import glmer
         from .lmm import lmer
 
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", HmixWarning)
-            model = lmer(args.formula, data, REML=not args.ml)
+            if family == "gaussian":
+                model = lmer(args.formula, data, REML=not args.ml)
+            else:
+                model = glmer(args.formula, data, family=family, link=args.link, nAGQ=args.nagq)
         print(model.summary())
         for w in caught:
             if str(w.message) not in model.optsum.warnings:

@@ -192,9 +192,7 @@ def _response(
         _finite(np.column_stack(parts), list(parsed.cbind), "cbind() argument", data.index)
         trials = succ + fail
         if (succ < 0).any() or (fail < 0).any():
-            raise DataError(
-                "cbind(successes, failures) needs non-negative counts in both columns"
-            )
+            raise DataError("cbind(successes, failures) needs non-negative counts in both columns")
         with np.errstate(invalid="ignore", divide="ignore"):
             y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
         return y, trials, f"cbind({parsed.cbind[0]}, {parsed.cbind[1]})"

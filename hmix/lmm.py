@@ -165,7 +165,7 @@ def lmer(
     _check_lmm(design)
     f = LMMObjective(design, REML=REML)
     theta, fmin, optsum, fc = minimize(f, f.theta0, f.lower, diagonal=f.diagonal)
-    singular, converged, messages = check_convergence(fc, theta, fmin, f.diagonal, check=check_conv)
+    singular, converged, messages, _ = check_convergence(fc, theta, fmin, f.diagonal, check=check_conv)
     optsum = type(optsum)(**{**optsum.__dict__, "n_evals": fc.n, "warnings": tuple(messages)})
     name = str(data.attrs.get("name", "data"))
     return LinearMixedModel._from_fit(

@@ -114,6 +114,8 @@ def minimize(
     ftol_abs: float = 1e-8,
     xtol_abs: float = 1e-8,
     maxeval: int = 100_000,
+    initial_step: np.ndarray | None = None,
+    method: str | None = None,
 ) -> tuple[np.ndarray, float, OptSummary, _Counted]:
     """Minimize ``f`` by NLopt's BOBYQA within bounds, then snap near-zero variances to zero.
 
@@ -124,16 +126,21 @@ def minimize(
     n = len(x0)
     fc = _Counted(f, x0)
     start = time.perf_counter()
-    # NEWUOA_BOUND needs two or more parameters; on the reference models and InstEval it needs
-    # 10-45% fewer evaluations than BOBYQA for the same optimum (benchmarks/optimizers.py).
-    algorithm = nlopt.LN_BOBYQA if n == 1 else nlopt.LN_NEWUOA_BOUND
-    opt = nlopt.opt(algorithm, n)
+    # NEWUOA_BOUND needs two or more parameters; on the LMM reference models and InstEval it
+    # needs 10-45% fewer evaluations than BOBYQA for the same optimum (benchmarks/optimizers.py).
+    # The GLMM's joint (theta, beta) stage asks for BOBYQA, which copes better with the small
+    # noise PIRLS leaves in that objective.
+    if method is None:
+        method = "NLOPT_LN_BOBYQA" if n == 1 else "NLOPT_LN_NEWUOA_BOUND"
+    opt = nlopt.opt(getattr(nlopt, method.removeprefix("NLOPT_")), n)
     opt.set_min_objective(lambda x, grad: fc(x))
     opt.set_lower_bounds(np.asarray(lower, dtype=float))
     opt.set_ftol_rel(ftol_rel)
     opt.set_ftol_abs(ftol_abs)
     opt.set_xtol_abs(xtol_abs)
     opt.set_maxeval(maxeval)
+    if initial_step is not None:
+        opt.set_initial_step(np.asarray(initial_step, dtype=float))
     try:
         x = opt.optimize(x0)
         code = int(opt.last_optimize_result())
@@ -148,7 +155,7 @@ def minimize(
             if ft <= fmin + _SNAP_RISE:
                 x, fmin = trial, ft
     summary = OptSummary(
-        method="NLOPT_LN_BOBYQA" if n == 1 else "NLOPT_LN_NEWUOA_BOUND",
+        method=method,
         initial=x0.copy(),
         final=np.array(x, dtype=float),
         fmin=float(fmin),
@@ -190,10 +197,13 @@ def check_convergence(
     diagonal: np.ndarray,
     *,
     check: bool = True,
-) -> tuple[bool, bool, list[str]]:
+    hessian: bool = False,
+) -> tuple[bool, bool, list[str], np.ndarray | None]:
     """lme4's checks at the optimum: singularity, scaled gradient, Hessian.
 
-    Returns ``(singular, converged, messages)`` and issues the matching warnings.
+    Returns ``(singular, converged, messages, hessian)`` and issues the matching warnings. The
+    finite-difference Hessian is computed for the checks (``check``, skipped for singular fits,
+    as lme4 does) or when asked for (``hessian``, for the GLMM covariance of beta).
     """
     messages: list[str] = []
     singular = bool(np.any(x[diagonal] < SINGULAR_TOL))
@@ -201,10 +211,11 @@ def check_convergence(
         msg = "boundary (singular) fit: a variance is estimated as zero or a correlation as +-1"
         messages.append(msg)
         warnings.warn(msg, SingularFitWarning, stacklevel=3)
-        return True, True, messages
-    if not check:
-        return False, True, messages
+    if not (hessian or (check and not singular)):
+        return singular, True, messages, None
     grad, hess = _derivs(f, x, fmin)
+    if singular or not check:
+        return singular, True, messages, hess
     converged = True
     try:
         R = np.linalg.cholesky(hess).T
@@ -230,4 +241,4 @@ def check_convergence(
         messages.append("Model is nearly unidentifiable: very large eigenvalue ratio - rescale variables?")
     for msg in messages:
         warnings.warn(msg, ConvergenceWarning, stacklevel=3)
-    return False, converged, messages
+    return False, converged, messages, hess

@@ -11,10 +11,12 @@ import pandas as pd
 
 from .blocks import Factor
 from .design import Design
+from .families import Family
+from .glmm import GLMMObjective
 from .lmm import LMMObjective
 from .optimize import OptSummary
 
-__all__ = ["MixedModel", "LinearMixedModel"]
+__all__ = ["MixedModel", "LinearMixedModel", "GeneralizedLinearMixedModel"]
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -28,6 +30,7 @@ class MixedModel:
     design: Design
     theta: np.ndarray
     beta: np.ndarray
+    u: tuple[np.ndarray, ...]
     sigma: float
     objective: float
     optsum: OptSummary
@@ -80,7 +83,13 @@ class MixedModel:
     # ----- random effects ----------------------------------------------------------------
     @cached_property
     def _b(self) -> list[np.ndarray]:
-        return self.factor.pls.to_lme4(self.factor.b_engine)
+        """b = Lambda u per term (lme4's order)."""
+        out, start = [], 0
+        for t, u in zip(self.design.terms, self.u):
+            T = t.tmat(self.theta[start : start + t.ntheta])
+            start += t.ntheta
+            out.append((u.reshape(t.nlevels, t.k) @ T.T).ravel())
+        return out
 
     @cached_property
     def _cond_var(self) -> list[np.ndarray]:
@@ -181,6 +190,14 @@ class MixedModel:
         """Fitted values (with the conditional modes of the random effects)."""
         return pd.Series(self._eta, index=self.design.index, name="fitted")
 
+    def residuals(self, type: str = "response") -> pd.Series:
+        """Residuals (the kinds depend on the model class)."""
+        raise NotImplementedError
+
+    def coef_table(self) -> pd.DataFrame:
+        """Fixed effects with standard errors and test statistics."""
+        raise NotImplementedError
+
     # ----- likelihood-based summaries ------------------------------------------------------
     @property
     def npar(self) -> int:
@@ -253,6 +270,7 @@ class LinearMixedModel(MixedModel):
             design=d,
             theta=np.array(theta, dtype=float),
             beta=fac.beta.copy(),
+            u=tuple(devfun.pls.to_lme4(fac.u_engine)),
             sigma=sigma,
             objective=float(devfun.from_factor(fac)),
             optsum=optsum,
@@ -296,3 +314,125 @@ class LinearMixedModel(MixedModel):
         from .summary import lmm_brief
 
         return lmm_brief(self)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class GeneralizedLinearMixedModel(MixedModel):
+    """A fitted generalized linear mixed model (lme4's ``glmerMod``), returned by :func:`hmix.glmer`.
+
+    Attributes
+    ----------
+    family : Family
+    nAGQ : int
+        Quadrature nodes: 0 (theta only), 1 (Laplace) or more (adaptive Gauss-Hermite).
+    objective : float
+        -2 log-likelihood at the optimum. For nAGQ > 1 it is the quadrature's -2 log-likelihood
+        with the family's normalizing constants, so it compares with the Laplace value (lme4
+        leaves the constants out there).
+    vcov_method : str
+        ``"hessian"`` (finite-difference Hessian over theta and beta, lme4's default) or
+        ``"pirls"``.
+    """
+
+    family: Family | None = None
+    nAGQ: int = 1
+    vcov_method: str = "hessian"
+    vcov_beta: np.ndarray | None = field(default=None, repr=False)
+    devfun: GLMMObjective | None = field(default=None, repr=False)
+
+    _has_scale = False
+
+    @classmethod
+    def _from_glmm(
+        cls,
+        obj: GLMMObjective,
+        theta: np.ndarray,
+        beta: np.ndarray,
+        final: Any,
+        value: float,
+        optsum: OptSummary,
+        vcov: np.ndarray,
+        *,
+        singular: bool,
+        converged: bool,
+        data_name: str,
+        vcov_method: str,
+    ) -> GeneralizedLinearMixedModel:
+        d = obj.design
+        return cls(
+            formula=d.formula.text,
+            design=d,
+            theta=np.array(theta, dtype=float),
+            beta=np.array(beta, dtype=float),
+            u=tuple(obj.pls_u.to_lme4([v.copy() for v in final.u])),
+            sigma=1.0,
+            objective=float(value),
+            optsum=optsum,
+            singular=singular,
+            converged=converged,
+            factor=final.factor,
+            data_name=data_name,
+            family=obj.family,
+            nAGQ=obj.nAGQ,
+            vcov_method=vcov_method,
+            vcov_beta=np.array(vcov, dtype=float),
+            devfun=obj,
+        )
+
+    def _vcov_array(self) -> np.ndarray:
+        assert self.vcov_beta is not None
+        return self.vcov_beta
+
+    @property
+    def _fam(self) -> Family:
+        assert self.family is not None
+        return self.family
+
+    @property
+    def linear_predictor(self) -> pd.Series:
+        """eta = offset + X beta + Z b."""
+        return pd.Series(self._eta, index=self.design.index, name="eta")
+
+    @property
+    def fitted(self) -> pd.Series:
+        """Fitted means on the response scale (probabilities for binomial, rates for Poisson)."""
+        return pd.Series(self._fam.linkinv(self._eta), index=self.design.index, name="fitted")
+
+    def residuals(self, type: str = "deviance") -> pd.Series:
+        """Residuals of the kinds lme4 offers: ``"deviance"`` (default), ``"pearson"``,
+        ``"response"`` (y - mu) and ``"working"``."""
+        d, fam = self.design, self._fam
+        wt = np.ones(d.n) if d.weights is None else d.weights
+        mu = fam.linkinv(self._eta)
+        if type == "deviance":
+            r = np.sign(d.y - mu) * np.sqrt(np.maximum(fam.dev_resid(d.y, mu, wt), 0.0))
+        elif type == "pearson":
+            r = (d.y - mu) * np.sqrt(wt / fam.variance(mu))
+        elif type == "response":
+            r = d.y - mu
+        elif type == "working":
+            r = (d.y - mu) / fam.mu_eta(self._eta)
+        else:
+            raise ValueError(f"type must be 'deviance', 'pearson', 'response' or 'working', not {type!r}")
+        return pd.Series(r, index=d.index, name="residuals")
+
+    def coef_table(self) -> pd.DataFrame:
+        """Fixed effects with standard errors, z statistics and two-sided p-values."""
+        from scipy.stats import norm
+
+        se = self.std_errors
+        z = self.fixef / se
+        return pd.DataFrame(
+            {"estimate": self.fixef, "std_error": se, "statistic": z, "p_value": 2 * norm.sf(np.abs(z))}
+        )
+
+    def summary(self) -> Any:
+        """lme4's summary of a GLMM, with z values and p-values."""
+        from .summary import glmm_summary
+
+        return glmm_summary(self)
+
+    def __repr__(self) -> str:
+        from .summary import glmm_brief
+
+        return glmm_brief(self)

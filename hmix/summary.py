@@ -13,9 +13,9 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
-    from .results import LinearMixedModel, MixedModel
+    from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel
 
-__all__ = ["Summary", "lmm_summary", "lmm_brief", "rformat", "abbreviate"]
+__all__ = ["Summary", "lmm_summary", "lmm_brief", "glmm_summary", "glmm_brief", "rformat", "abbreviate"]
 
 
 def _decimals(x: float, digits: int) -> int:
@@ -287,16 +287,37 @@ def _messages(m: MixedModel) -> list[str]:
     ]
 
 
-def lmm_summary(m: LinearMixedModel) -> Summary:
-    """The summary of a linear mixed model, in lme4's layout."""
-    method = "REML" if m.REML else "maximum likelihood "
-    title = f"Linear mixed model fit by {method} ['LinearMixedModel']"
-    crit, crit_lines = _criteria(m, m.REML)
+def _pformat(p: float) -> str:
+    """A p-value as R's summary tables show it (three significant digits, < 2e-16 floor)."""
+    if p < 2e-16:
+        return "< 2e-16"
+    return f"{p:.3g}" if p >= 1e-4 else f"{p:.2e}"
+
+
+def _stars(p: float) -> str:
+    return "***" if p < 0.001 else "**" if p < 0.01 else "*" if p < 0.05 else "." if p < 0.1 else ""
+
+
+_SIGNIF = ["---", "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"]
+
+
+def _summary(m: MixedModel, title: str, family_line: list[str], reml: bool, stat: str) -> Summary:
+    crit, crit_lines = _criteria(m, reml)
     scaled = m.residuals("pearson").to_numpy() / m.sigma
     q = _zapsmall(np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0]), 5)
     resid = pd.Series(q, index=["Min", "1Q", "Median", "3Q", "Max"])
     random, random_lines = _random_block(m)
-    coefs, coef_lines = _coef_block(m, m.coef_table(), "t value")
+    table = m.coef_table()
+    coefs, coef_lines = _coef_block(m, table, stat)
+    if "p_value" in table:
+        pcol = f"Pr(>|{stat[0]}|)"
+        coefs[pcol] = table["p_value"]
+        pv = [_pformat(p) for p in table["p_value"]]
+        w = max(len(pcol), *(len(s) for s in pv))
+        coef_lines[0] = coef_lines[0] + " " + pcol.rjust(w)
+        for i, p in enumerate(table["p_value"]):
+            coef_lines[i + 1] = (coef_lines[i + 1] + " " + pv[i].rjust(w) + " " + _stars(p)).rstrip()
+        coef_lines += _SIGNIF
     corr, corr_lines = _corr_block(m)
     blocks = {
         "criteria": crit_lines,
@@ -308,7 +329,7 @@ def lmm_summary(m: LinearMixedModel) -> Summary:
         blocks["correlation"] = corr_lines
     return Summary(
         title=title,
-        header=_header(m),
+        header=family_line + _header(m),
         criteria=crit,
         residuals=resid,
         random=random,
@@ -320,11 +341,41 @@ def lmm_summary(m: LinearMixedModel) -> Summary:
     )
 
 
+def lmm_summary(m: LinearMixedModel) -> Summary:
+    """The summary of a linear mixed model, in lme4's layout."""
+    method = "REML" if m.REML else "maximum likelihood "
+    return _summary(m, f"Linear mixed model fit by {method} ['LinearMixedModel']", [], m.REML, "t value")
+
+
+def _glmm_title(m: GeneralizedLinearMixedModel) -> list[str]:
+    approx = "Laplace Approximation" if m.nAGQ <= 1 else f"Adaptive Gauss-Hermite Quadrature, nAGQ = {m.nAGQ}"
+    return [
+        "Generalized linear mixed model fit by maximum likelihood "
+        f"({approx}) ['GeneralizedLinearMixedModel']",
+        f" Family: {m.family}",
+    ]
+
+
+def glmm_summary(m: GeneralizedLinearMixedModel) -> Summary:
+    """The summary of a GLMM, in lme4's layout, with z values and p-values."""
+    title, fam = _glmm_title(m)
+    return _summary(m, title, [fam], False, "z value")
+
+
+def glmm_brief(m: GeneralizedLinearMixedModel) -> str:
+    """lme4's ``print(m)`` of a GLMM."""
+    return _brief(m, _glmm_title(m), reml=False)
+
+
 def lmm_brief(m: LinearMixedModel) -> str:
     """lme4's ``print(m)``: criteria, standard deviations and fixed effects."""
     method = "REML" if m.REML else "maximum likelihood "
-    lines = [f"Linear mixed model fit by {method} ['LinearMixedModel']", *_header(m)]
-    if m.REML:
+    return _brief(m, [f"Linear mixed model fit by {method} ['LinearMixedModel']"], reml=m.REML)
+
+
+def _brief(m: MixedModel, title: list[str], reml: bool) -> str:
+    lines = [*title, *_header(m)]
+    if reml:
         lines.append(f"REML criterion at convergence: {m.objective:.4f}")
     else:
         crit = {"AIC": m.aic, "BIC": m.bic, "logLik": m.loglik, "deviance": m.objective}

@@ -42,13 +42,20 @@ def load_data(name: str, factors: tuple[str, ...] = ()) -> pd.DataFrame:
     return df
 
 
-@cache
-def fit_spec(spec_file: str, model_id: str) -> Any:
-    """Fit one model of a spec file (cached: tests share fits)."""
+def spec_data(spec_file: str, model_id: str) -> pd.DataFrame:
+    """The data of a spec entry, with its factor and binary columns coded as the R script did."""
     s = spec(spec_file)[model_id]
     data = load_data(s["data"], tuple(s.get("factors", ())))
     for b in s.get("binary", []):
         data[b] = (data[b] == "Y").astype(int)
+    return data
+
+
+@cache
+def fit_spec(spec_file: str, model_id: str) -> Any:
+    """Fit one model of a spec file (cached: tests share fits)."""
+    s = spec(spec_file)[model_id]
+    data = spec_data(spec_file, model_id)
     kw: dict[str, Any] = {}
     if s.get("weights"):
         kw["weights"] = s["weights"]
@@ -56,4 +63,8 @@ def fit_spec(spec_file: str, model_id: str) -> Any:
         kw["offset"] = s["offset"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", hmix.HmixWarning)
-        return hmix.lmer(s["py_formula"], data, REML=bool(s.get("REML")), **kw)
+        if s.get("family", "gaussian") == "gaussian":
+            return hmix.lmer(s["py_formula"], data, REML=bool(s.get("REML")), **kw)
+        return hmix.glmer(
+            s["py_formula"], data, family=s["family"], link=s.get("link"), nAGQ=s.get("nAGQ", 1), **kw
+        )

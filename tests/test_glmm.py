@@ -1,0 +1,188 @@
+"""GLMM behaviour beyond the reference figures: response forms, links, bad input, options."""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hmix
+from hmix import DataError
+from hmix.errors import HmixWarning
+
+CBPP_FORMULA = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+
+
+@pytest.fixture(scope="module")
+def cbpp() -> pd.DataFrame:
+    return hmix.datasets.load("cbpp")
+
+
+@pytest.fixture(scope="module")
+def cbpp_fit(cbpp: pd.DataFrame) -> hmix.GeneralizedLinearMixedModel:
+    return hmix.glmer(CBPP_FORMULA, cbpp, family="binomial")
+
+
+def test_three_binomial_response_forms_agree(
+    cbpp: pd.DataFrame, cbpp_fit: hmix.GeneralizedLinearMixedModel
+) -> None:
+    prop = hmix.glmer("incidence / size ~ period + (1 | herd)", cbpp, family="binomial", weights="size")
+    np.testing.assert_allclose(prop.objective, cbpp_fit.objective, rtol=1e-9)
+    np.testing.assert_allclose(prop.beta, cbpp_fit.beta, rtol=1e-5, atol=1e-6)
+    # the same data as one 0/1 row per animal: same estimates, log-likelihood without log C(n, k)
+    rows = []
+    for _, r in cbpp.iterrows():
+        rows += [{"herd": r["herd"], "period": r["period"], "y": 1}] * int(r["incidence"])
+        rows += [{"herd": r["herd"], "period": r["period"], "y": 0}] * int(r["size"] - r["incidence"])
+    long = pd.DataFrame(rows)
+    binary = hmix.glmer("y ~ period + (1 | herd)", long, family="binomial")
+    np.testing.assert_allclose(binary.beta, cbpp_fit.beta, atol=2e-3 * cbpp_fit.std_errors.to_numpy().min())
+    boolean = hmix.glmer("y ~ period + (1 | herd)", long.assign(y=long["y"].astype(bool)), family="binomial")
+    np.testing.assert_allclose(boolean.objective, binary.objective, rtol=1e-10)
+    labels = hmix.glmer(
+        "y ~ period + (1 | herd)", long.assign(y=np.where(long["y"] == 1, "Y", "N")), family="binomial"
+    )
+    np.testing.assert_allclose(labels.objective, binary.objective, rtol=1e-10)
+
+
+def test_poisson_offset_argument_equals_formula_offset(cbpp: pd.DataFrame) -> None:
+    a = hmix.glmer("incidence ~ period + offset(np.log(size)) + (1 | herd)", cbpp, family="poisson")
+    b = hmix.glmer("incidence ~ period + (1 | herd)", cbpp, family="poisson", offset=np.log(cbpp["size"]))
+    np.testing.assert_allclose(a.objective, b.objective, rtol=1e-10)
+    np.testing.assert_allclose(a.beta, b.beta, rtol=1e-6)
+
+
+def test_nagq0_is_fast_and_close(cbpp: pd.DataFrame, cbpp_fit: hmix.GeneralizedLinearMixedModel) -> None:
+    m0 = hmix.glmer(CBPP_FORMULA, cbpp, family="binomial", nAGQ=0)
+    assert m0.optsum.n_evals < cbpp_fit.optsum.n_evals
+    assert m0.objective >= cbpp_fit.objective - 1e-8  # Laplace optimum is the lower one
+    np.testing.assert_allclose(m0.beta, cbpp_fit.beta, atol=0.05)
+
+
+def test_pirls_vcov_is_a_few_percent_off_the_hessian(
+    cbpp: pd.DataFrame, cbpp_fit: hmix.GeneralizedLinearMixedModel
+) -> None:
+    m = hmix.glmer(CBPP_FORMULA, cbpp, family="binomial", vcov_method="pirls")
+    assert m.vcov_method == "pirls" and cbpp_fit.vcov_method == "hessian"
+    ratio = m.std_errors / cbpp_fit.std_errors
+    assert np.all(np.abs(ratio - 1) < 0.05)
+    assert not np.allclose(ratio, 1, atol=1e-4)
+
+
+def test_agq_needs_one_scalar_term(cbpp: pd.DataFrame) -> None:
+    df = cbpp.assign(g2=np.where(cbpp["herd"].astype(int) % 2 == 0, "a", "b"))
+    with pytest.raises(DataError, match="single, scalar random-effects term"):
+        hmix.glmer(
+            "cbind(incidence, size - incidence) ~ period + (1 | herd) + (1 | g2)",
+            df,
+            family="binomial",
+            nAGQ=5,
+        )
+
+
+def test_agq_with_one_node_is_laplace(cbpp: pd.DataFrame, cbpp_fit: hmix.GeneralizedLinearMixedModel) -> None:
+    obj = cbpp_fit.devfun
+    assert obj is not None
+    agq = hmix.GLMMObjective(cbpp_fit.design, cbpp_fit.family, nAGQ=3)
+    x = np.concatenate([cbpp_fit.theta, cbpp_fit.beta])
+    # three nodes move the value a little from the Laplace value, in the direction of AGQ25
+    assert abs(agq(x) - obj(x)) < 0.5
+
+
+@pytest.mark.parametrize(
+    ("frame", "formula", "family", "message"),
+    [
+        (
+            pd.DataFrame({"y": [1, -2, 3, 0] * 5, "g": list("abcde") * 4}),
+            "y ~ 1 + (1 | g)",
+            "poisson",
+            "non-negative",
+        ),
+        (
+            pd.DataFrame({"y": [1.5, 2, 3, 0] * 5, "g": list("abcde") * 4}),
+            "y ~ 1 + (1 | g)",
+            "poisson",
+            "whole counts",
+        ),
+        (
+            pd.DataFrame({"y": [0.5, 1.2, 0, 1] * 5, "g": list("abcde") * 4}),
+            "y ~ 1 + (1 | g)",
+            "binomial",
+            r"outside \[0, 1\]",
+        ),
+        (
+            pd.DataFrame({"s": [3, 1, 0, 2] * 5, "n": [2, 1, 1, 2] * 5, "g": list("abcde") * 4}),
+            "cbind(s, n - s) ~ 1 + (1 | g)",
+            "binomial",
+            "non-negative counts",
+        ),
+        (
+            pd.DataFrame({"y": ["a", "b", "c", "a"] * 5, "g": list("abcde") * 4}),
+            "y ~ 1 + (1 | g)",
+            "binomial",
+            "not numeric",
+        ),
+        (
+            pd.DataFrame({"y": [0] * 20, "g": list("abcde") * 4}),
+            "y ~ 1 + (1 | g)",
+            "poisson",
+            "every response is zero",
+        ),
+    ],
+)
+def test_bad_responses_get_clear_errors(frame: pd.DataFrame, formula: str, family: str, message: str) -> None:
+    with pytest.raises(DataError, match=message):
+        hmix.glmer(formula, frame, family=family)
+
+
+def test_bad_family_and_link(cbpp: pd.DataFrame) -> None:
+    with pytest.raises(DataError, match="family must be"):
+        hmix.glmer(CBPP_FORMULA, cbpp, family="gamma")
+    with pytest.raises(DataError, match="links"):
+        hmix.glmer(CBPP_FORMULA, cbpp, family="poisson", link="logit")
+
+
+def test_complete_separation_warns() -> None:
+    rng = np.random.default_rng(3)
+    g = np.repeat(list("abcdefgh"), 10)
+    x = np.tile(np.arange(10.0), 8)
+    df = pd.DataFrame({"y": (x > 4.5).astype(int), "x": x, "g": g, "n": rng.normal(size=80)})
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        hmix.glmer("y ~ x + (1 | g)", df, family="binomial")
+    assert any("separation" in str(w.message) for w in caught if issubclass(w.category, HmixWarning))
+
+
+def test_all_zero_groups_fit() -> None:
+    rng = np.random.default_rng(5)
+    g = np.repeat([f"g{i}" for i in range(12)], 8)
+    lam = np.exp(rng.normal(0.5, 0.7, 12))[np.arange(12).repeat(8)]
+    y = rng.poisson(lam)
+    y[:16] = 0  # two groups with no events at all
+    m = hmix.glmer("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g}), family="poisson")
+    modes = m.ranef()["g"]["(Intercept)"]
+    assert np.isfinite(modes).all()
+    assert modes.loc["g0"] < 0 and modes.loc["g1"] < 0
+
+
+def test_glmm_interface_and_summary(cbpp_fit: hmix.GeneralizedLinearMixedModel) -> None:
+    m = cbpp_fit
+    assert m.npar == 5 and m.sigma == 1.0
+    assert m.loglik == pytest.approx(-m.objective / 2)
+    assert set(m.coef_table().columns) == {"estimate", "std_error", "statistic", "p_value"}
+    np.testing.assert_allclose(m.fitted, 1 / (1 + np.exp(-m.linear_predictor)))
+    for kind in ["deviance", "pearson", "response", "working"]:
+        assert np.isfinite(m.residuals(kind)).all()
+    dev = m.residuals("deviance")
+    assert (dev**2).sum() < m.objective
+    text = str(m.summary())
+    assert "Generalized linear mixed model fit by maximum likelihood (Laplace Approximation)" in text
+    assert " Family: binomial  ( logit )" in text
+    assert "z value Pr(>|z|)" in text and "Signif. codes" in text
+    assert "Residual" not in text
+    assert "<table" in m.summary()._repr_html_()
+    assert "Family: binomial" in repr(m)
+    with pytest.raises(ValueError, match="type must be"):
+        m.residuals("raw")
