@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 from formulaic import Formula
 
@@ -296,6 +297,12 @@ def parse_formula(text: str) -> ParsedFormula:
     """
     if not isinstance(text, str):
         raise FormulaError(f"a formula is a string, not {type(text).__name__}")
+    return _parse_cached(text)
+
+
+@lru_cache(maxsize=256)
+def _parse_cached(text: str) -> ParsedFormula:
+    """Parsing is a pure function of the text: repeated fits of one formula parse it once."""
     try:
         return _parse(text)
     except FormulaError as exc:
