@@ -70,8 +70,16 @@ class Factor:
     L11: np.ndarray  # (l1, k1, k1)
     L11inv: np.ndarray  # (l1, k1, k1)
     B: np.ndarray  # T1 L11^-T per level, (l1, k1, k1)
-    Lr: np.ndarray  # dense lower Cholesky factor of the rest, m x m
+    Lr: np.ndarray  # dense lower Cholesky factor of the rest, m x m (rows of R: see rscale)
     A_r1: sp.csr_matrix  # the blocks this factor was computed from (set_data replaces them)
+    rscale: np.ndarray | None = None  # when given, the R rows of the factor are Lr's times rscale
+
+    @cached_property
+    def L_rr(self) -> np.ndarray:
+        """The R x R block of the rest factor."""
+        qr = self.pls.qr
+        block = self.Lr[:qr, :qr]
+        return block if self.rscale is None else block * self.rscale[:, None]
 
     @cached_property
     def lam_r(self) -> sp.csr_matrix:
@@ -93,7 +101,10 @@ class Factor:
         """log |L_ZZ|^2."""
         qr = self.pls.qr
         d1 = np.log(np.einsum("jaa->ja", self.L11)).sum()
-        return float(2.0 * (d1 + np.log(np.diag(self.Lr)[:qr]).sum()))
+        d = np.diag(self.Lr)[:qr]
+        if self.rscale is not None:
+            d = d * self.rscale
+        return float(2.0 * (d1 + np.log(d).sum()))
 
     @cached_property
     def logdet_x(self) -> float:
@@ -116,7 +127,7 @@ class Factor:
         pls, qr, p = self.pls, self.pls.qr, self.pls.p
         beta = self.beta
         rhs_r = self.Lr[-1, :qr] - self.Lr[qr : qr + p, :qr].T @ beta
-        u_r = sla.solve_triangular(self.Lr[:qr, :qr], rhs_r, lower=True, trans="T") if qr else np.zeros(0)
+        u_r = sla.solve_triangular(self.L_rr, rhs_r, lower=True, trans="T") if qr else np.zeros(0)
         v = np.concatenate([-(self.lam_r @ u_r), -beta, [1.0]])
         rhs_1 = (self.F.T @ v).reshape(pls.l1, pls.k1)
         u_1 = np.einsum("jba,jb->ja", self.L11inv, rhs_1).ravel()
@@ -145,7 +156,7 @@ class Factor:
         out = []
         V1 = np.einsum("jca,jcb->jab", self.L11inv, self.L11inv)
         if qr:
-            Linv = sla.solve_triangular(self.Lr[:qr, :qr], np.eye(qr), lower=True)
+            Linv = sla.solve_triangular(self.L_rr, np.eye(qr), lower=True)
             D = Linv @ (self.lam_r.T @ self.F[:qr].toarray())
             W = np.einsum("ija,jab->ijb", D.reshape(qr, pls.l1, pls.k1), self.L11inv)
             V1 = V1 + np.einsum("ija,ijb->jab", W, W)
@@ -286,8 +297,10 @@ class BlockedPLS:
         A_rr[qr:, qr:] = np.tril(Xy.T @ wXy)
         self.A_rr = A_rr
         if self._P is not None:
-            e1, e2, dup, perm = self._pair_map
-            self._P.data = (data[e1] * data[e2] * dup)[perm]
+            e1, e2, doubled = self._pair_map
+            values = data[e1] * data[e2]
+            values[doubled] *= 2.0
+            self._P.data = values
 
     def lam_r(self, theta: np.ndarray) -> sp.csr_matrix:
         """Lambda of the rest terms (engine order) as a sparse qr x qr matrix."""
@@ -323,7 +336,7 @@ class BlockedPLS:
         e1 = np.repeat(np.arange(len(rows)), reps)
         e2 = start[e1] + (np.arange(len(e1)) - np.repeat(np.cumsum(reps) - reps, reps))
         # (e1, e2) on one row stands for both orders when k1 > 1: G_j is symmetric
-        dup = np.where((rows[e1] == rows[e2]) & (e1 != e2), 2.0, 1.0)
+        doubled = (rows[e1] == rows[e2]) & (e1 != e2)
         key = rows[e1] * m + rows[e2]
         present = np.zeros(m * m, dtype=bool)
         present[key] = True
@@ -336,7 +349,9 @@ class BlockedPLS:
         P = sp.csr_matrix(
             (np.arange(1, len(e1) + 1, dtype=float), (inv, gcol)), shape=(len(self._keys), l1 * k1 * k1)
         )
-        self._pair_map = (e1, e2, dup, P.data.astype(np.int64) - 1)
+        perm = P.data.astype(np.int64) - 1
+        # entry indices in P's (CSR) order; int32 keeps this map small (P's size, not more)
+        self._pair_map = (e1[perm].astype(np.int32), e2[perm].astype(np.int32), np.flatnonzero(doubled[perm]))
         self._P = P
 
     def factor(self, theta: np.ndarray) -> Factor:
@@ -361,34 +376,31 @@ class BlockedPLS:
         B = T1 @ np.swapaxes(L11inv, 1, 2)  # T1 L11^-T per level
         qr, m = self.qr, self.m
         G = (B @ np.swapaxes(B, 1, 2)).ravel()
-        diag_scale = qr and self._lam_diagonal
-        if diag_scale:  # Lambda_r diagonal: scale A_rr and the update in one pass each
-            s = np.concatenate([theta[self._lam_src], np.ones(m - qr)])
-            M = self.A_rr * np.outer(s, s)
-        else:
-            M = self.A_rr.copy()
+        M = self.A_rr.copy()
         if self._P is not None:
-            upd = self._P @ G
-            if diag_scale:
-                upd *= s[self._key_rows] * s[self._key_cols]
-            M.ravel()[self._keys] -= upd
+            M.ravel()[self._keys] -= self._P @ G
         else:
             F = self.A_r1 @ _blockdiag(B)
-            S = np.tril((F @ F.T).toarray())
-            M -= S * np.outer(s, s) if diag_scale else S
+            M -= np.tril((F @ F.T).toarray())
+        rscale = None
         if qr:
-            if not diag_scale:
-                lam = self.lam_r(theta)
+            lam_diag = theta[self._lam_src] if self._lam_diagonal else None
+            if lam_diag is not None and lam_diag.min() > 0:
+                # D (A - S) D + I = D (A - S + D^-2) D: factor the middle, scale R's rows later
+                M[np.arange(qr), np.arange(qr)] += lam_diag**-2
+                rscale = lam_diag
+            else:
                 M = M + np.tril(M, -1).T
+                lam = self.lam_r(theta)
                 M[:qr, :] = lam.T @ M[:qr, :]
                 M[:, :qr] = (lam.T @ M[:, :qr].T).T
-            M[np.arange(qr), np.arange(qr)] += 1.0
+                M[np.arange(qr), np.arange(qr)] += 1.0
         Lr, info = sla.lapack.dpotrf(M, lower=1, clean=0, overwrite_a=1)
         if 0 < info < m:
             raise NotPositiveDefinite(f"rest block, pivot {info}")
         if info == m:  # y lies in the column space: a zero residual
             Lr[-1, -1] = 0.0
-        return Factor(self, theta, tmats, L11, L11inv, B, Lr, self.A_r1)
+        return Factor(self, theta, tmats, L11, L11inv, B, Lr, self.A_r1, rscale)
 
     def to_lme4(self, per_term: list[np.ndarray]) -> list[np.ndarray]:
         """Reorder per-term results from engine order to lme4's order."""

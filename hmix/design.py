@@ -11,6 +11,7 @@ import difflib
 import re
 import warnings
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Any
 
 import numpy as np
@@ -95,9 +96,15 @@ def _names_in(expr: str, columns: pd.Index) -> set[str]:
     return found
 
 
+@lru_cache(maxsize=512)
+def _formula(expr: str) -> Formula:
+    """formulaic's parse of an expression, cached: parsing costs more than materializing."""
+    return Formula(expr)
+
+
 def _unknown_names(expr: str, columns: pd.Index) -> list[str]:
     try:
-        required = Formula(expr).required_variables
+        required = _formula(expr).required_variables
     except Exception:  # parse problems were reported by parse_formula already
         return []
     names = {str(v) for v in required}
@@ -152,7 +159,7 @@ def _materialize(expr: str, data: pd.DataFrame, formula: str, **kw: Any) -> Any:
         # log(0) and the like give inf with a RuntimeWarning; the finite checks report them
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return model_matrix(expr, data, na_action="raise", **kw)
+            return model_matrix(_formula(expr), data, na_action="raise", **kw)
     except FormulaError:
         raise
     except Exception as exc:

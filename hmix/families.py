@@ -8,22 +8,17 @@ binomial's number of trials as the prior weight (lme4's convention).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
-import statsmodels.api as sm
 from scipy.special import gammaln, xlogy
 
 from .errors import DataError
 
 __all__ = ["Family", "get_family"]
 
-_LINKS: dict[str, Any] = {
-    "logit": sm.families.links.Logit,
-    "probit": sm.families.links.Probit,
-    "cloglog": sm.families.links.CLogLog,
-    "log": sm.families.links.Log,
-}
+_LINKS = {"logit": "Logit", "probit": "Probit", "cloglog": "CLogLog", "log": "Log"}
 _DEFAULT_LINK = {"binomial": "logit", "poisson": "log"}
 _ALLOWED = {"binomial": {"logit", "probit", "cloglog"}, "poisson": {"log"}}
 _EPS = 1e-10
@@ -45,9 +40,19 @@ class Family:
     name: str
     link: str
 
-    @property
+    @cached_property
     def _link(self) -> Any:
-        return _LINKS[self.link]()
+        # statsmodels is imported on first use: it is heavy, and lmer does not need it
+        from statsmodels.genmod.families import links
+
+        return getattr(links, _LINKS[self.link])()
+
+    def statsmodels_family(self) -> Any:
+        """The matching statsmodels family (for the GLM that gives starting values)."""
+        from statsmodels.genmod import families
+
+        cls = families.Binomial if self.name == "binomial" else families.Poisson
+        return cls(link=self._link)
 
     def linkinv(self, eta: np.ndarray) -> np.ndarray:
         """Mean from the linear predictor, kept inside the parameter space."""

@@ -13,7 +13,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import statsmodels.api as sm
 
 from .blocks import BlockedPLS, Factor
 from .design import ArrayLike, Design, build_design
@@ -214,18 +213,15 @@ def pls_x0(pls: BlockedPLS) -> np.ndarray:
 
 def _glm_start(design: Design, family: Family) -> np.ndarray:
     """Fixed effects of the GLM without random effects (statsmodels), lme4's starting values."""
-    links = {
-        "logit": sm.families.links.Logit,
-        "probit": sm.families.links.Probit,
-        "cloglog": sm.families.links.CLogLog,
-        "log": sm.families.links.Log,
-    }
-    link = links[family.link]()
-    fam = sm.families.Binomial(link=link) if family.name == "binomial" else sm.families.Poisson(link=link)
+    from statsmodels.genmod.generalized_linear_model import GLM
+
     wt = np.ones(design.n) if design.weights is None else design.weights
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        res = sm.GLM(design.y, design.X, family=fam, offset=design.offset, var_weights=wt).fit()
+        glm = GLM(
+            design.y, design.X, family=family.statsmodels_family(), offset=design.offset, var_weights=wt
+        )
+        res = glm.fit()
     sep = [w for w in caught if "separation" in str(w.message).lower()]
     beta = np.asarray(res.params, dtype=float)
     if sep or (family.name == "binomial" and np.abs(design.X @ beta).max(initial=0) > 15):

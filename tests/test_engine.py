@@ -120,3 +120,16 @@ def test_conditional_variances_match_dense() -> None:
             s = start + j * t.k
             np.testing.assert_allclose(blocks[j], V[s : s + t.k, s : s + t.k], rtol=1e-8, atol=1e-12)
         start += t.q
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | a) + (1 | b) + (1 | c)", "y ~ x + (x | a) + (1 | b)"])
+def test_zero_variance_in_a_later_term_matches_dense(formula: str) -> None:
+    """A later term at the boundary (theta = 0) takes the factor's general scaling path."""
+    df = random_frame(21)
+    d = build_design(formula, df)
+    f = LMMObjective(d, REML=True)
+    theta = np.where(f.diagonal, 0.8, 0.1)
+    theta[-1] = 0.0
+    ref, beta, _ = dense_objective(d, theta, True)
+    assert f(theta) == pytest.approx(ref, rel=1e-9)
+    np.testing.assert_allclose(f.pls.factor(theta).beta, beta, rtol=1e-8, atol=1e-10)
