@@ -26,4 +26,18 @@ MODELS: dict[str, dict] = {
         "formula": "y ~ 1 + service + (1 | s) + (1 | d) + (1 | dept)",
         "statsmodels": {"fixed": "y ~ 1 + service", "crossed": ["s", "d", "dept"]},
     },
+    # GLMMs (issue 3); statsmodels has no frequentist GLMM. The CSVs are R's VerbAgg with r2 as
+    # 0/1 and grouseticks with sHEIGHT = scale(HEIGHT) (mixedlm's formulas have no scale()).
+    "VerbAgg": {
+        "csv": HERE / "data" / "VerbAgg.csv",
+        "labels": ["id", "item", "Gender", "btype", "situ"],
+        "formula": "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)",
+        "family": "binomial",
+    },
+    "grouseticks": {
+        "csv": HERE / "data" / "grouseticks.csv",
+        "labels": ["INDEX", "BROOD", "LOCATION", "YEAR"],
+        "formula": "TICKS ~ YEAR + sHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
+        "family": "poisson",
+    },
 }

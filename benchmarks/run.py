@@ -41,6 +41,7 @@ def run_engine(engine: str, model: str, repeats: int, cap: float) -> dict:
             ",".join(spec["labels"]),
             spec["formula"],
             str(repeats),
+            spec.get("family", "gaussian"),
         ]
     else:
         try:
@@ -85,12 +86,14 @@ def main() -> None:
     ap.add_argument("--cap", type=float, default=120.0, help="seconds an engine may take per model")
     args = ap.parse_args()
     engines = [e for e in ENGINES if not (args.quick and e == "statsmodels")]
+    skip = {"status": "–"}
     results: dict[str, dict[str, dict]] = {}
     for model in [args.only] if args.only else list(MODELS):
         reps = 1 if args.quick else (min(args.repeats, 3) if model == "InstEval" else args.repeats)
         results[model] = {}
         for engine in engines:
-            r = run_engine(engine, model, reps, args.cap)
+            glmm = "family" in MODELS[model]
+            r = skip if (glmm and engine == "statsmodels") else run_engine(engine, model, reps, args.cap)
             results[model][engine] = r
             objective = r.get("objective", float("nan"))
             print(f"{model:10s} {engine:11s} {fmt_time(r):>18s}  objective {objective:.6f}", flush=True)

@@ -27,10 +27,13 @@ def peak_mb() -> float:
 
 
 def fitter(engine: str, spec: dict):
+    family = spec.get("family")
     if engine == "hmix":
         import hmix
 
         def fit(d: pd.DataFrame) -> float:
+            if family:
+                return hmix.glmer(spec["formula"], d, family=family).objective
             return hmix.lmer(spec["formula"], d, REML=False).objective
 
         return fit
@@ -38,12 +41,17 @@ def fitter(engine: str, spec: dict):
         import mixedlm
 
         def fit(d: pd.DataFrame) -> float:
+            if family:
+                fam = mixedlm.families.Binomial() if family == "binomial" else mixedlm.families.Poisson()
+                return float(-2 * mixedlm.glmer(spec["formula"], d, family=fam).logLik().value)
             return float(mixedlm.lmer(spec["formula"], d, REML=False).deviance)
 
         return fit
     if engine == "statsmodels":
         import statsmodels.formula.api as smf
 
+        if family:
+            raise SystemExit("statsmodels has no frequentist GLMM")
         sm_spec = spec["statsmodels"]
 
         def fit(d: pd.DataFrame) -> float:

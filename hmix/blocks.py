@@ -345,14 +345,16 @@ class BlockedPLS:
         inv = (np.cumsum(present) - 1)[key]
         gcol = level[e1] * k1 * k1 + alpha[e1] * k1 + alpha[e2]
         e1, e2 = order[e1], order[e2]
-        # build P with entry positions as values to learn where each product lands in CSR order
-        P = sp.csr_matrix(
-            (np.arange(1, len(e1) + 1, dtype=float), (inv, gcol)), shape=(len(self._keys), l1 * k1 * k1)
+        if k1 > 1:  # P is stored by columns; for k1 = 1 the pairs come in column order already
+            srt = np.argsort(gcol, kind="stable")
+            gcol, inv, e1, e2, doubled = gcol[srt], inv[srt], e1[srt], e2[srt], doubled[srt]
+        ncol = l1 * k1 * k1
+        indptr = np.concatenate([[0], np.cumsum(np.bincount(gcol, minlength=ncol))])
+        self._P = sp.csc_matrix(
+            (np.zeros(len(e1)), inv.astype(np.int32), indptr), shape=(len(self._keys), ncol)
         )
-        perm = P.data.astype(np.int64) - 1
-        # entry indices in P's (CSR) order; int32 keeps this map small (P's size, not more)
-        self._pair_map = (e1[perm].astype(np.int32), e2[perm].astype(np.int32), np.flatnonzero(doubled[perm]))
-        self._P = P
+        # entry indices in P's order; int32 keeps this map no larger than P itself
+        self._pair_map = (e1.astype(np.int32), e2.astype(np.int32), np.flatnonzero(doubled))
 
     def factor(self, theta: np.ndarray) -> Factor:
         """The blocked Cholesky factor at ``theta`` (lme4's order).
