@@ -111,24 +111,14 @@ class GLMMObjective:
         """
         joint = beta is None
         pls = self.pls_joint if joint else self.pls_u
-        fam, X = self.family, self.design.X
+        X = self.design.X
         b = self._beta_joint if joint else np.asarray(beta, dtype=float)
-        fixed = self.off + X @ b
         u = [v.copy() for v in self._u]
-        eta = fixed + self._zlu(theta, u, pls)
+        eta = self.off + X @ b + self._zlu(theta, u, pls)
         pdev = self._pdev(eta, u)
+        fac = self.reweight(pls, theta, eta, b, joint)
         converged = False
-        fac: Factor | None = None
         for _ in range(_PIRLS_MAXIT):
-            mu = fam.linkinv(eta)
-            mueta = fam.mu_eta(eta)
-            w = self._working_weights(mu, mueta)
-            zwork = eta - self.off + (self.y - mu) / mueta
-            if joint:
-                pls.set_data(X, zwork, w)
-            else:
-                pls.set_data(pls_x0(pls), zwork - X @ b, w)
-            fac = pls.factor(theta)
             u_new = fac.u_engine
             b_new = fac.beta if joint else b
             step = 1.0
@@ -144,23 +134,35 @@ class GLMMObjective:
                 break
             change = abs(pdev - pdev_try)
             u, b, eta, pdev = u_try, b_try, eta_try, pdev_try
+            # the factor at the new mode's weights: the next step's system, and at convergence
+            # the Laplace log-determinant
+            fac = self.reweight(pls, theta, eta, b, joint)
             if change <= _PIRLS_TOL * (abs(pdev) + 0.1):
                 converged = True
                 break
-        # the factor at the final weights gives the Laplace log-determinant at the mode
-        mu = fam.linkinv(eta)
-        mueta = fam.mu_eta(eta)
-        w = self._working_weights(mu, mueta)
-        zwork = eta - self.off + (self.y - mu) / mueta
-        if joint:
-            pls.set_data(X, zwork, w)
-        else:
-            pls.set_data(pls_x0(pls), zwork - X @ b, w)
-        fac = pls.factor(theta)
         self._u = u
         if joint:
             self._beta_joint = b
+        mu = self.family.linkinv(eta)
         return PirlsState(u=u, beta=b, eta=eta, mu=mu, factor=fac, converged=converged)
+
+    def reweight(
+        self, pls: BlockedPLS, theta: np.ndarray, eta: np.ndarray, beta: np.ndarray, joint: bool
+    ) -> Factor:
+        """Hand the engine the working response and weights at eta; factor at theta.
+
+        ``joint``: beta moves with u (the system has X); otherwise X beta joins the offset.
+        """
+        fam = self.family
+        mu = fam.linkinv(eta)
+        mueta = fam.mu_eta(eta)
+        zwork = eta - self.off + (self.y - mu) / mueta
+        w = self._working_weights(mu, mueta)
+        if joint:
+            pls.set_data(self.design.X, zwork, w)
+        else:
+            pls.set_data(pls_x0(pls), zwork - self.design.X @ beta, w)
+        return pls.factor(theta)
 
     def start(self, beta: np.ndarray) -> None:
         """Set the starting fixed effects for the joint PIRLS and reset the modes."""
@@ -334,10 +336,7 @@ def glmer(
     beta = params[obj.ntheta :] if nAGQ > 0 else obj.pirls(theta, None).beta
     final = obj.pirls(theta, beta)
     value = obj._agq(theta, beta, final) if nAGQ > 1 else obj.laplace_value(final)
-    mueta = fam.mu_eta(final.eta)
-    zwork = final.eta - obj.off + (design.y - final.mu) / mueta
-    obj.pls_joint.set_data(design.X, zwork, obj._working_weights(final.mu, mueta))
-    vcov_pirls = obj.pls_joint.factor(theta).xtx_inv()
+    vcov_pirls = obj.reweight(obj.pls_joint, theta, final.eta, beta, joint=True).xtx_inv()
     vcov = vcov_pirls
     if vcov_method == "hessian" and nAGQ > 0 and hess is not None:
         try:
