@@ -302,6 +302,12 @@ class BlockedPLS:
             values[doubled] *= 2.0
             self._P.data = values
 
+    @property
+    def work(self) -> float:
+        """Estimated flops of one factorization: the dense Cholesky, the sparse update, the batch."""
+        nnz = self._P.nnz if self._P is not None else self.A_r1.nnz * self.m
+        return self.m**3 / 3 + 2.0 * nnz + self.l1 * self.k1**3
+
     def lam_r(self, theta: np.ndarray) -> sp.csr_matrix:
         """Lambda of the rest terms (engine order) as a sparse qr x qr matrix."""
         return sp.csr_matrix(

@@ -18,7 +18,7 @@ from .blocks import BlockedPLS, Factor
 from .design import ArrayLike, Design, build_design
 from .errors import DataError, HmixWarning
 from .families import Family, get_family
-from .optimize import OptSummary, check_convergence, minimize
+from .optimize import OptSummary, check_convergence, choose_method, minimize
 
 __all__ = ["glmer", "GLMMObjective"]
 
@@ -306,7 +306,11 @@ def glmer(
 
     # stage 1 (and the whole fit for nAGQ = 0): theta only, beta from PIRLS
     theta0 = obj.diagonal.astype(float)  # lme4's start: 1 on the diagonal
-    theta, fmin, opt1, fc = minimize(obj.laplace_joint, theta0, obj.lower_theta, diagonal=obj.diagonal)
+    # a PIRLS call is a few factorizations and a few passes over the rows
+    method = choose_method(obj.ntheta, 3 * (obj.pls_joint.work + 50 * design.n))
+    theta, fmin, opt1, fc = minimize(
+        obj.laplace_joint, theta0, obj.lower_theta, diagonal=obj.diagonal, method=method
+    )
     st = obj.pirls(theta, None)
     beta = st.beta
     if nAGQ == 0:

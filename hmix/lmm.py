@@ -10,7 +10,7 @@ import pandas as pd
 from .blocks import BlockedPLS, Factor
 from .design import ArrayLike, Design, build_design
 from .errors import DataError
-from .optimize import check_convergence, minimize
+from .optimize import check_convergence, choose_method, minimize
 
 __all__ = ["lmer", "LMMObjective"]
 
@@ -167,7 +167,10 @@ def lmer(
     # the moment-based start is close: a first trust region of 10% of it (at least 0.02) saves
     # a third of the evaluations over the reference models (benchmarks/optimizers.py)
     step = np.maximum(0.1 * np.abs(f.theta0), 0.02)
-    theta, fmin, optsum, fc = minimize(f, f.theta0, f.lower, diagonal=f.diagonal, initial_step=step)
+    method = choose_method(len(f.theta0), f.pls.work)
+    theta, fmin, optsum, fc = minimize(
+        f, f.theta0, f.lower, diagonal=f.diagonal, initial_step=step, method=method
+    )
     singular, converged, messages, _ = check_convergence(fc, theta, fmin, f.diagonal, check=check_conv)
     optsum = type(optsum)(**{**optsum.__dict__, "n_evals": fc.n, "warnings": tuple(messages)})
     name = str(data.attrs.get("name", "data"))

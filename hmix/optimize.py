@@ -13,7 +13,7 @@ import numpy as np
 from .blocks import NotPositiveDefinite
 from .errors import ConvergenceWarning, SingularFitWarning
 
-__all__ = ["OptSummary", "minimize", "check_convergence", "SINGULAR_TOL"]
+__all__ = ["OptSummary", "minimize", "check_convergence", "choose_method", "SINGULAR_TOL"]
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on diagonal theta
 _SNAP_BELOW = 1e-3  # diagonal theta below this is tried at zero
@@ -21,7 +21,7 @@ _SNAP_RISE = 1e-5  # ... and kept there if the objective rises by at most this
 _GRAD_TOL = 2e-3  # lme4's check.conv.grad tolerance (scaled gradient)
 _HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance (eigenvalue ratio)
 _FD_STEP = 1e-4  # lme4's finite-difference step for the checks
-_SLOW_EVAL = 2e-3  # seconds per evaluation above which NEWUOA_BOUND's overhead is negligible
+_COSTLY = 1e7  # estimated flops per evaluation above which NEWUOA_BOUND's overhead is negligible
 
 _NLOPT_CODES = {
     1: "success",
@@ -127,12 +127,7 @@ def minimize(
     n = len(x0)
     start = time.perf_counter()
     fc = _Counted(f, x0)
-    # NEWUOA_BOUND needs 10-25% fewer evaluations than BOBYQA (lme4's choice) on the reference
-    # models and InstEval, but spends ~0.2 ms of its own per evaluation on the bounds: it pays
-    # only when an evaluation costs more than that (benchmarks/optimizers.py measures both).
-    if method is None:
-        slow = time.perf_counter() - start > _SLOW_EVAL
-        method = "NLOPT_LN_NEWUOA_BOUND" if n > 1 and slow else "NLOPT_LN_BOBYQA"
+    method = method or "NLOPT_LN_BOBYQA"
     opt = nlopt.opt(getattr(nlopt, method.removeprefix("NLOPT_")), n)
     opt.set_min_objective(lambda x, grad: fc(x))
     opt.set_lower_bounds(np.asarray(lower, dtype=float))
@@ -167,6 +162,17 @@ def minimize(
         seconds=time.perf_counter() - start,
     )
     return np.array(x, dtype=float), float(fmin), summary, fc
+
+
+def choose_method(nparams: int, work: float) -> str:
+    """The optimizer for a problem of ``nparams`` parameters costing ``work`` flops an evaluation.
+
+    NEWUOA_BOUND needs 10-25% fewer evaluations than BOBYQA (lme4's choice) on the reference
+    models and InstEval but spends ~0.2 ms of its own per evaluation on the bounds, and needs two
+    or more parameters: it pays only for costly evaluations (benchmarks/optimizers.py). The
+    choice depends on the problem's size, never on timings, so a fit is reproducible.
+    """
+    return "NLOPT_LN_NEWUOA_BOUND" if nparams > 1 and work > _COSTLY else "NLOPT_LN_BOBYQA"
 
 
 def _derivs(f: Callable[[np.ndarray], float], x: np.ndarray, f0: float) -> tuple[np.ndarray, np.ndarray]:
