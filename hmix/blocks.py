@@ -71,7 +71,7 @@ class Factor:
     L11inv: np.ndarray  # (l1, k1, k1)
     B: np.ndarray  # T1 L11^-T per level, (l1, k1, k1)
     Lr: np.ndarray  # dense lower Cholesky factor of the rest, m x m (rows of R: see rscale)
-    A_r1: sp.csr_matrix  # the blocks this factor was computed from (set_data replaces them)
+    r1_data: np.ndarray  # A_r1's values when this factor was computed (set_data replaces them)
     rscale: np.ndarray | None = None  # when given, the R rows of the factor are Lr's times rscale
 
     @cached_property
@@ -89,7 +89,7 @@ class Factor:
     @cached_property
     def F(self) -> sp.csr_matrix:
         """A_r1 blockdiag(B): the first block column of the factor before Lambda_r scaling."""
-        return (self.A_r1 @ _blockdiag(self.B)).tocsr()
+        return (self.pls.r1_matrix(self.r1_data) @ _blockdiag(self.B)).tocsr()
 
     @property
     def r2(self) -> float:
@@ -129,7 +129,9 @@ class Factor:
         rhs_r = self.Lr[-1, :qr] - self.Lr[qr : qr + p, :qr].T @ beta
         u_r = sla.solve_triangular(self.L_rr, rhs_r, lower=True, trans="T") if qr else np.zeros(0)
         v = np.concatenate([-(self.lam_r @ u_r), -beta, [1.0]])
-        rhs_1 = (self.F.T @ v).reshape(pls.l1, pls.k1)
+        # F'v = blockdiag(B)' A_r1' v, level by level, without forming F
+        t = pls.r1_rmatvec(self.r1_data, v).reshape(pls.l1, pls.k1)
+        rhs_1 = np.einsum("jab,ja->jb", self.B, t)
         u_1 = np.einsum("jba,jb->ja", self.L11inv, rhs_1).ravel()
         out = [u_1]
         for off, t in zip(pls.offsets[1:], pls.terms[1:]):
@@ -251,10 +253,13 @@ class BlockedPLS:
         self._r1_indices = (keys % m).astype(np.int32)
         self._r1_indptr = np.concatenate([[0], np.cumsum(np.bincount(keys // m, minlength=self.q1))])
         self._r1_nnz = len(keys)
-        self._r1_zentry = np.searchsorted(keys, _cat(zr_keys))
+        self._r1_col = (keys // m).astype(np.int32)
+        # where each row's products land: first the Z_r x Z_1 ones, then (p+1, k1, n) X/y ones
+        self._r1_entry = np.concatenate(
+            [np.searchsorted(keys, _cat(zr_keys)), np.searchsorted(keys, xy_keys.reshape(-1))]
+        )
         self._r1_zobs = _cat(zr_obs)
         self._r1_zprod = _cat(zr_prod)
-        self._r1_xyentry = np.searchsorted(keys, xy_keys.reshape(-1))  # (p+1, k1, n) flattened
         rr_flat, rr_obs, rr_prod = [], [], []
         for i, (ri, zi) in enumerate(rest):
             for rj, zj in rest[: i + 1]:
@@ -267,7 +272,15 @@ class BlockedPLS:
     @property
     def A_r1(self) -> sp.csc_matrix:
         """The first block column of the rest, m x q1 (sparse)."""
-        return self._A_r1
+        return self.r1_matrix(self._r1_data)
+
+    def r1_matrix(self, data: np.ndarray) -> sp.csc_matrix:
+        """A_r1 with the given values."""
+        return sp.csc_matrix((data, self._r1_indices, self._r1_indptr), shape=(self.m, self.q1))
+
+    def r1_rmatvec(self, data: np.ndarray, v: np.ndarray) -> np.ndarray:
+        """A_r1' v for A_r1 with the given values (no sparse-matrix object on the hot path)."""
+        return np.bincount(self._r1_col, data * v[self._r1_indices], minlength=self.q1)
 
     def set_data(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> None:
         """Compute the blocks of A for new data or weights (once for an LMM, per PIRLS step for a GLMM)."""
@@ -283,11 +296,11 @@ class BlockedPLS:
         wXy = Xy * w[:, None]
         xy_vals = (wXy.T[:, None, :] * t1.z.T[None, :, :]).reshape(-1)
         data = np.bincount(
-            np.concatenate([self._r1_zentry, self._r1_xyentry]),
+            self._r1_entry,
             np.concatenate([w[self._r1_zobs] * self._r1_zprod, xy_vals]),
             minlength=self._r1_nnz,
         )
-        self._A_r1 = sp.csc_matrix((data, self._r1_indices, self._r1_indptr), shape=(self.m, self.q1))
+        self._r1_data = data
         m, qr = self.m, self.qr
         A_rr = np.zeros((m, m))
         if qr:
@@ -305,7 +318,7 @@ class BlockedPLS:
     @property
     def work(self) -> float:
         """Estimated flops of one factorization: the dense Cholesky, the sparse update, the batch."""
-        nnz = self._P.nnz if self._P is not None else self.A_r1.nnz * self.m
+        nnz = self._P.nnz if self._P is not None else self._r1_nnz * self.m
         return self.m**3 / 3 + 2.0 * nnz + self.l1 * self.k1**3
 
     def lam_r(self, theta: np.ndarray) -> sp.csr_matrix:
@@ -408,7 +421,7 @@ class BlockedPLS:
             raise NotPositiveDefinite(f"rest block, pivot {info}")
         if info == m:  # y lies in the column space: a zero residual
             Lr[-1, -1] = 0.0
-        return Factor(self, theta, tmats, L11, L11inv, B, Lr, self.A_r1, rscale)
+        return Factor(self, theta, tmats, L11, L11inv, B, Lr, self._r1_data, rscale)
 
     def to_lme4(self, per_term: list[np.ndarray]) -> list[np.ndarray]:
         """Reorder per-term results from engine order to lme4's order."""

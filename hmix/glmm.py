@@ -16,7 +16,7 @@ import pandas as pd
 
 from .blocks import BlockedPLS, Factor
 from .design import ArrayLike, Design, build_design
-from .errors import DataError, HmixWarning
+from .errors import ConvergenceWarning, DataError, HmixWarning
 from .families import Family, get_family
 from .optimize import OptSummary, check_convergence, choose_method, minimize
 
@@ -339,6 +339,13 @@ def glmer(
     theta = params[: obj.ntheta]
     beta = params[obj.ntheta :] if nAGQ > 0 else obj.pirls(theta, None).beta
     final = obj.pirls(theta, beta)
+    if not final.converged:
+        warnings.warn(
+            f"PIRLS did not converge in {_PIRLS_MAXIT} steps at the estimates: the conditional "
+            "modes and the likelihood are approximate",
+            ConvergenceWarning,
+            stacklevel=2,
+        )
     value = obj._agq(theta, beta, final) if nAGQ > 1 else obj.laplace_value(final)
     vcov_pirls = obj.reweight(obj.pls_joint, theta, final.eta, beta, joint=True).xtx_inv()
     vcov = vcov_pirls
