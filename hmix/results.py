@@ -194,6 +194,52 @@ class MixedModel:
         """Residuals (the kinds depend on the model class)."""
         raise NotImplementedError
 
+    def predict(
+        self,
+        newdata: pd.DataFrame | None = None,
+        *,
+        random: bool = True,
+        new_levels: str = "population",
+        type: str = "response",
+        offset: Any = None,
+    ) -> pd.Series:
+        """Predictions for the fitted rows or for new data.
+
+        Parameters
+        ----------
+        newdata : pandas.DataFrame, optional
+            Coded as the fitting data were (the formulaic ModelSpecs kept at fit time). A factor
+            level of a fixed effect that the fit has not seen is an error; rows with a missing
+            value in a variable the formula uses predict NaN.
+        random : bool, default True
+            Include the conditional modes of the random effects (lme4's ``re.form = NULL``);
+            ``False`` gives population-level predictions (``re.form = NA``).
+        new_levels : {"population", "nan", "error"}
+            For a grouping level the fit has not seen: its random effect is zero (lme4's
+            ``allow.new.levels = TRUE``), the prediction is NaN, or an error is raised.
+        type : {"response", "link"}
+            For GLMMs: the mean (probabilities, rates) or the linear predictor.
+        offset : str or array-like, optional
+            An offset for the new rows, like ``offset=`` at fit time (``offset(...)`` terms in
+            the formula are evaluated on ``newdata``).
+
+        Returns
+        -------
+        pandas.Series
+            Indexed like ``newdata`` (or the fitted rows).
+
+        Examples
+        --------
+        >>> import hmix, pandas as pd
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> new = pd.DataFrame({"Days": [0, 5], "Subject": ["308", "NEW"]})
+        >>> m.predict(new).round(1).tolist()
+        [253.7, 303.7]
+        """
+        from .predict import predict
+
+        return predict(self, newdata, random=random, new_levels=new_levels, type=type, offset=offset)
+
     def coef_table(self) -> pd.DataFrame:
         """Fixed effects with standard errors and test statistics."""
         raise NotImplementedError
