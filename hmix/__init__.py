@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from . import datasets
+from .compare import compare
 from .design import Design, build_design
 from .errors import (
     ConvergenceWarning,
@@ -25,6 +26,7 @@ __version__ = "0.1.0"
 __all__ = [
     "lmer",
     "glmer",
+    "compare",
     "LinearMixedModel",
     "GeneralizedLinearMixedModel",
     "GLMMObjective",

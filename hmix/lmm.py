@@ -159,10 +159,15 @@ def lmer(
     >>> m.fixef.round(3).to_dict()
     {'(Intercept)': 251.405, 'Days': 10.467}
     """
-    from .results import LinearMixedModel
-
     design = build_design(formula, data, weights=weights, offset=offset)
     _check_lmm(design)
+    return fit_lmm(design, REML=REML, check_conv=check_conv, data_name=str(data.attrs.get("name", "data")))
+
+
+def fit_lmm(design: Design, *, REML: bool = True, check_conv: bool = True, data_name: str = "data") -> Any:
+    """Fit an LMM to a materialized design (``lmer`` after the formula; refits reuse it)."""
+    from .results import LinearMixedModel
+
     f = LMMObjective(design, REML=REML)
     # the moment-based start is close: a first trust region of 10% of it (at least 0.02) saves
     # a third of the evaluations over the reference models (benchmarks/optimizers.py)
@@ -173,7 +178,6 @@ def lmer(
     )
     singular, converged, messages, _ = check_convergence(fc, theta, fmin, f.diagonal, check=check_conv)
     optsum = type(optsum)(**{**optsum.__dict__, "n_evals": fc.n, "warnings": tuple(messages)})
-    name = str(data.attrs.get("name", "data"))
     return LinearMixedModel._from_fit(
-        f, theta, optsum, singular=singular, converged=converged, data_name=name
+        f, theta, optsum, singular=singular, converged=converged, data_name=data_name
     )

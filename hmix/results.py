@@ -339,6 +339,14 @@ class LinearMixedModel(MixedModel):
             raise ValueError(f"type must be 'response' or 'pearson', not {type!r}")
         return pd.Series(r, index=d.index, name="residuals")
 
+    def refit_ml(self) -> LinearMixedModel:
+        """The same model fitted by maximum likelihood (itself when it already is)."""
+        if not self.REML:
+            return self
+        from .lmm import fit_lmm
+
+        return fit_lmm(self.design, REML=False, data_name=self.data_name)
+
     def coef_table(self) -> pd.DataFrame:
         """Fixed effects with standard errors and t statistics."""
         se = self.std_errors

@@ -1,0 +1,97 @@
+"""Model comparison: information criteria and likelihood-ratio tests (lme4's ``anova``)."""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from scipy.stats import chi2
+
+from .errors import DataError, HmixWarning
+
+__all__ = ["compare"]
+
+
+def compare(*models: Any, names: list[str] | None = None, refit: bool = True) -> pd.DataFrame:
+    """Compare nested mixed models, as lme4's ``anova(m1, m2, ...)``.
+
+    Parameters
+    ----------
+    *models : fitted models
+        Two or more fits to the same observations.
+    names : list of str, optional
+        Row labels (default: each model's formula).
+    refit : bool, default True
+        Refit REML fits by maximum likelihood first, with a warning that says so (lme4's
+        default): REML criteria of models with different fixed effects are not comparable.
+        With ``refit=False`` REML fits are compared on their REML criteria, which is valid only
+        when their fixed effects are the same.
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per model, ordered by the number of parameters, with ``npar``, ``AIC``, ``BIC``,
+        ``logLik``, ``deviance`` (-2 logLik) and, from the second row on, the likelihood-ratio
+        ``Chisq`` against the row above, its ``Df`` and ``Pr(>Chisq)``.
+
+    Examples
+    --------
+    >>> import hmix, warnings
+    >>> d = hmix.datasets.load("sleepstudy")
+    >>> m0 = hmix.lmer("Reaction ~ Days + (1 | Subject)", d)
+    >>> m1 = hmix.lmer("Reaction ~ Days + (Days | Subject)", d)
+    >>> with warnings.catch_warnings():
+    ...     warnings.simplefilter("ignore")
+    ...     table = hmix.compare(m0, m1)
+    >>> round(float(table["Chisq"].iloc[1]), 2), int(table["Df"].iloc[1])
+    (42.14, 2)
+    """
+    if len(models) < 2:
+        raise DataError("compare() needs two or more models")
+    nobs = {m.nobs for m in models}
+    if len(nobs) > 1:
+        raise DataError(
+            f"the models were fitted to different numbers of observations ({sorted(nobs)}); "
+            "refit them to the same rows (missing values can drop different rows)"
+        )
+    labels = list(names) if names is not None else [m.formula for m in models]
+    if len(labels) != len(models):
+        raise DataError("names must give one label per model")
+    reml = [bool(getattr(m, "REML", False)) for m in models]
+    if any(reml):
+        if refit:
+            warnings.warn("refitting model(s) with ML (instead of REML)", HmixWarning, stacklevel=2)
+            models = tuple(m.refit_ml() if r else m for m, r in zip(models, reml))
+        else:
+            fixed = {tuple(m.design.fixef_names) for m in models}
+            if not all(reml) or len(fixed) > 1:
+                warnings.warn(
+                    "comparing REML criteria of models with different fixed effects (or with ML "
+                    "fits) is not meaningful; use refit=True",
+                    HmixWarning,
+                    stacklevel=2,
+                )
+    rows = [
+        {
+            "model": lab,
+            "npar": m.npar,
+            "AIC": m.aic,
+            "BIC": m.bic,
+            "logLik": m.loglik,
+            "deviance": m.objective,
+        }
+        for lab, m in zip(labels, models)
+    ]
+    table = pd.DataFrame(rows).sort_values("npar", kind="stable").set_index("model")
+    dev = table["deviance"].to_numpy()
+    npar = table["npar"].to_numpy()
+    chisq = np.r_[np.nan, dev[:-1] - dev[1:]]
+    df = np.r_[np.nan, np.diff(npar)].astype(float)
+    with np.errstate(invalid="ignore"):
+        p = np.where(df > 0, chi2.sf(np.maximum(chisq, 0.0), np.where(df > 0, df, 1)), np.nan)
+    table["Chisq"] = chisq
+    table["Df"] = df
+    table["Pr(>Chisq)"] = p
+    return table
