@@ -308,7 +308,7 @@ def glmer(
     theta0 = obj.diagonal.astype(float)  # lme4's start: 1 on the diagonal
     # a PIRLS call is a few factorizations and a few passes over the rows
     method = choose_method(obj.ntheta, 3 * (obj.pls_joint.work + 50 * design.n))
-    theta, fmin, opt1, fc = minimize(
+    theta, _, opt1, fc = minimize(
         obj.laplace_joint, theta0, obj.lower_theta, diagonal=obj.diagonal, method=method
     )
     st = obj.pirls(theta, None)
@@ -321,18 +321,18 @@ def glmer(
         lower = np.concatenate([obj.lower_theta, np.full(design.p, -np.inf)])
         diag = np.concatenate([obj.diagonal, np.zeros(design.p, bool)])
         step = np.concatenate([np.full(obj.ntheta, 0.1), np.minimum(se0, 1.0)])
-        params, fmin, optsum, counted = minimize(
+        params, _, optsum, counted = minimize(
             obj, x0, lower, diagonal=diag, initial_step=step, method="NLOPT_LN_BOBYQA"
         )
         # a restart with small steps: BOBYQA's first run can stop early on this objective
-        params, fmin, opt3, counted = minimize(
+        params, _, opt3, counted = minimize(
             obj, params, lower, diagonal=diag, initial_step=step / 100, method="NLOPT_LN_BOBYQA"
         )
         evals = optsum.n_evals + opt1.n_evals + opt3.n_evals
         optsum = OptSummary(**{**opt3.__dict__, "initial": x0, "n_evals": evals})
     n_before = counted.n
     singular, converged, messages, hess = check_convergence(
-        counted, params, fmin, diag, check=check_conv, hessian=nAGQ > 0 and vcov_method == "hessian"
+        counted, params, diag, check=check_conv, hessian=nAGQ > 0 and vcov_method == "hessian"
     )
     n_evals = optsum.n_evals + counted.n - n_before
     optsum = OptSummary(**{**optsum.__dict__, "n_evals": n_evals, "warnings": tuple(messages)})

@@ -173,10 +173,10 @@ def fit_lmm(design: Design, *, REML: bool = True, check_conv: bool = True, data_
     # a third of the evaluations over the reference models (benchmarks/optimizers.py)
     step = np.maximum(0.1 * np.abs(f.theta0), 0.02)
     method = choose_method(len(f.theta0), f.pls.work)
-    theta, fmin, optsum, fc = minimize(
+    theta, _, optsum, fc = minimize(
         f, f.theta0, f.lower, diagonal=f.diagonal, initial_step=step, method=method
     )
-    singular, converged, messages, _ = check_convergence(fc, theta, fmin, f.diagonal, check=check_conv)
+    singular, converged, messages, _ = check_convergence(fc, theta, f.diagonal, check=check_conv)
     optsum = type(optsum)(**{**optsum.__dict__, "n_evals": fc.n, "warnings": tuple(messages)})
     return LinearMixedModel._from_fit(
         f, theta, optsum, singular=singular, converged=converged, data_name=data_name

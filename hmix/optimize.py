@@ -118,7 +118,8 @@ def minimize(
     initial_step: np.ndarray | None = None,
     method: str | None = None,
 ) -> tuple[np.ndarray, float, OptSummary, _Counted]:
-    """Minimize ``f`` by NLopt's BOBYQA within bounds, then snap near-zero variances to zero.
+    """Minimize ``f`` within bounds by an NLopt method (BOBYQA unless ``method`` says otherwise,
+    see :func:`choose_method`), then snap near-zero variances to zero.
 
     ``diagonal`` marks the parameters that are standard deviations (lower bound 0); those below
     1e-3 are set to 0 when that raises the objective by at most 1e-5.
@@ -140,9 +141,9 @@ def minimize(
     try:
         x = opt.optimize(x0)
         code = int(opt.last_optimize_result())
+        fmin = float(opt.last_optimum_value())
     except nlopt.RoundoffLimited:  # the best point so far is still a valid answer
-        x, code = fc.best_x, -4
-    fmin = fc(x)
+        x, code, fmin = fc.best_x, -4, fc.best_f
     if diagonal is not None:
         for i in np.nonzero(diagonal & (x > 0) & (x < _SNAP_BELOW))[0]:
             trial = x.copy()
@@ -175,7 +176,7 @@ def choose_method(nparams: int, work: float) -> str:
     return "NLOPT_LN_NEWUOA_BOUND" if nparams > 1 and work > _COSTLY else "NLOPT_LN_BOBYQA"
 
 
-def _derivs(f: Callable[[np.ndarray], float], x: np.ndarray, f0: float) -> tuple[np.ndarray, np.ndarray]:
+def _derivs(f: Callable[[np.ndarray], float], x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Central finite-difference gradient and Hessian with lme4's step (1e-4).
 
     The mixed second differences reuse the axis evaluations (two new evaluations per pair,
@@ -183,6 +184,9 @@ def _derivs(f: Callable[[np.ndarray], float], x: np.ndarray, f0: float) -> tuple
     """
     n = len(x)
     h = _FD_STEP
+    # f(x) is evaluated here, next to the other points: a GLMM's PIRLS leaves ~1e-10 of noise
+    # between evaluations, and the second differences divide by h^2 = 1e-8
+    f0 = f(x)
     eye = np.eye(n) * h
     fp = np.array([f(x + eye[i]) for i in range(n)])
     fm = np.array([f(x - eye[i]) for i in range(n)])
@@ -200,7 +204,6 @@ def _derivs(f: Callable[[np.ndarray], float], x: np.ndarray, f0: float) -> tuple
 def check_convergence(
     f: Callable[[np.ndarray], float],
     x: np.ndarray,
-    fmin: float,
     diagonal: np.ndarray,
     *,
     check: bool = True,
@@ -220,7 +223,7 @@ def check_convergence(
         warnings.warn(msg, SingularFitWarning, stacklevel=3)
     if not (hessian or (check and not singular)):
         return singular, True, messages, None
-    grad, hess = _derivs(f, x, fmin)
+    grad, hess = _derivs(f, x)
     if singular or not check:
         return singular, True, messages, hess
     converged = True
