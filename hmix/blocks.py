@@ -29,13 +29,25 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from .errors import HmixError
 from .remat import ReTerm
 
 __all__ = ["BlockedPLS", "Factor", "NotPositiveDefinite"]
 
 
-class NotPositiveDefinite(ArithmeticError):
-    """A matrix that must be positive definite is not (numerically)."""
+class NotPositiveDefinite(HmixError, ArithmeticError):
+    """A matrix that must be positive definite is not (numerically).
+
+    The optimizers treat it as a failed evaluation; when it escapes (outside an optimizer) it is
+    an HmixError whose message says what usually causes it.
+    """
+
+    def __init__(self, where: str):
+        super().__init__(
+            f"the penalized least-squares system is not positive definite ({where}): the fixed "
+            "effects are not identifiable from these data (complete separation, a predictor "
+            "without variation, or too few observations)"
+        )
 
 
 _MAX_PAIRS = 40_000_000  # entries of P (about 0.5 GB); beyond it S is formed as F F'
@@ -393,6 +405,8 @@ class BlockedPLS:
                 L11 = np.linalg.cholesky(T1.T @ self.A11 @ T1 + np.eye(self.k1))
             except np.linalg.LinAlgError:
                 raise NotPositiveDefinite("first block") from None
+        if not np.isfinite(L11).all():
+            raise NotPositiveDefinite("first block")
         L11inv = _batched_tri_inv(L11)
         B = T1 @ np.swapaxes(L11inv, 1, 2)  # T1 L11^-T per level
         qr, m = self.qr, self.m
@@ -417,10 +431,10 @@ class BlockedPLS:
                 M[:, :qr] = (lam.T @ M[:, :qr].T).T
                 M[np.arange(qr), np.arange(qr)] += 1.0
         Lr, info = sla.lapack.dpotrf(M, lower=1, clean=0, overwrite_a=1)
-        if 0 < info < m:
-            raise NotPositiveDefinite(f"rest block, pivot {info}")
         if info == m:  # y lies in the column space: a zero residual
             Lr[-1, -1] = 0.0
+        if 0 < info < m or not (np.isfinite(np.diag(Lr)).all() and np.isfinite(Lr[-1]).all()):
+            raise NotPositiveDefinite(f"rest block, pivot {info}")
         return Factor(self, theta, tmats, L11, L11inv, B, Lr, self._r1_data, rscale)
 
     def to_lme4(self, per_term: list[np.ndarray]) -> list[np.ndarray]:

@@ -237,8 +237,11 @@ def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str
     if p == 0:
         return X, names, []
     r = sla.qr(X, mode="r")[0]
+    diag = np.zeros(p)  # with fewer rows than columns, the columns past the rows are aliased
+    k = min(r.shape)
+    diag[:k] = np.abs(np.diag(r)[:k])
     norms = np.linalg.norm(X, axis=0)
-    aliased = np.abs(np.diag(r)[:p]) <= 1e-7 * np.where(norms > 0, norms, 1.0)
+    aliased = diag <= 1e-7 * np.where(norms > 0, norms, 1.0)
     if not aliased.any():
         return X, names, []
     dropped = [n for n, a in zip(names, aliased) if a]

@@ -223,10 +223,13 @@ def _glm_start(design: Design, family: Family) -> np.ndarray:
         glm = GLM(
             design.y, design.X, family=family.statsmodels_family(), offset=design.offset, var_weights=wt
         )
-        res = glm.fit()
+        try:
+            beta = np.asarray(glm.fit().params, dtype=float)
+        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
+            beta = np.full(design.p, np.nan)  # extreme data: PIRLS starts from zero instead
     sep = [w for w in caught if "separation" in str(w.message).lower()]
-    beta = np.asarray(res.params, dtype=float)
-    if sep or (family.name == "binomial" and np.abs(design.X @ beta).max(initial=0) > 15):
+    extreme = family.name == "binomial" and np.abs(np.nan_to_num(design.X @ beta)).max(initial=0) > 15
+    if sep or extreme:
         warnings.warn(
             "complete or quasi-complete separation: some fixed effects predict the response "
             "perfectly, so their estimates and standard errors are unreliable (very large); "
@@ -300,6 +303,10 @@ def glmer(
     fam.validate(design.y, wt)
     if np.all(design.y == 0):
         raise DataError("every response is zero: there is nothing to model")
+    if design.n <= design.p:
+        raise DataError(
+            f"{design.n} observations for {design.p} fixed effects: use more data or fewer fixed effects"
+        )
     obj = GLMMObjective(design, fam, nAGQ)
     beta0 = _glm_start(design, fam)
     obj.start(beta0)

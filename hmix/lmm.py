@@ -104,6 +104,18 @@ def start_theta(design: Design) -> np.ndarray:
 def _check_lmm(design: Design) -> None:
     """lme4's identifiability checks for LMMs (errors, as lme4 stops)."""
     n = design.n
+    if n <= design.p:
+        raise DataError(
+            f"{n} observations for {design.p} fixed effects: there is nothing left to estimate the "
+            "variance components from; use more data or fewer fixed effects"
+        )
+    y = design.y if design.offset is None else design.y - design.offset
+    resid = y - design.X @ np.linalg.lstsq(design.X, y, rcond=None)[0] if design.p else y
+    if np.allclose(resid, 0.0, atol=1e-12 * max(1.0, float(np.abs(y).max(initial=0.0)))):
+        raise DataError(
+            "the fixed effects reproduce the response exactly (no residual variation), so there is "
+            "no variance left to split between groups and residual; check the response column"
+        )
     for t in design.terms:
         if t.nlevels >= n:
             raise DataError(

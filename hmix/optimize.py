@@ -11,7 +11,7 @@ import nlopt
 import numpy as np
 
 from .blocks import NotPositiveDefinite
-from .errors import ConvergenceWarning, SingularFitWarning
+from .errors import ConvergenceWarning, HmixError, SingularFitWarning
 
 __all__ = ["OptSummary", "minimize", "check_convergence", "choose_method", "SINGULAR_TOL"]
 
@@ -90,7 +90,10 @@ class _Counted:
         self.best_x, self.best_f = x0, np.inf
         self.f0 = self(x0)
         if not np.isfinite(self.f0):
-            raise FloatingPointError("the objective is not finite at the starting values")
+            raise HmixError(
+                "the objective is not finite at the starting values: the data leave nothing to "
+                "estimate (for instance a response without variation)"
+            )
 
     def __call__(self, x: np.ndarray) -> float:
         self.n += 1
