@@ -50,6 +50,7 @@ class NotPositiveDefinite(HmixError, ArithmeticError):
         )
 
 
+_MAX_DENSE = 20_000  # largest dense rest block (3.2 GB a copy) the engine takes on
 _MAX_PAIRS = 40_000_000  # entries of P (about 0.5 GB); beyond it S is formed as F F'
 
 
@@ -213,6 +214,13 @@ class BlockedPLS:
         self.qr = int(sum(t.q for t in self.terms[1:]))
         self.p = int(X.shape[1])
         self.m = self.qr + self.p + 1
+        if self.m > _MAX_DENSE:
+            raise HmixError(
+                f"the random effects after the largest term number {self.qr}: their block is factored "
+                f"densely ({self.m}^2 doubles, {self.m**2 * 8 / 1e9:.1f} GB a copy), which is beyond "
+                "this engine; crossed or nested factors this large besides the largest one are not "
+                "supported yet"
+            )
         self.n = len(y)
         self._zr = sp.hstack([t.zmatrix for t in self.terms[1:]], format="csr") if self.qr else None
         self._lam_pattern()

@@ -12,6 +12,7 @@ import pandas as pd
 import pytest
 import scipy.linalg as sla
 
+import hmix
 import hmix.blocks
 from hmix import LMMObjective, build_design
 from hmix.design import Design
@@ -133,3 +134,14 @@ def test_zero_variance_in_a_later_term_matches_dense(formula: str) -> None:
     ref, beta, _ = dense_objective(d, theta, True)
     assert f(theta) == pytest.approx(ref, rel=1e-9)
     np.testing.assert_allclose(f.pls.factor(theta).beta, beta, rtol=1e-8, atol=1e-10)
+
+
+def test_too_large_dense_block_is_a_clear_error() -> None:
+    rng = np.random.default_rng(0)
+    n = 50_000
+    df = pd.DataFrame(
+        {"a": rng.integers(0, 30_000, n).astype(str), "b": rng.integers(0, 25_000, n).astype(str)}
+    )
+    df["y"] = rng.normal(size=n)
+    with pytest.raises(hmix.HmixError, match="factored densely"):
+        hmix.lmer("y ~ 1 + (1 | a) + (1 | b)", df)
