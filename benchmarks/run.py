@@ -1,11 +1,13 @@
-"""Fit the benchmark models with hmix and its peers side by side, in one run.
+"""Fit the benchmark models by ML with hmix and its peers side by side, in one run.
 
-usage: python benchmarks/run.py [--repeats N] [--quick] [--only MODEL] [--cap SECONDS]
+usage: python benchmarks/run.py [--quick] [--repeats N] [--only NAME[,NAME]] [--cap S] [--timeout S]
 
-Each engine runs in its own process (imports and memory are its own); the first fit is a warm-up.
-Prints a Markdown table of median wall times, the ratio of each peer to hmix, peak memory and the
-objective (-2 log-likelihood) each engine reached; writes benchmarks/results.md and .json.
-lme4 runs through Rscript when it is installed; statsmodels runs under a time cap.
+Each (engine, model) runs in its own process, so imports and peak memory are that engine's own;
+the first fit in each process is a warm-up and is not timed. Prints a Markdown table of median
+wall times, each peer's time over hmix's, peak memory and the objective (-2 log-likelihood) each
+engine reached, and writes it to benchmarks/results.md (every number: benchmarks/results.json).
+lme4 runs through Rscript when it is on PATH; statsmodels runs under a per-fit time cap.
+An engine that is missing or fails is reported as "n/a" / "error"; the run goes on.
 """
 
 from __future__ import annotations
@@ -15,134 +17,243 @@ import json
 import os
 import platform
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
 from importlib import metadata
 from pathlib import Path
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 from models import MODELS  # noqa: E402
 
 ENGINES = ["hmix", "lme4", "mixedlm", "statsmodels"]
+SHORT = {"hmix": "hmix", "lme4": "lme4", "mixedlm": "mixedlm", "statsmodels": "sm"}
+
+
+def command(engine: str, model: str, repeats: int) -> list[str] | None:
+    spec = MODELS[model]
+    if engine == "lme4":
+        rscript = shutil.which("Rscript")
+        if rscript is None:
+            return None
+        return [rscript, str(HERE / "lme4_worker.R"), str(spec["csv"]), ",".join(spec["labels"]),
+                spec["formula"], str(repeats), spec.get("family", "gaussian")]  # fmt: skip
+    return [sys.executable, str(HERE / "worker.py"), engine, model, str(repeats)]
 
 
 def run_engine(engine: str, model: str, repeats: int, cap: float) -> dict:
-    spec = MODELS[model]
-    if engine == "lme4":
-        if shutil.which("Rscript") is None:
-            return {"status": "n/a (no Rscript)"}
-        cmd = [
-            "Rscript",
-            str(HERE / "lme4_worker.R"),
-            str(spec["csv"]),
-            ",".join(spec["labels"]),
-            spec["formula"],
-            str(repeats),
-            spec.get("family", "gaussian"),
-        ]
-    else:
-        try:
-            metadata.version("hmix" if engine == "hmix" else engine)
-        except metadata.PackageNotFoundError:
-            if engine != "hmix":
-                return {"status": f"n/a ({engine} not installed)"}
-        cmd = [sys.executable, str(HERE / "worker.py"), engine, model, str(repeats)]
-    env = {**os.environ, "PYTHONPATH": str(HERE.parent) + os.pathsep + os.environ.get("PYTHONPATH", "")}
-    start = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=cap, env=env, check=False)
-    except subprocess.TimeoutExpired:
-        return {"status": f"> {cap:.0f} s (stopped)"}
-    if proc.returncode != 0:
-        return {"status": "failed", "stderr": proc.stderr[-500:]}
-    out = json.loads(proc.stdout.strip().splitlines()[-1])
-    out["status"] = "ok"
-    out["median"] = statistics.median(out["times"])
-    out["wall"] = time.perf_counter() - start
-    return out
+    """Run one worker; kill it if one fit (or start-up) takes longer than `cap` seconds."""
+    cmd = command(engine, model, repeats)
+    if cmd is None:
+        return {"status": "n/a", "note": "Rscript not on PATH"}
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p)
+    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        start = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, env=env, start_new_session=True)
+        marks, last, timed_out = 0, start, False
+        while True:
+            pid, status, usage = os.wait4(proc.pid, os.WNOHANG)
+            if pid:
+                break
+            now = time.perf_counter()
+            out.seek(0)
+            n = sum(line.startswith(("@ready", "@fit")) for line in out.read().splitlines())
+            if n > marks:
+                marks, last = n, now
+            elif now - last > cap:
+                os.killpg(proc.pid, signal.SIGKILL)  # the worker's own process group
+                pid, status, usage = os.wait4(proc.pid, 0)
+                timed_out = True
+                break
+            time.sleep(0.02)
+        proc.returncode = code = os.waitstatus_to_exitcode(status)
+        wall = time.perf_counter() - start
+        out.seek(0)
+        err.seek(0)
+        lines, stderr = out.read().splitlines(), err.read()
+    base = {"command": cmd, "process_wall_s": wall, "peak_mb": usage.ru_maxrss / 1024}
+    if timed_out:
+        fits = [ln for ln in lines if ln.startswith("@fit")]
+        where = "start-up" if not fits else ("warm-up fit" if fits[-1] == "@fit 0" else fits[-1][1:])
+        return {**base, "status": "timeout", "cap_s": cap, "note": f"killed during {where}"}
+    if code == 3:
+        return {**base, "status": "n/a", "note": f"{engine} cannot be imported", "stderr": stderr[-800:]}
+    if code == 4:
+        return {**base, "status": "n/a", "note": "no GLMM in this engine"}
+    result = next((ln[len("@result ") :] for ln in lines if ln.startswith("@result ")), None)
+    if code != 0 or result is None:
+        return {**base, "status": "error", "exit_code": code, "stderr": stderr[-2000:]}
+    r = json.loads(result)
+    return {
+        **base,
+        **r,
+        "status": "ok",
+        "median_s": statistics.median(r["times"]),
+        "repeats": len(r["times"]),
+    }
 
 
-def fmt_time(r: dict) -> str:
-    if r.get("status") != "ok":
-        return r.get("status", "n/a")
-    m = r["median"]
+def fmt_time(r: dict | None) -> str:
+    if r is None:
+        return "skipped"
+    if r["status"] == "timeout":
+        return f"> {r['cap_s']:.0f} s"
+    if r["status"] != "ok":
+        return "no GLMM" if r.get("note") == "no GLMM in this engine" else r["status"]
+    m = r["median_s"]
     return f"{m * 1e3:.1f} ms" if m < 1 else f"{m:.2f} s"
 
 
-def ratio(r: dict, base: dict) -> str:
-    if r.get("status") != "ok" or base.get("status") != "ok":
-        return "–"
-    return f"{r['median'] / base['median']:.1f}×"
+def fmt_ratio(r: dict | None, base: dict | None) -> str:
+    if r is None or base is None or base["status"] != "ok":
+        return "n/a"
+    if r["status"] == "timeout":
+        return f"> {r['cap_s'] / base['median_s']:.0f}×"
+    if r["status"] != "ok":
+        return "n/a"
+    return f"{r['median_s'] / base['median_s']:.1f}×"
+
+
+def cell(rs: dict, key: str, fmt: str, engines: list[str]) -> str:
+    def one(e: str) -> str:
+        r = rs.get(e)
+        if r is not None and r["status"] == "timeout" and key == "peak_mb":
+            return "≥" + fmt.format(r[key])  # peak up to the moment it was stopped
+        return fmt.format(r[key]) if r is not None and r["status"] == "ok" else "n/a"
+
+    return " / ".join(one(e) for e in engines)
+
+
+def machine_info() -> dict:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        usable = len(os.sched_getaffinity(0))
+    except AttributeError:
+        usable = os.cpu_count()
+    mem = None
+    try:
+        kb = next(ln for ln in Path("/proc/meminfo").read_text().splitlines() if ln.startswith("MemTotal"))
+        mem = round(int(kb.split()[1]) / 1024**2, 1)
+    except (OSError, StopIteration):
+        pass
+    keys = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+    threads = {k: os.environ[k] for k in keys if k in os.environ}
+    return {
+        "cpu": cpu,
+        "cpu_count": os.cpu_count(),
+        "usable_cpus": usable,
+        "memory_gb": mem,
+        "os": platform.platform(),
+        "python": platform.python_version(),
+        "thread_env": threads,
+    }
+
+
+def versions(results: dict) -> dict:
+    v = {}
+    for pkg in ["numpy", "scipy", "pandas", "formulaic", "nlopt", "mixedlm", "statsmodels"]:
+        try:
+            v[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            v[pkg] = "not installed"
+    found = {e: r for rs in results.values() for e, r in rs.items() if r is not None and r["status"] == "ok"}
+    v["hmix"] = found["hmix"]["version"] if "hmix" in found else "n/a"
+    if "lme4" in found:
+        v["lme4"], v["R"] = found["lme4"]["version"], found["lme4"]["R"]
+    else:
+        v["lme4"] = v["R"] = "n/a"
+    return v
+
+
+def table(results: dict, engines: list[str], machine: dict, vers: dict, cap: float) -> str:
+    peers = [e for e in engines if e != "hmix"]
+    names = "/".join(SHORT[e] for e in engines)
+    head = (["model"] + [f"{e}" for e in engines] + [f"{SHORT[e]} / hmix" for e in peers]
+            + [f"peak MB ({names})", f"−2 logLik ({names})"])  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for model, rs in results.items():
+        h = rs.get("hmix")
+        row = [model] + [fmt_time(rs.get(e)) for e in engines] + [fmt_ratio(rs.get(e), h) for e in peers]
+        row += [cell(rs, "peak_mb", "{:.0f}", engines), cell(rs, "objective", "{:.4f}", engines)]
+        lines.append("| " + " | ".join(row) + " |")
+    reps = ", ".join(f"{m} {next((r['repeats'] for r in rs.values() if r and r['status'] == 'ok'), '?')}"
+                     for m, rs in results.items())  # fmt: skip
+    foot = (
+        f"\nMedian wall time of one maximum-likelihood fit after one untimed warm-up fit, each engine in "
+        f"its own process (timed fits: {reps}); statsmodels capped at {cap:.0f} s per fit. "
+        f"{machine['cpu']}, {machine['usable_cpus']} CPUs, Python {machine['python']}; "
+        + ", ".join(f"{k} {v}" for k, v in vers.items() if v not in ("not installed",))
+        + "."
+    )
+    return "\n".join(lines) + "\n" + foot + "\n"
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--quick", action="store_true", help="one repeat, no statsmodels")
-    ap.add_argument("--only", choices=list(MODELS))
-    ap.add_argument("--cap", type=float, default=120.0, help="seconds an engine may take per model")
+    ap.add_argument("--repeats", type=int, help="timed fits per engine and model (default 5; 3 for InstEval)")
+    ap.add_argument("--quick", action="store_true", help="one timed fit, no statsmodels")
+    ap.add_argument("--only", help="model name(s), comma-separated: " + ", ".join(MODELS))
+    ap.add_argument(
+        "--engines", default=",".join(ENGINES), help="comma-separated subset of " + ",".join(ENGINES)
+    )
+    ap.add_argument(
+        "--cap", type=float, default=120.0, help="statsmodels: seconds allowed per fit (default 120)"
+    )
+    ap.add_argument("--timeout", type=float, default=1800.0, help="other engines: seconds allowed per fit")
     args = ap.parse_args()
-    engines = [e for e in ENGINES if not (args.quick and e == "statsmodels")]
-    skip = {"status": "–"}
-    results: dict[str, dict[str, dict]] = {}
-    for model in [args.only] if args.only else list(MODELS):
-        reps = 1 if args.quick else (min(args.repeats, 3) if model == "InstEval" else args.repeats)
+
+    models = list(MODELS)
+    if args.only:
+        models = [m.strip() for m in args.only.split(",")]
+        bad = [m for m in models if m not in MODELS]
+        if bad:
+            ap.error(f"unknown model(s) {bad}; choose from {list(MODELS)}")
+    engines = [e for e in ENGINES if e in args.engines.split(",")]
+    if "hmix" not in engines:
+        engines.insert(0, "hmix")
+
+    machine = machine_info()
+    print(f"{machine['cpu']}, {machine['usable_cpus']} CPUs, Python {machine['python']}", flush=True)
+    results: dict[str, dict[str, dict | None]] = {}
+    for model in models:
+        reps = 1 if args.quick else (args.repeats or MODELS[model]["repeats"])
         results[model] = {}
         for engine in engines:
-            glmm = "family" in MODELS[model]
-            r = skip if (glmm and engine == "statsmodels") else run_engine(engine, model, reps, args.cap)
+            if engine == "statsmodels" and args.quick:
+                results[model][engine] = None
+                continue
+            cap = args.cap if engine == "statsmodels" else args.timeout
+            r = run_engine(engine, model, reps, cap)
             results[model][engine] = r
-            objective = r.get("objective", float("nan"))
-            print(f"{model:10s} {engine:11s} {fmt_time(r):>18s}  objective {objective:.6f}", flush=True)
+            obj = f"{r['objective']:.6f}" if r["status"] == "ok" else r.get("note", "")
+            print(f"{model:12s} {engine:12s} {fmt_time(r):>12s}  {obj}", flush=True)
+            if r["status"] == "error":
+                print(
+                    "    " + r["stderr"].strip().splitlines()[-1] if r["stderr"].strip() else "", flush=True
+                )
 
-    head = (
-        "| model | hmix | lme4 | mixedlm | statsmodels | lme4 / hmix | mixedlm / hmix "
-        "| peak MB (hmix / lme4 / mixedlm / sm) | −2 logLik (hmix / lme4 / mixedlm) |"
-    )
-    lines = [head, "|" + "---|" * 9]
-    for model, rs in results.items():
-        h = rs["hmix"]
-        mem = " / ".join(
-            f"{rs[e]['peak_mb']:.0f}" if rs.get(e, {}).get("status") == "ok" else "–" for e in ENGINES
-        )
-        objs = " / ".join(
-            f"{rs[e]['objective']:.4f}" if rs.get(e, {}).get("status") == "ok" else "–" for e in ENGINES[:3]
-        )
-        lines.append(
-            f"| {model} | {fmt_time(h)} | {fmt_time(rs.get('lme4', {}))} "
-            f"| {fmt_time(rs.get('mixedlm', {}))} | "
-            f"{fmt_time(rs.get('statsmodels', {'status': 'skipped'}))} | {ratio(rs.get('lme4', {}), h)} | "
-            f"{ratio(rs.get('mixedlm', {}), h)} | {mem} | {objs} |"
-        )
-    versions = {}
-    for pkg in ["hmix", "numpy", "scipy", "nlopt", "mixedlm", "statsmodels"]:
-        try:
-            versions[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            versions[pkg] = "from source" if pkg == "hmix" else "not installed"
-    lme4_version = next(
-        (r["version"] for rs in results.values() for e, r in rs.items() if e == "lme4" and "version" in r),
-        "n/a",
-    )
-    cpu = platform.processor() or platform.machine()
-    machine = f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}"
-    footer = (
-        f"\nMedian wall time of one fit by maximum likelihood (first fit excluded), {machine}; "
-        f"lme4 {lme4_version}, " + ", ".join(f"{k} {v}" for k, v in versions.items()) + "."
-    )
-    table = "\n".join(lines) + "\n" + footer + "\n"
-    print("\n" + table)
-    (HERE / "results.md").write_text(table)
-    (HERE / "results.json").write_text(
-        json.dumps(
-            {"machine": machine, "versions": versions, "lme4": lme4_version, "results": results},
-            indent=1,
-            default=str,
-        )
-    )
+    vers = versions(results)
+    md = table(results, engines, machine, vers, args.cap)
+    print("\n" + md)
+    (HERE / "results.md").write_text(md)
+    settings = {"argv": sys.argv[1:], "quick": args.quick, "repeats": args.repeats, "cap_s": args.cap,
+                "timeout_s": args.timeout, "engines": engines, "models": models}  # fmt: skip
+    payload = {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "machine": machine, "versions": vers,
+               "settings": settings, "results": results, "table": md}  # fmt: skip
+    (HERE / "results.json").write_text(json.dumps(payload, indent=1, default=str) + "\n")
 
 
 if __name__ == "__main__":
