@@ -291,14 +291,28 @@ def glmer(
     >>> round(m.loglik, 2)
     -92.03
     """
-    from .results import GeneralizedLinearMixedModel
-
     fam = get_family(family, link)
     if nAGQ < 0:
         raise DataError("nAGQ must be 0, 1 or more")
     if vcov_method not in ("hessian", "pirls"):
         raise DataError(f"vcov_method must be 'hessian' or 'pirls', not {vcov_method!r}")
     design = build_design(formula, data, weights=weights, offset=offset, binary_ok=fam.name == "binomial")
+    name = str(data.attrs.get("name", "data"))
+    return fit_glmm(design, fam, nAGQ=nAGQ, vcov_method=vcov_method, check_conv=check_conv, data_name=name)
+
+
+def fit_glmm(
+    design: Design,
+    fam: Family,
+    *,
+    nAGQ: int = 1,
+    vcov_method: str = "hessian",
+    check_conv: bool = True,
+    data_name: str = "data",
+) -> Any:
+    """Fit a GLMM to a materialized design (``glmer`` after the formula; refits reuse it)."""
+    from .results import GeneralizedLinearMixedModel
+
     wt = np.ones(design.n) if design.weights is None else design.weights
     fam.validate(design.y, wt)
     if np.all(design.y == 0):
@@ -380,6 +394,6 @@ def glmer(
         vcov,
         singular=singular,
         converged=converged,
-        data_name=str(data.attrs.get("name", "data")),
+        data_name=data_name,
         vcov_method=vcov_method if vcov is not vcov_pirls else "pirls",
     )
