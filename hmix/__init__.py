@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
-from . import datasets
+from . import datasets, plot
+from .bootstrap import bootstrap
 from .compare import compare
+from .crossval import CrossValidation, cross_validate
 from .design import Design, build_design
 from .errors import (
     ConvergenceWarning,
@@ -18,6 +20,7 @@ from .families import Family, get_family
 from .formula import ParsedFormula, parse_formula
 from .glmm import GLMMObjective, glmer
 from .lmm import LMMObjective, lmer
+from .loo import LOO
 from .optimize import OptSummary
 from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel
 
@@ -27,6 +30,10 @@ __all__ = [
     "lmer",
     "glmer",
     "compare",
+    "cross_validate",
+    "bootstrap",
+    "LOO",
+    "CrossValidation",
     "LinearMixedModel",
     "GeneralizedLinearMixedModel",
     "GLMMObjective",
@@ -40,6 +47,7 @@ __all__ = [
     "parse_formula",
     "ParsedFormula",
     "datasets",
+    "plot",
     "HmixError",
     "FormulaError",
     "DataError",

@@ -14,7 +14,9 @@ from .errors import DataError, HmixWarning
 __all__ = ["compare"]
 
 
-def compare(*models: Any, names: list[str] | None = None, refit: bool = True) -> pd.DataFrame:
+def compare(
+    *models: Any, names: list[str] | None = None, refit: bool = True, loo: bool = False
+) -> pd.DataFrame:
     """Compare nested mixed models, as lme4's ``anova(m1, m2, ...)``.
 
     Parameters
@@ -28,13 +30,19 @@ def compare(*models: Any, names: list[str] | None = None, refit: bool = True) ->
         default): REML criteria of models with different fixed effects are not comparable.
         With ``refit=False`` REML fits are compared on their REML criteria, which is valid only
         when their fixed effects are the same.
+    loo : bool, default False
+        Add leave-one-out columns (:meth:`~hmix.MixedModel.loo` of each compared fit):
+        ``elpd_loo``, ``se_loo``, ``p_loo``, and ``elpd_diff`` / ``se_diff``, the difference to
+        the model with the highest elpd_loo and the standard error of that difference (from the
+        pointwise differences).
 
     Returns
     -------
     pandas.DataFrame
         One row per model, ordered by the number of parameters, with ``npar``, ``AIC``, ``BIC``,
         ``logLik``, ``deviance`` (-2 logLik) and, from the second row on, the likelihood-ratio
-        ``Chisq`` against the row above, its ``Df`` and ``Pr(>Chisq)``.
+        ``Chisq`` against the row above, its ``Df`` and ``Pr(>Chisq)``; with ``loo=True`` the
+        leave-one-out columns.
 
     Examples
     --------
@@ -94,4 +102,16 @@ def compare(*models: Any, names: list[str] | None = None, refit: bool = True) ->
     table["Chisq"] = chisq
     table["Df"] = df
     table["Pr(>Chisq)"] = p
+    if loo:
+        order = np.argsort([m.npar for m in models], kind="stable")  # the table's row order
+        res = [models[i].loo() for i in order]
+        pointwise = np.array([r.elpd_i for r in res])
+        best = int(np.argmax([r.elpd_loo for r in res]))
+        diff = pointwise - pointwise[best]
+        n = pointwise.shape[1]
+        table["elpd_loo"] = [r.elpd_loo for r in res]
+        table["se_loo"] = [r.se for r in res]
+        table["p_loo"] = [r.p_loo for r in res]
+        table["elpd_diff"] = diff.sum(axis=1)
+        table["se_diff"] = np.sqrt(n * diff.var(axis=1))
     return table

@@ -10,7 +10,7 @@ import builtins
 import difflib
 import re
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from typing import Any
 
@@ -79,6 +79,66 @@ class Design:
     def p(self) -> int:
         """Number of fixed-effects columns."""
         return int(self.X.shape[1])
+
+    def subset(self, rows: ArrayLike, *, check: bool = True) -> Design:
+        """The design on a subset of its rows: for refits (cross-validation, leave-one-out).
+
+        Parameters
+        ----------
+        rows : array-like of int or bool
+            Positions among the design's rows (or a mask over them).
+        check : bool, default True
+            Refuse subsets a model cannot be fitted to (``False`` for evaluating a likelihood at
+            given parameters).
+
+        Raises
+        ------
+        DataError
+            When a grouping factor is left with one level, or a fixed-effects column has no
+            variation left (the subset cannot estimate it).
+        """
+        idx = np.arange(self.n)[np.asarray(rows)]
+        terms = tuple(t.subset(idx) for t in self.terms)
+        for t in terms if check else ():
+            if t.nlevels < 2:
+                raise DataError(
+                    f"the subset leaves the grouping factor '{t.group}' with {t.nlevels} level; "
+                    "a refit needs at least two"
+                )
+        X = self.X[idx]
+        if X.shape[1] and check:
+            r = sla.qr(X, mode="r")[0]
+            k = min(r.shape)
+            diag = np.zeros(X.shape[1])
+            diag[:k] = np.abs(np.diag(r)[:k])
+            norms = np.linalg.norm(X, axis=0)
+            bad = [n for n, d, s in zip(self.fixef_names, diag, norms) if s == 0 or d <= 1e-7 * s]
+            if bad:
+                raise DataError(
+                    f"on this subset of the rows the fixed effect(s) {', '.join(bad)} cannot be "
+                    "estimated (no variation left, or aliased); use fewer or larger folds"
+                )
+
+        def take(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[idx]
+
+        return replace(
+            self,
+            y=self.y[idx],
+            X=X,
+            terms=terms,
+            weights=take(self.weights),
+            offset=take(self.offset),
+            index=self.index[idx],
+            n_dropped=0,
+        )
+
+    def with_response(self, y: np.ndarray) -> Design:
+        """The same design with another response (parametric bootstrap, simulation refits)."""
+        y = np.asarray(y, dtype=float)
+        if y.shape != self.y.shape:
+            raise DataError(f"the response must have {self.n} values, not {y.shape}")
+        return replace(self, y=y)
 
 
 def lme4_name(name: str) -> str:

@@ -39,14 +39,43 @@ def _check_levels(spec: Any, data: pd.DataFrame) -> None:
             )
 
 
-def _level_index(term: ReTerm, data: pd.DataFrame) -> np.ndarray:
-    """Index of each row's level in the fitted term (-1 for a level the fit has not seen)."""
+def _group_labels(term: ReTerm, data: pd.DataFrame) -> pd.Index:
+    """Each row's level label of the term's grouping factor (``"a:b"`` for an interaction)."""
     parts = [data[c].astype(str).to_numpy(dtype=object) for c in term.group_columns]
     labels = parts[0]
     for p in parts[1:]:
         labels = labels + ":" + p
+    return pd.Index(labels)
+
+
+def _level_index(term: ReTerm, data: pd.DataFrame) -> np.ndarray:
+    """Index of each row's level in the fitted term (-1 for a level the fit has not seen)."""
     lookup = pd.Index(term.levels.astype(str))
-    return np.asarray(lookup.get_indexer(pd.Index(labels)), dtype=np.int64)
+    return np.asarray(lookup.get_indexer(_group_labels(term, data)), dtype=np.int64)
+
+
+def _complete_rows(model: MixedModel, newdata: pd.DataFrame, random: bool, hint: str) -> np.ndarray:
+    """Mask of the rows of ``newdata`` with every variable the formula uses (and, with ``random``,
+    the grouping columns, whose absence is an error that ends with ``hint``)."""
+    d = model.design
+    formula = d.formula
+    exprs = [formula.fixed] + [as_code(o) for o in formula.offsets]
+    if random:
+        exprs += [b.lhs for b in formula.bars]
+    used: set[str] = set()
+    for expr in exprs:
+        used |= _names_in(expr, newdata.columns)
+    if random:
+        for t in d.terms:
+            missing_cols = [c for c in t.group_columns if c not in newdata.columns]
+            if missing_cols:
+                raise DataError(
+                    f"newdata has no column {missing_cols[0]!r} for the random effects of {t.group}; {hint}"
+                )
+            used |= set(t.group_columns)
+    if not used:
+        return np.ones(len(newdata), bool)
+    return ~np.array(newdata[sorted(used)].isna().any(axis=1))
 
 
 def predict(
@@ -72,23 +101,7 @@ def predict(
         return _on_scale(model, pd.Series(eta, index=d.index, name="predicted"), type)
     if not isinstance(newdata, pd.DataFrame):
         raise DataError(f"newdata must be a pandas DataFrame, not {newdata.__class__.__name__}")
-    formula = d.formula
-    exprs = [formula.fixed] + [as_code(o) for o in formula.offsets]
-    if random:
-        exprs += [b.lhs for b in formula.bars]
-    used: set[str] = set()
-    for expr in exprs:
-        used |= _names_in(expr, newdata.columns)
-    if random:
-        for t in d.terms:
-            missing_cols = [c for c in t.group_columns if c not in newdata.columns]
-            if missing_cols:
-                raise DataError(
-                    f"newdata has no column {missing_cols[0]!r} for the random effects of "
-                    f"{t.group}; add it, or predict with random=False"
-                )
-            used |= set(t.group_columns)
-    complete = ~np.array(newdata[sorted(used)].isna().any(axis=1)) if used else np.ones(len(newdata), bool)
+    complete = _complete_rows(model, newdata, random, "add it, or predict with random=False")
     frame = newdata.loc[complete]
     out = np.full(len(newdata), np.nan)
     if len(frame):
@@ -98,7 +111,8 @@ def predict(
     return _on_scale(model, pd.Series(out, index=newdata.index, name="predicted"), type)
 
 
-def _linear_predictor(model: MixedModel, frame: pd.DataFrame, random: bool, new_levels: str) -> np.ndarray:
+def _fixed_eta(model: MixedModel, frame: pd.DataFrame) -> np.ndarray:
+    """X beta plus the formula's offset(...) terms on complete rows of new data."""
     d = model.design
     _check_levels(d.fixed_spec, frame)
     X = d.fixed_spec.get_model_matrix(frame, na_action="ignore")
@@ -110,11 +124,22 @@ def _linear_predictor(model: MixedModel, frame: pd.DataFrame, random: bool, new_
 
     for expr in d.formula.offsets:
         eta = eta + np.asarray(model_matrix("0 + " + as_code(expr), frame), dtype=float)[:, 0]
+    return np.asarray(eta, dtype=float)
+
+
+def _re_columns(term: ReTerm, frame: pd.DataFrame) -> np.ndarray:
+    """The term's model-matrix columns (n, k) on complete rows of new data."""
+    _check_levels(term.spec, frame)
+    return np.asarray(term.spec.get_model_matrix(frame, na_action="ignore"), dtype=float)
+
+
+def _linear_predictor(model: MixedModel, frame: pd.DataFrame, random: bool, new_levels: str) -> np.ndarray:
+    d = model.design
+    eta = _fixed_eta(model, frame)
     if not random:
         return eta
     for t, b in zip(d.terms, model._b):
-        _check_levels(t.spec, frame)
-        z = np.asarray(t.spec.get_model_matrix(frame, na_action="ignore"), dtype=float)
+        z = _re_columns(t, frame)
         idx = _level_index(t, frame)
         new = idx < 0
         if new.any() and new_levels == "error":

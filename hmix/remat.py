@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cached_property
 from typing import Any
 
@@ -146,6 +146,11 @@ class ReTerm:
         cols = (self.refs[:, None] * k + np.arange(k)[None, :]).ravel()
         indptr = np.arange(0, n * k + 1, k)
         return sp.csr_matrix((self.z.ravel(), cols, indptr), shape=(n, self.q))
+
+    def subset(self, rows: np.ndarray) -> ReTerm:
+        """The term on a subset of its rows (integer positions), keeping the levels that occur."""
+        present, refs = np.unique(self.refs[rows], return_inverse=True)
+        return replace(self, refs=refs.astype(np.int64), levels=self.levels[present], z=self.z[rows])
 
     def contribution(self, b: np.ndarray) -> np.ndarray:
         """Z_i b_i for this term's random effects ``b`` (length q), without forming Z."""

@@ -244,6 +244,180 @@ class MixedModel:
         """Fixed effects with standard errors and test statistics."""
         raise NotImplementedError
 
+    # ----- partial pooling and simulation ---------------------------------------------------
+    def shrinkage(self, group: str | None = None) -> pd.DataFrame:
+        """Each level's own fit, its partial-pooling estimate and the population value, tidy.
+
+        One row per (grouping factor, level, random-effects term):
+
+        * ``no_pooling``: the level's own fit -- least squares (LMM, with the prior weights) or
+          the maximum-likelihood GLM (GLMM) of the response on the term's columns within the
+          level, with everything else in the fitted linear predictor held where the fit put it
+          (the other fixed effects at their estimates, the other random-effects terms at their
+          conditional modes, the offset). NaN where the own fit is not estimable: a singular
+          cross-product (too few distinct rows for a slope) or a GLM estimate that runs to
+          infinity (all successes or failures, all-zero counts).
+        * ``partial_pooling``: the fixed effect of the same name plus the conditional mode (the
+          conditional mode alone for a term with no matching fixed effect).
+        * ``complete_pooling``: the fixed effect (0 when there is none).
+        * ``weight``: P / (P + 1/tau^2), with tau^2 the term's variance and P the precision of the
+          level's own estimate of that coefficient, 1 / Var (Var from the inverse of
+          Z_j'W Z_j / sigma^2; for GLMMs W are the working weights at the fit and sigma = 1).
+
+        For a random intercept in an LMM the conditional mode is exactly the shrunken own fit:
+        ``partial = weight * no_pooling + (1 - weight) * complete_pooling``. For terms with
+        several columns the shrinkage is a matrix and the weight summarizes one coefficient; for
+        GLMMs the relation holds approximately.
+
+        Parameters
+        ----------
+        group : str, optional
+            One grouping factor; all when None.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``group``, ``level``, ``term``, ``n`` (rows in the level), ``no_pooling``,
+            ``partial_pooling``, ``complete_pooling``, ``weight``.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> s = m.shrinkage()
+        >>> s[["level", "n", "no_pooling", "partial_pooling", "weight"]].head(2).round(2)
+          level  n  no_pooling  partial_pooling  weight
+        0     A  5      1505.0          1509.89    0.78
+        1     B  5      1528.0          1527.89    0.78
+        """
+        from .pooling import shrinkage
+
+        return shrinkage(self, group)
+
+    def variance_decomposition(self) -> pd.DataFrame:
+        """Variance components, their shares of the total variance and the ICCs.
+
+        Each random-effects term contributes the average over the fitted rows of
+        z_i' Sigma z_i, the variance it adds to an observation's linear predictor (for a random
+        intercept: its variance; with slopes it depends on the covariates' values and centring,
+        as in Johnson's 2014 extension of Nakagawa & Schielzeth's R^2). The residual variance is
+        sigma^2 for LMMs; for GLMMs the decomposition is on the latent (link) scale, with the
+        distribution-specific variance of Nakagawa & Schielzeth (2013): pi^2/3 (logit), 1
+        (probit), pi^2/6 (cloglog), and for the Poisson log link the lognormal approximation
+        log(1 + 1/lambda), lambda the model's marginal mean averaged over the fitted rows,
+        mean(exp(X beta + offset + z'Sigma z / 2)).
+
+        ``share`` is each variance over the total (random terms plus residual). ``icc`` is the
+        correlation between two observations in the same level of the factor: its variance plus
+        those of the factors it is nested in, over the total. It is given for random intercepts
+        only (NaN when the factor also has slopes).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``group``, ``term``, ``variance``, ``share``, ``icc``; the last row is the
+            residual, its ``term`` says how it was obtained. ``attrs["scale"]`` is
+            ``"response"`` or ``"latent"``, ``attrs["residual"]`` the residual's definition and
+            ``attrs["icc_adjusted"]`` all random variances over the total (and
+            ``attrs["poisson_mean"]`` lambda for Poisson models).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> m.variance_decomposition()[["group", "variance", "share", "icc"]].round(3)
+              group  variance  share    icc
+        0     Batch   1764.05  0.418  0.418
+        1  Residual   2451.25  0.582    NaN
+        """
+        from .pooling import variance_decomposition
+
+        return variance_decomposition(self)
+
+    def simulate(
+        self,
+        n: int = 1,
+        seed: int | np.random.Generator | None = None,
+        newdata: pd.DataFrame | None = None,
+        *,
+        weights: Any = None,
+        offset: Any = None,
+    ) -> pd.DataFrame:
+        """Responses simulated from the fitted model, with new random effects.
+
+        Every simulation draws new random effects for every level from their fitted
+        distribution (lme4's ``simulate(m, re.form = NA)``), then the response: Gaussian with
+        SD sigma / sqrt(prior weight) (LMM), binomial or Poisson (GLMM). Binomial responses
+        come back as stored in the fit: the proportion of successes out of the trials (the
+        ``cbind`` total or the weights); multiply by the trials for counts.
+
+        Parameters
+        ----------
+        n : int, default 1
+            Number of simulations.
+        seed : int or numpy.random.Generator, optional
+            The same seed gives the same simulations.
+        newdata : pandas.DataFrame, optional
+            Rows to simulate for, coded as the fitting data were; each grouping level in it (seen
+            in the fit or not) gets its own draws. Rows missing a variable the model uses give
+            NaN. A binomial ``cbind`` model takes the trials from the ``cbind`` columns.
+        weights, offset : str or array-like, optional
+            For the rows of ``newdata``: prior weights (binomial: the number of trials; needed
+            when the model was fitted with weights and no ``cbind`` response) and an offset, as
+            at fit time.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Columns ``sim_1`` ... ``sim_n``, indexed like the fitted rows (or ``newdata``).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> sims = m.simulate(n=2, seed=42)
+        >>> list(sims.columns), len(sims)
+        (['sim_1', 'sim_2'], 30)
+        >>> bool((m.simulate(n=2, seed=42) == sims).all().all())
+        True
+        """
+        from .simulate import simulate
+
+        return simulate(self, n, seed, newdata, weights=weights, offset=offset)
+
+    def ppc(self, stat: Any = "mean", n: int = 1000, seed: int | np.random.Generator | None = None) -> Any:
+        """Check a statistic of the observed response against its distribution over simulations.
+
+        The response is simulated ``n`` times by :meth:`simulate` (new random effects each
+        time: a plug-in check of the whole model at its estimates, not a Bayesian posterior).
+
+        Parameters
+        ----------
+        stat : str or callable, default "mean"
+            ``"mean"``, ``"sd"``, ``"var"``, ``"min"``, ``"max"``, ``"median"``, ``"zeros"``
+            (the number of zero responses), or a function of the response vector (as stored:
+            proportions for binomial) returning a number.
+        n : int, default 1000
+        seed : int or numpy.random.Generator, optional
+
+        Returns
+        -------
+        PPCResult
+            ``observed``, ``simulated``, ``p_value`` (two-sided), ``p_upper`` and ``p_lower``
+            (shares of simulations at or above, at or below the observed value), ``to_frame()``.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> r = m.ppc("max", n=200, seed=1)
+        >>> float(r.observed), len(r.simulated), 0 <= r.p_value <= 1
+        (1635.0, 200, True)
+        """
+        from .simulate import ppc
+
+        return ppc(self, stat, n, seed)
+
     # ----- likelihood-based summaries ------------------------------------------------------
     @property
     def npar(self) -> int:
@@ -269,6 +443,91 @@ class MixedModel:
     def df_residual(self) -> int:
         """nobs - npar, as lme4's df.resid."""
         return self.nobs - self.npar
+
+    # ----- inference ------------------------------------------------------------------------
+    def loo(self, *, draws: int = 2000, seed: Any = 0, refit: bool = True) -> Any:
+        """Leave-one-out cross-validation: the expected log predictive density of each observation.
+
+        For an LMM it is exact and needs no refit: with theta and sigma at their estimates and the
+        fixed effects integrated out (flat prior), log p(y_i | y_-i) follows from the fit's
+        leverages. For a GLMM it is Pareto-smoothed importance sampling (PSIS-LOO) over draws of
+        the random and fixed effects from their Laplace approximation; observations whose Pareto
+        k exceeds 0.7 are refitted without them (``refit=True``).
+
+        Parameters
+        ----------
+        draws : int, default 2000
+            Importance-sampling draws (GLMMs).
+        seed : int or numpy Generator, default 0
+            For the draws (GLMMs); LMM results are exact.
+        refit : bool, default True
+            Refit the model without each observation whose Pareto k exceeds 0.7 (GLMMs).
+
+        Returns
+        -------
+        LOO
+            ``elpd_loo``, ``se``, ``p_loo``, ``looic``, ``pointwise`` (a DataFrame) and, for
+            PSIS, ``pareto_k``, as ArviZ names them.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> res = m.loo()
+        >>> round(res.elpd_loo, 2), round(res.p_loo, 1)
+        (-856.44, 31.9)
+        """
+        from .loo import loo
+
+        return loo(self, draws=draws, seed=seed, refit=refit)
+
+    def confint(
+        self,
+        method: str = "profile",
+        level: float = 0.95,
+        *,
+        n: int = 1000,
+        seed: Any = None,
+        progress_bar: bool | None = None,
+    ) -> pd.DataFrame:
+        """Confidence intervals for the variance parameters and the fixed effects (lme4's ``confint``).
+
+        Parameters
+        ----------
+        method : {"profile", "wald", "boot"}
+            ``"profile"``: where the likelihood-ratio statistic of each parameter, the others
+            re-optimized, reaches the chi-square quantile (lme4 profiles the ML deviance, also
+            for REML fits, and so does this; GLMMs profile their Laplace or quadrature deviance
+            over the sd/cor parameters and the fixed effects). ``"wald"``: estimate +- z SE for the fixed
+            effects (NaN for the variance parameters, as lme4). ``"boot"``: percentiles of a
+            parametric bootstrap (:func:`hmix.bootstrap`).
+        level : float, default 0.95
+        n, seed, progress_bar
+            Bootstrap replicates, their seed, and a progress bar (``method="boot"``).
+
+        Returns
+        -------
+        pandas.DataFrame
+            Rows named as lme4's (``sd_(Intercept)|Subject``, ``cor_Days.(Intercept)|Subject``,
+            ``sigma``, then the fixed effects), columns ``2.5 %`` and ``97.5 %``.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.confint().round(2)  # doctest: +NORMALIZE_WHITESPACE
+                                       2.5 %  97.5 %
+        parameter
+        sd_(Intercept)|Subject         14.38   37.72
+        cor_Days.(Intercept)|Subject   -0.48    0.69
+        sd_Days|Subject                 3.80    8.75
+        sigma                          22.90   28.86
+        (Intercept)                   237.68  265.13
+        Days                            7.36   13.58
+        """
+        from .confint import confint
+
+        return confint(self, method, level, n=n, seed=seed, progress_bar=progress_bar)
 
 
 @dataclass(frozen=True, eq=False, repr=False)

@@ -1,0 +1,145 @@
+"""Parametric bootstrap: simulate from the fitted model, refit, collect the estimates."""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Iterator
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from ._progress import progress
+from .confint import _frame, _to_sdcor, varpar_names
+from .errors import DataError, HmixError, HmixWarning
+
+if TYPE_CHECKING:
+    from .results import MixedModel
+
+__all__ = ["bootstrap"]
+
+_CHUNK = 200  # simulations drawn at a time (memory: rows x chunk doubles)
+
+
+def _lmm_refitter(model: Any) -> Callable[[np.ndarray], tuple[np.ndarray, bool]]:
+    """Refit an LMM to a new response, reusing its blocks' symbolic phase."""
+    from .lmm import LMMObjective
+    from .optimize import minimize
+
+    d = model.design
+    f = LMMObjective(d, REML=model.REML)
+    off = 0.0 if d.offset is None else d.offset
+    dof = d.n - d.p if model.REML else d.n
+    step = np.maximum(0.1 * np.abs(model.theta), 0.02)
+
+    def fit(y: np.ndarray) -> tuple[np.ndarray, bool]:
+        f.pls.set_data(d.X, y - off, d.weights)
+        theta, _, _, _ = minimize(f, model.theta, f.lower, diagonal=f.diagonal, initial_step=step)
+        fac = f.pls.factor(theta)
+        sigma = float(np.sqrt(fac.r2 / dof))
+        est = np.concatenate([_to_sdcor(theta, sigma, d.terms), [sigma], fac.beta])
+        return est, bool((theta[f.diagonal] < 1e-4).any())
+
+    return fit
+
+
+def _glmm_refitter(model: Any) -> Callable[[np.ndarray], tuple[np.ndarray, bool]]:
+    from .refit import refit
+
+    d = model.design
+    failed = np.full(len(model.theta) + d.p, np.nan)
+
+    def fit(y: np.ndarray) -> tuple[np.ndarray, bool]:
+        try:
+            m = refit(model, d.with_response(y))
+        except HmixError:
+            return failed, False  # a degenerate simulated response (all zero, say)
+        return np.concatenate([_to_sdcor(m.theta, 1.0, d.terms), m.beta]), bool(m.singular)
+
+    return fit
+
+
+def bootstrap(
+    model: MixedModel, n: int = 1000, seed: Any = None, *, progress_bar: bool | None = None
+) -> pd.DataFrame:
+    """Parametric bootstrap replicates of the estimates.
+
+    Each replicate simulates a new response from the fitted model (new random effects and new
+    noise, as lme4's ``simulate``), refits the model to it (same formula, REML or ML, family),
+    and records the fixed effects and the variance parameters on lme4's sd/cor scale.
+
+    Parameters
+    ----------
+    model : LinearMixedModel or GeneralizedLinearMixedModel
+    n : int, default 1000
+        Number of replicates.
+    seed : int or numpy Generator, optional
+        Makes the replicates reproducible.
+    progress_bar : bool, optional
+        Draw a progress bar on stderr (default: when stderr is a terminal).
+
+    Returns
+    -------
+    pandas.DataFrame
+        One row per replicate; columns named as :meth:`confint`'s rows (``sd_(Intercept)|Subject``,
+        ``sigma``, fixed effects). ``attrs["singular"]`` counts singular refits and
+        ``attrs["failed"]`` refits that failed (their row is NaN).
+
+    Examples
+    --------
+    >>> import hmix
+    >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+    >>> reps = hmix.bootstrap(m, n=20, seed=1)
+    >>> reps.shape
+    (20, 6)
+    >>> list(reps.columns[:2])
+    ['sd_(Intercept)|Subject', 'cor_Days.(Intercept)|Subject']
+    """
+    from .simulate import simulate
+
+    n = int(n)
+    if n < 1:
+        raise DataError(f"n must be a positive number of replicates, not {n}")
+    rng = np.random.default_rng(seed)
+    glmm = getattr(model, "family", None) is not None
+    names = varpar_names(model) + list(model.fixef.index)
+    rows, sing = [], []
+    chunks = [min(_CHUNK, n - lo) for lo in range(0, n, _CHUNK)]
+
+    def responses() -> Iterator[np.ndarray]:
+        for size in chunks:
+            sims = simulate(model, n=size, seed=rng).to_numpy()
+            yield from sims.T
+
+    fit = _glmm_refitter(model) if glmm else _lmm_refitter(model)
+    for y in progress(responses(), n, "bootstrap", progress_bar):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            est, singular = fit(y)
+        rows.append(est)
+        sing.append(singular)
+    out = pd.DataFrame(np.array(rows), columns=names)
+    out.index.name = "replicate"
+    failed = int(out.isna().all(axis=1).sum())
+    out.attrs["singular"] = int(np.sum(sing))
+    out.attrs["failed"] = failed
+    if failed:
+        warnings.warn(
+            f"{failed} of {n} bootstrap refits failed; their rows are NaN", HmixWarning, stacklevel=2
+        )
+    return out
+
+
+def boot_confint(
+    model: MixedModel,
+    level: float,
+    n: int = 1000,
+    seed: Any = None,
+    progress_bar: bool | None = None,
+) -> pd.DataFrame:
+    """Percentile intervals from :func:`bootstrap` (lme4's ``confint(method = "boot")``)."""
+    reps = bootstrap(model, n=n, seed=seed, progress_bar=progress_bar)
+    a = (1 - level) / 2
+    lo = reps.quantile(a).to_numpy()
+    hi = reps.quantile(1 - a).to_numpy()
+    return _frame(list(reps.columns), lo, hi, level)

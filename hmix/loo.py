@@ -1,0 +1,382 @@
+"""Leave-one-out predictive accuracy: exact for LMMs, Pareto-smoothed importance sampling for GLMMs.
+
+Both condition on the estimated covariance parameters (theta, and sigma for an LMM) and integrate
+the fixed effects out under a flat prior, so that the two agree in what they measure: the
+predictive density of an observation given all the others.
+
+LMM. With theta and sigma fixed, y ~ N(X beta, sigma^2 V), V = W^-1 + Z Lambda Lambda' Z'. With beta
+integrated out, y_i | y_-i is normal with mean y_i - e_i / (1 - h_i) and variance
+sigma^2 / (w_i (1 - h_i)), where e_i is the conditional residual of the penalized fit and h_i its
+leverage, the diagonal of W^1/2 A (A'WA + [I 0; 0 0])^-1 A' W^1/2 with A = [Z Lambda, X]. The
+leverages come from the blocked Cholesky factor column by column of A', in chunks.
+
+GLMM. Draws of (u, beta) from the Gaussian (Laplace) approximation of their conditional
+distribution at the estimates; importance ratios p(y, u) / (q(u) p(y_i | u)) per observation;
+the largest ratios smoothed by a generalized Pareto fit (Vehtari, Gelman and Gabry 2017; Zhang
+and Stephens 2009 for the fit). Where the Pareto shape k exceeds 0.7 the approximation is not
+trusted and the observation is left out and the model refitted.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+import scipy.linalg as sla
+import scipy.sparse as sp
+from scipy.special import logsumexp
+
+from .blocks import BlockedPLS, Factor
+from .errors import HmixError, HmixWarning
+
+if TYPE_CHECKING:
+    from .results import MixedModel
+
+__all__ = ["LOO", "loo"]
+
+_LOG2PI = float(np.log(2 * np.pi))
+_K_THRESHOLD = 0.7
+
+
+@dataclass(frozen=True, eq=False)
+class LOO:
+    """Leave-one-out expected log predictive density, in ArviZ's vocabulary.
+
+    Attributes
+    ----------
+    elpd_loo : float
+        Sum over observations of log p(y_i | y_-i).
+    se : float
+        Its standard error, sqrt(n var(elpd_i)).
+    p_loo : float
+        Effective number of parameters: lppd - elpd_loo, with lppd the in-sample log density.
+    looic : float
+        -2 elpd_loo.
+    n_data_points : int
+    method : str
+        ``"exact"`` (LMM) or ``"psis"`` (GLMM).
+    pointwise : pandas.DataFrame
+        Per observation: ``elpd_loo``, ``p_loo`` and, for PSIS, ``pareto_k`` and ``refit``.
+    pareto_k : ndarray or None
+        Pareto shape estimates (PSIS only); above 0.7 the observation was refitted exactly.
+    n_draws : int
+        Importance-sampling draws (0 for exact LOO).
+    """
+
+    elpd_loo: float
+    se: float
+    p_loo: float
+    looic: float
+    n_data_points: int
+    method: str
+    pointwise: pd.DataFrame
+    pareto_k: np.ndarray | None = None
+    n_draws: int = 0
+
+    @property
+    def elpd_i(self) -> np.ndarray:
+        """Pointwise log p(y_i | y_-i)."""
+        return self.pointwise["elpd_loo"].to_numpy()
+
+    def __repr__(self) -> str:
+        how = (
+            "exact, theta and sigma at their estimates"
+            if self.method == "exact"
+            else f"PSIS with {self.n_draws} draws, theta at its estimate"
+        )
+        lines = [
+            f"Computed from {self.n_data_points} observations ({how})",
+            "",
+            f"{'':9s}{'Estimate':>10s}{'SE':>8s}",
+            f"{'elpd_loo':9s}{self.elpd_loo:10.2f}{self.se:8.2f}",
+            f"{'p_loo':9s}{self.p_loo:10.2f}{'-':>8s}",
+            f"{'looic':9s}{self.looic:10.2f}{2 * self.se:8.2f}",
+        ]
+        if self.pareto_k is not None:
+            k = self.pareto_k
+            refit = int(self.pointwise["refit"].sum())
+            lines += [
+                "",
+                f"Pareto k: {int((k <= 0.5).sum())} good (k <= 0.5), "
+                f"{int(((k > 0.5) & (k <= _K_THRESHOLD)).sum())} ok (0.5 < k <= 0.7), "
+                f"{int((k > _K_THRESHOLD).sum())} bad (k > 0.7; {refit} refitted exactly)",
+            ]
+        return "\n".join(lines)
+
+
+def _summarize(elpd: np.ndarray, lppd: np.ndarray, index: pd.Index, method: str, **extra: Any) -> LOO:
+    n = len(elpd)
+    cols: dict[str, Any] = {"elpd_loo": elpd, "p_loo": lppd - elpd}
+    k = extra.pop("pareto_k", None)
+    refit = extra.pop("refit", None)
+    if k is not None:
+        cols["pareto_k"] = k
+        cols["refit"] = refit
+    total = float(elpd.sum())
+    se = float(np.sqrt(n * np.var(elpd)))
+    return LOO(
+        elpd_loo=total,
+        se=se,
+        p_loo=float((lppd - elpd).sum()),
+        looic=-2 * total,
+        n_data_points=n,
+        method=method,
+        pointwise=pd.DataFrame(cols, index=index),
+        pareto_k=k,
+        **extra,
+    )
+
+
+# ----- the blocked factor, seen as the full triangular factor L of [Z Lambda, X] ------------
+class _FullFactor:
+    """Products with L^-1 and L^-T of the blocked factor (without the response row).
+
+    Coordinates are the engine's: the first term's spherical effects level by level, then the
+    other terms' and the fixed effects (the "rest").
+    """
+
+    def __init__(self, fac: Factor):
+        self.fac = fac
+        pls = fac.pls
+        self.pls = pls
+        self.m1 = pls.m - 1  # rest without the response row
+        self.qr = pls.qr
+        self.Lrest = np.ascontiguousarray(fac.Lr[: self.m1, : self.m1])
+        self.A_r1 = pls.r1_matrix(fac.r1_data)[: self.m1].tocsr()
+
+    def _lam_t(self, v: np.ndarray) -> np.ndarray:
+        """Lambda_rest' v, unless the factor's diagonal scaling already holds Lambda."""
+        if self.fac.rscale is not None or self.qr == 0:
+            return v
+        out = v.copy()
+        out[: self.qr] = self.fac.lam_r.T @ v[: self.qr]
+        return out
+
+    def leverages(self, X: np.ndarray, w: np.ndarray, chunk: int = 4096) -> np.ndarray:
+        """Diagonal of W^1/2 A M^-1 A' W^1/2 for A = [Z Lambda, X]."""
+        fac, pls = self.fac, self.pls
+        t1 = pls.terms[0]
+        T1 = fac.tmats[0]
+        v1 = np.einsum("iab,ib->ia", fac.L11inv[t1.refs], t1.z @ T1)  # L11^-1 T1' z1_i
+        h = (v1 * v1).sum(axis=1)
+        if self.m1 == 0:
+            return w * h
+        s = np.einsum("iab,ib->ia", fac.B[t1.refs], v1)  # B_j v1_i
+        k1, n = pls.k1, pls.n
+        zr = pls._zr
+        for lo in range(0, n, chunk):
+            hi = min(lo + chunk, n)
+            rows = np.arange(lo, hi)
+            cols = (t1.refs[rows, None] * k1 + np.arange(k1)[None, :]).ravel()
+            S = sp.csc_matrix(
+                (s[rows].ravel(), (cols, np.repeat(np.arange(hi - lo), k1))), shape=(pls.q1, hi - lo)
+            )
+            C = -(self.A_r1 @ S).toarray()
+            if self.qr:
+                assert zr is not None
+                C[: self.qr] += zr[lo:hi].T.toarray()
+            C[self.qr :] += X[lo:hi].T
+            V2 = sla.solve_triangular(self.Lrest, self._lam_t(C), lower=True, check_finite=False)
+            h[lo:hi] += (V2 * V2).sum(axis=0)
+        return w * h
+
+    def solve_t(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """x = L^-T z for columns z (q1 + m1, S): returns (x1 as (l1, k1, S), x_rest, Lambda x_rest)."""
+        fac, pls = self.fac, self.pls
+        q1 = pls.q1
+        z1, zr = z[:q1], z[q1:]
+        y = sla.solve_triangular(self.Lrest, zr, lower=True, trans="T", check_finite=False)
+        if fac.rscale is not None:
+            d = np.ones(self.m1)
+            d[: self.qr] = fac.rscale
+            x_rest, lam_x = y / d[:, None], y
+        else:
+            x_rest = y
+            lam_x = y.copy()
+            if self.qr:
+                lam_x[: self.qr] = fac.lam_r @ y[: self.qr]
+        t = (self.A_r1.T @ lam_x).reshape(pls.l1, pls.k1, -1)
+        ft = np.einsum("jab,jas->jbs", fac.B, t)  # F' Lambda x_rest, level by level
+        rhs = z1.reshape(pls.l1, pls.k1, -1) - ft
+        x1 = np.einsum("jba,jbs->jas", fac.L11inv, rhs)
+        return x1, x_rest, lam_x
+
+
+# ----- LMM: exact ---------------------------------------------------------------------------
+def _loo_lmm(model: Any) -> LOO:
+    d = model.design
+    w = np.ones(d.n) if d.weights is None else d.weights
+    h = _FullFactor(model.factor).leverages(d.X, w)
+    e = d.y - model._eta
+    s2 = model.sigma**2
+    one_minus_h = 1.0 - h
+    if (one_minus_h <= 1e-12).any():
+        raise HmixError(
+            "an observation has leverage 1 (it alone determines its fitted value), so its "
+            "leave-one-out prediction is undefined"
+        )
+    prec = w * one_minus_h / s2
+    elpd = -0.5 * (_LOG2PI - np.log(prec) + prec * (e / one_minus_h) ** 2)
+    lppd = -0.5 * (_LOG2PI - np.log(w / s2) + w * e * e / s2)
+    return _summarize(elpd, lppd, d.index, "exact")
+
+
+# ----- GLMM: PSIS ---------------------------------------------------------------------------
+def _gpd_fit(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Generalized Pareto shape k and scale sigma for each row of sorted exceedances x (r, M).
+
+    Zhang and Stephens' (2009) empirical-Bayes estimate over a grid of theta = -k / sigma, with
+    the weakly informative prior on k of Vehtari et al. (shrinking towards 0.5 by 10 pseudo-draws).
+    """
+    M = x.shape[1]
+    mgrid = 30 + int(np.sqrt(M))
+    j = np.arange(1, mgrid + 1)
+    xmax = x[:, -1:]
+    xq = x[:, max(int(np.floor(M / 4 + 0.5)) - 1, 0)][:, None]
+    xq = np.where(xq > 0, xq, xmax)
+    theta = 1.0 / xmax + (1.0 - np.sqrt(mgrid / (j - 0.5)))[None, :] / (3.0 * xq)  # (r, mgrid)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        kk = np.log1p(-theta[:, :, None] * x[:, None, :]).mean(axis=2)  # k at theta
+        ll = M * (np.log(-theta / kk) - kk - 1.0)
+    ll = np.where(np.isfinite(ll), ll, -np.inf)
+    wts = np.exp(ll - ll.max(axis=1, keepdims=True))
+    wts /= wts.sum(axis=1, keepdims=True)
+    th = (theta * wts).sum(axis=1)
+    k = np.log1p(-th[:, None] * x).mean(axis=1)
+    sigma = -k / th
+    k = (M * k + 10 * 0.5) / (M + 10)
+    return k, sigma
+
+
+def psis(log_ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Pareto-smoothed log importance weights (rows: observations, columns: draws) and k per row."""
+    lw = log_ratios - log_ratios.max(axis=1, keepdims=True)
+    n, S = lw.shape
+    M = int(np.ceil(min(0.2 * S, 3 * np.sqrt(S))))
+    order = np.argsort(lw, axis=1)
+    srt = np.take_along_axis(lw, order, axis=1)
+    cut = srt[:, S - M - 1 : S - M]
+    tail = srt[:, S - M :]
+    x = np.exp(tail) - np.exp(cut)
+    k = np.full(n, np.inf)
+    ok = (x[:, -1] > 0) & np.isfinite(x).all(axis=1)
+    if ok.any():
+        kf, sig = _gpd_fit(np.maximum(x[ok], 0.0))
+        p = (np.arange(1, M + 1) - 0.5) / M
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+            small = np.abs(kf) < 1e-10
+            kk = np.where(small, 1.0, kf)[:, None]
+            q = np.where(
+                small[:, None],
+                -sig[:, None] * np.log1p(-p)[None, :],
+                sig[:, None] / kk * ((1 - p)[None, :] ** -kk - 1),
+            )
+            smoothed = np.log(np.exp(cut[ok]) + q)
+        smoothed = np.minimum(smoothed, 0.0)  # never above the largest raw weight
+        new = srt[ok].copy()
+        new[:, S - M :] = smoothed
+        out = lw.copy()
+        rows = np.flatnonzero(ok)
+        out[rows[:, None], order[ok]] = new
+        lw = out
+        k[ok] = kf
+    return lw - logsumexp(lw, axis=1, keepdims=True), k
+
+
+def _pointwise_loglik(model: Any, eta: np.ndarray) -> np.ndarray:
+    d, fam = model.design, model.family
+    wt = np.ones(d.n) if d.weights is None else d.weights
+    mu = fam.linkinv(eta)
+    if eta.ndim == 2:
+        return -0.5 * fam.minus2loglik(d.y[:, None], mu, wt[:, None])
+    return -0.5 * fam.minus2loglik(d.y, mu, wt)
+
+
+def _draw_eta(model: Any, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """Draws of the linear predictor from the Gaussian approximation of (u, beta) | y at theta-hat.
+
+    Returns eta (n, S) and the log ratio log p(u) - log q(u, beta) up to a constant, per draw.
+    """
+    d, fam = model.design, model.family
+    wt = np.ones(d.n) if d.weights is None else d.weights
+    eta = model._eta
+    off = np.zeros(d.n) if d.offset is None else d.offset
+    mu, mueta = fam.linkinv(eta), fam.mu_eta(eta)
+    w = wt * mueta**2 / fam.variance(mu)
+    w = np.maximum(w, 1e-10 * w.max())
+    zwork = eta - off + (d.y - mu) / mueta
+    pls = BlockedPLS(d.terms, d.X, zwork, w)
+    fac = pls.factor(model.theta)
+    full = _FullFactor(fac)
+    z = rng.standard_normal((pls.q1 + full.m1, draws))
+    x1, x_rest, _ = full.solve_t(z)
+    u_mode = [model.u[i] for i in pls.perm]
+    u1 = u_mode[0].reshape(pls.l1, pls.k1)[:, :, None] + x1
+    eta_s = np.repeat((off + d.X @ model.beta)[:, None], draws, axis=1)
+    if d.p:
+        eta_s += d.X @ x_rest[pls.qr :]
+    penalty = (u1 * u1).sum(axis=(0, 1))
+    t1, T1 = pls.terms[0], fac.tmats[0]
+    b1 = np.einsum("ab,jbs->jas", T1, u1)
+    eta_s += np.einsum("ia,ias->is", t1.z, b1[t1.refs])
+    for off_r, t, T, um in zip(pls.offsets[1:], pls.terms[1:], fac.tmats[1:], u_mode[1:]):
+        o = off_r - pls.q1
+        ut = um.reshape(t.nlevels, t.k)[:, :, None] + x_rest[o : o + t.q].reshape(t.nlevels, t.k, -1)
+        penalty += (ut * ut).sum(axis=(0, 1))
+        bt = np.einsum("ab,jbs->jas", T, ut)
+        eta_s += np.einsum("ia,ias->is", t.z, bt[t.refs])
+    log_q = -0.5 * (z * z).sum(axis=0)
+    return eta_s, -0.5 * penalty - log_q
+
+
+def _loo_glmm(model: Any, draws: int, seed: Any, refit_bad: bool) -> LOO:
+    rng = np.random.default_rng(seed)
+    eta_s, log_prior_q = _draw_eta(model, draws, rng)
+    ll = _pointwise_loglik(model, eta_s)  # (n, S)
+    joint = ll.sum(axis=0) + log_prior_q
+    lw, k = psis(joint[None, :] - ll)
+    elpd = logsumexp(lw + ll, axis=1)
+    lppd = _pointwise_loglik(model, model._eta)
+    refit = np.zeros(model.nobs, dtype=bool)
+    bad = np.flatnonzero(k > _K_THRESHOLD)
+    if len(bad):
+        if refit_bad:
+            for i in bad:
+                elpd[i] = exact_loo_glmm(model, int(i))
+            refit[bad] = True
+        else:
+            warnings.warn(
+                f"{len(bad)} observations have Pareto k > {_K_THRESHOLD}: their importance-sampling "
+                "estimate is unreliable; use refit=True to refit the model without each of them",
+                HmixWarning,
+                stacklevel=3,
+            )
+    return _summarize(elpd, lppd, model.design.index, "psis", pareto_k=k, refit=refit, n_draws=draws)
+
+
+def exact_loo_glmm(model: Any, i: int) -> float:
+    """log p(y_i | y_-i) from a refit without observation i: the difference of the marginal
+    log-likelihoods of all the data and of the rest, both at the refit's estimates."""
+    from .glmm import GLMMObjective
+    from .refit import refit
+
+    d = model.design
+    keep = np.ones(d.n, dtype=bool)
+    keep[i] = False
+    sub = d.subset(keep)
+    m = refit(model, sub)
+    nagq = max(int(model.nAGQ), 1)
+    params = np.concatenate([m.theta, m.beta])
+    full = GLMMObjective(d, model.family, nagq)(params)
+    rest = GLMMObjective(sub, model.family, nagq)(params)
+    return float(-0.5 * (full - rest))
+
+
+def loo(model: MixedModel, *, draws: int = 2000, seed: Any = 0, refit: bool = True) -> LOO:
+    """Leave-one-out cross-validation; see :meth:`hmix.MixedModel.loo`."""
+    if getattr(model, "family", None) is None:
+        return _loo_lmm(model)
+    return _loo_glmm(model, draws, seed, refit)

@@ -1,0 +1,240 @@
+"""Inference: confidence intervals against lme4, LOO against brute force, CV and the bootstrap.
+
+Tolerances: profile and Wald intervals within 1e-3 relative of lme4 1.1-31
+(tests/reference/lme4_inference.json; the GLMM profile: lme4_confint.json); exact LMM LOO
+within 1e-8 of a dense brute-force leave-one-out at fixed theta; the held-out density of
+cross-validation within 1e-8 of a dense multivariate normal; PSIS-LOO for cbpp within its
+reported SE of exact refitting LOO.
+"""
+
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg as sla
+import scipy.sparse as sp
+from conftest import reference
+
+import hmix
+from hmix.confint import varpar
+from hmix.errors import DataError
+from hmix.loo import _gpd_fit, exact_loo_glmm, psis
+
+INFERENCE = "lme4_inference.json"
+
+
+@pytest.fixture(scope="module")
+def sleep() -> hmix.LinearMixedModel:
+    return hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+
+
+@pytest.fixture(scope="module")
+def cbpp() -> hmix.GeneralizedLinearMixedModel:
+    return hmix.glmer(
+        "cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        hmix.datasets.load("cbpp"),
+        family="binomial",
+    )
+
+
+# ----- confidence intervals -------------------------------------------------------------------
+@pytest.mark.parametrize("method", ["profile", "wald"])
+def test_confint_matches_lme4(sleep: hmix.LinearMixedModel, method: str) -> None:
+    ref = reference(INFERENCE)[f"confint_sleepstudy_{method}"]
+    ci = sleep.confint(method)
+    assert list(ci.index) == ref["names"]
+    lower = np.array([np.nan if v == "NA" else v for v in ref["lower"]], dtype=float)
+    upper = np.array([np.nan if v == "NA" else v for v in ref["upper"]], dtype=float)
+    np.testing.assert_allclose(ci.iloc[:, 0], lower, rtol=1e-3)
+    np.testing.assert_allclose(ci.iloc[:, 1], upper, rtol=1e-3)
+    assert list(ci.columns) == ["2.5 %", "97.5 %"]
+
+
+def test_glmm_profile_matches_lme4(cbpp: hmix.GeneralizedLinearMixedModel) -> None:
+    ref = reference("lme4_confint.json")["confint_cbpp_profile"]
+    ci = cbpp.confint("profile")
+    assert ci.index[0] == ref["names"][0]  # fixed effects: formulaic's names, period[T.2] for period2
+    np.testing.assert_allclose(ci.iloc[:, 0], ref["lower"], rtol=1e-3)
+    np.testing.assert_allclose(ci.iloc[:, 1], ref["upper"], rtol=1e-3)
+
+
+def test_confint_level_narrows_the_interval(sleep: hmix.LinearMixedModel) -> None:
+    wide = sleep.confint("wald", level=0.99).loc["Days"]
+    narrow = sleep.confint("wald", level=0.5).loc["Days"]
+    assert wide.iloc[0] < narrow.iloc[0] < narrow.iloc[1] < wide.iloc[1]
+
+
+def test_confint_errors(sleep: hmix.LinearMixedModel, cbpp: hmix.GeneralizedLinearMixedModel) -> None:
+    with pytest.raises(DataError, match="level"):
+        sleep.confint("wald", level=1.5)
+    with pytest.raises(DataError, match="method"):
+        sleep.confint("bayes")
+    ci = cbpp.confint("wald")  # GLMM Wald: fixed effects from the Hessian SEs
+    se = cbpp.std_errors
+    np.testing.assert_allclose(ci.loc[se.index].iloc[:, 1] - cbpp.fixef, 1.959963984540054 * se, rtol=1e-12)
+
+
+# ----- LOO ------------------------------------------------------------------------------------
+def _brute_force_loo(m: hmix.LinearMixedModel) -> np.ndarray:
+    """log p(y_i | y_-i) with theta and sigma fixed, beta re-estimated by GLS and integrated out."""
+    d = m.design
+    n = d.n
+    Z = sp.hstack([t.zmatrix for t in d.terms]).toarray()
+    blocks, start = [], 0
+    for t in d.terms:
+        blocks += [t.tmat(m.theta[start : start + t.ntheta])] * t.nlevels
+        start += t.ntheta
+    Lam = sla.block_diag(*blocks)
+    w = np.ones(n) if d.weights is None else d.weights
+    V = m.sigma**2 * (np.diag(1 / w) + Z @ Lam @ Lam.T @ Z.T)
+    y = d.y - (0.0 if d.offset is None else d.offset)
+    X = d.X
+    out = np.empty(n)
+    for i in range(n):
+        k = np.arange(n) != i
+        Vi = np.linalg.inv(V[np.ix_(k, k)])
+        A = np.linalg.inv(X[k].T @ Vi @ X[k])
+        beta = A @ X[k].T @ Vi @ y[k]
+        c = V[i, k] @ Vi
+        mean = X[i] @ beta + c @ (y[k] - X[k] @ beta)
+        g = X[i] - X[k].T @ c
+        var = V[i, i] - c @ V[k, i] + g @ A @ g
+        out[i] = -0.5 * (np.log(2 * np.pi * var) + (y[i] - mean) ** 2 / var)
+    return out
+
+
+def test_lmm_loo_equals_brute_force(sleep: hmix.LinearMixedModel) -> None:
+    res = sleep.loo()
+    np.testing.assert_allclose(res.elpd_i, _brute_force_loo(sleep), rtol=0, atol=1e-8)
+    assert res.method == "exact" and res.pareto_k is None
+    assert res.looic == pytest.approx(-2 * res.elpd_loo)
+    assert res.se == pytest.approx(np.sqrt(len(res.elpd_i) * np.var(res.elpd_i)))
+    assert 0 < res.p_loo < sleep.nobs
+    assert "elpd_loo" in repr(res)
+
+
+def test_lmm_loo_weights_crossed_and_vector_rest_term() -> None:
+    d = hmix.datasets.load("sleepstudy").copy()
+    d["pair"] = (np.arange(len(d)) // 4).astype(str)  # 45 levels: Subject's (Days | .) term comes second
+    d["w"] = np.linspace(0.5, 2.0, len(d))
+    m = hmix.lmer("Reaction ~ Days + (1 | pair) + (Days | Subject)", d, weights="w")
+    assert m.design.terms[0].group == "pair"
+    np.testing.assert_allclose(m.loo().elpd_i, _brute_force_loo(m), rtol=0, atol=1e-8)
+
+
+def test_psis_loo_agrees_with_exact_refits(cbpp: hmix.GeneralizedLinearMixedModel) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = cbpp.loo(refit=False)
+    exact = np.array([exact_loo_glmm(cbpp, i) for i in range(cbpp.nobs)])
+    assert res.method == "psis" and res.pareto_k is not None
+    assert abs(res.elpd_loo - exact.sum()) < res.se
+    # the observations refitted by default get exactly the refit value
+    full = cbpp.loo()
+    bad = full.pareto_k > 0.7
+    np.testing.assert_allclose(full.elpd_i[bad], exact[bad], rtol=1e-10)
+    assert abs(full.elpd_loo - exact.sum()) < full.se
+    assert full.pointwise["refit"].sum() == bad.sum()
+
+
+def test_psis_k_recovers_a_pareto_tail() -> None:
+    rng = np.random.default_rng(3)
+    for k in (0.2, 0.6, 0.9):
+        u = rng.uniform(size=(40, 400))
+        x = np.sort((u**-k - 1) / k, axis=1)
+        est, _ = _gpd_fit(x)
+        # 40 samples of 400 exceedances: the mean estimate within 0.05 (the prior pulls towards 0.5)
+        assert abs(est.mean() - k) < 0.06, (k, est.mean())
+    # well-behaved ratios: small k and normalized weights
+    lw, khat = psis(rng.normal(size=(3, 2000)) * 0.3)
+    assert (khat < 0.5).all()
+    np.testing.assert_allclose(np.exp(lw).sum(axis=1), 1.0)
+
+
+def test_compare_with_loo(sleep: hmix.LinearMixedModel) -> None:
+    m0 = hmix.lmer("Reaction ~ Days + (1 | Subject)", hmix.datasets.load("sleepstudy"), REML=False)
+    m1 = sleep.refit_ml()
+    table = hmix.compare(m1, m0, loo=True)
+    assert list(table.index) == [m0.formula, m1.formula]
+    assert table["elpd_loo"].iloc[0] == pytest.approx(m0.loo().elpd_loo, rel=1e-12)
+    assert table["elpd_diff"].max() == 0.0 and table["se_diff"].min() == 0.0
+    best = table["elpd_loo"].idxmax()
+    assert table.loc[best, "elpd_diff"] == 0.0
+    other = table.index[table.index != best][0]
+    assert table.loc[other, "elpd_diff"] == pytest.approx(
+        table.loc[other, "elpd_loo"] - table.loc[best, "elpd_loo"], rel=1e-12
+    )
+
+
+# ----- cross-validation -----------------------------------------------------------------------
+def test_cross_validation_density_is_the_held_out_marginal(sleep: hmix.LinearMixedModel) -> None:
+    cv = hmix.cross_validate(sleep, by="Subject", folds=3, seed=7)
+    assert len(cv.folds) == 3 and cv.folds["n"].sum() == sleep.nobs
+    assert cv.elpd == pytest.approx(cv.folds["elpd"].sum())
+    # fold 1 again by hand: refit on the other folds, dense marginal density of the held-out rows
+    d = sleep.design
+    test = np.flatnonzero(cv.pointwise["fold"].to_numpy() == 1)
+    train = np.setdiff1d(np.arange(d.n), test)
+    fit = hmix.lmer(sleep.formula, hmix.datasets.load("sleepstudy").iloc[train])
+    t = d.terms[0]
+    T = t.tmat(fit.theta) * fit.sigma
+    Z = t.zmatrix.toarray()[test]
+    V = Z @ np.kron(np.eye(t.nlevels), T @ T.T) @ Z.T + fit.sigma**2 * np.eye(len(test))
+    mean = d.X[test] @ fit.beta
+    from scipy.stats import multivariate_normal
+
+    expected = multivariate_normal(mean, V).logpdf(d.y[test])
+    assert cv.folds.loc[1, "elpd"] == pytest.approx(expected, rel=1e-8)
+    np.testing.assert_allclose(cv.pointwise["predicted"].to_numpy()[test], mean, rtol=1e-8)
+    # reproducible with a seed
+    again = hmix.cross_validate(sleep, by="Subject", folds=3, seed=7)
+    assert again.elpd == cv.elpd
+
+
+def test_cross_validation_glmm_and_crossed() -> None:
+    pen = hmix.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", hmix.datasets.load("Penicillin"))
+    cv = hmix.cross_validate(pen, by="sample")  # leave one sample out; plates are all seen
+    assert len(cv.folds) == 6 and np.isfinite(cv.elpd)
+    cbpp = hmix.glmer(
+        "cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        hmix.datasets.load("cbpp"),
+        family="binomial",
+    )
+    cv = hmix.cross_validate(cbpp, folds=3, seed=1)
+    assert np.isfinite(cv.elpd) and (cv.pointwise["predicted"].between(0, 1)).all()
+
+
+def test_cross_validation_errors(sleep: hmix.LinearMixedModel) -> None:
+    with pytest.raises(DataError, match="grouping factors"):
+        hmix.cross_validate(sleep, by="Days")
+    with pytest.raises(DataError, match="folds"):
+        hmix.cross_validate(sleep, folds=40)
+
+
+# ----- bootstrap --------------------------------------------------------------------------------
+def test_bootstrap_reproducible_and_centred(sleep: hmix.LinearMixedModel) -> None:
+    reps = hmix.bootstrap(sleep, n=200, seed=11)
+    again = hmix.bootstrap(sleep, n=200, seed=11)
+    assert reps.equals(again)
+    assert list(reps.columns) == list(sleep.confint("wald").index)
+    # fixed effects: the replicates' mean within 4 Monte Carlo SEs of the estimate
+    for name, est in sleep.fixef.items():
+        col = reps[name]
+        assert abs(col.mean() - est) < 4 * col.std() / np.sqrt(len(col))
+    # and the spread close to the model's SE (20% at 200 replicates)
+    np.testing.assert_allclose(reps[list(sleep.fixef.index)].std(), sleep.std_errors, rtol=0.2)
+    assert reps.attrs["failed"] == 0
+
+
+def test_boot_confint_covers_the_estimates(sleep: hmix.LinearMixedModel) -> None:
+    ci = sleep.confint("boot", n=100, seed=3)
+    est = np.r_[varpar(sleep), sleep.fixef.to_numpy()]
+    assert ((ci.iloc[:, 0].to_numpy() < est) & (est < ci.iloc[:, 1].to_numpy())).all()
+
+
+def test_glmm_bootstrap(cbpp: hmix.GeneralizedLinearMixedModel) -> None:
+    reps = hmix.bootstrap(cbpp, n=5, seed=1)
+    assert reps.shape == (5, 5) and "sigma" not in reps.columns
+    assert reps.notna().all().all()
