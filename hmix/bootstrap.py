@@ -11,7 +11,7 @@ import pandas as pd
 
 from ._progress import progress
 from .confint import _frame, _to_sdcor, varpar_names
-from .errors import DataError, HmixError, HmixWarning
+from .errors import DataError, HmixError, HmixWarning, user_stacklevel
 
 if TYPE_CHECKING:
     from .results import MixedModel
@@ -125,7 +125,9 @@ def bootstrap(
     out.attrs["failed"] = failed
     if failed:
         warnings.warn(
-            f"{failed} of {n} bootstrap refits failed; their rows are NaN", HmixWarning, stacklevel=2
+            f"{failed} of {n} bootstrap refits failed; their rows are NaN",
+            HmixWarning,
+            stacklevel=user_stacklevel(),
         )
     return out
 

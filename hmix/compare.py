@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 from scipy.stats import chi2
 
-from .errors import DataError, HmixWarning
+from .errors import DataError, HmixWarning, user_stacklevel
 
 __all__ = ["compare"]
 
@@ -70,7 +70,9 @@ def compare(
     reml = [bool(getattr(m, "REML", False)) for m in models]
     if any(reml):
         if refit:
-            warnings.warn("refitting model(s) with ML (instead of REML)", HmixWarning, stacklevel=2)
+            warnings.warn(
+                "refitting model(s) with ML (instead of REML)", HmixWarning, stacklevel=user_stacklevel()
+            )
             models = tuple(m.refit_ml() if r else m for m, r in zip(models, reml))
         else:
             fixed = {tuple(m.design.fixef_names) for m in models}
@@ -79,7 +81,7 @@ def compare(
                     "comparing REML criteria of models with different fixed effects (or with ML "
                     "fits) is not meaningful; use refit=True",
                     HmixWarning,
-                    stacklevel=2,
+                    stacklevel=user_stacklevel(),
                 )
     rows = [
         {

@@ -19,7 +19,7 @@ import pandas as pd
 import scipy.linalg as sla
 from formulaic import Formula, model_matrix
 
-from .errors import DataError, FormulaError, HmixWarning, MissingDataWarning
+from .errors import DataError, FormulaError, HmixWarning, MissingDataWarning, user_stacklevel
 from .formula import ParsedFormula, as_code, parse_formula
 from .remat import ReTerm, group_codes
 
@@ -214,6 +214,76 @@ def _vector(value: ArrayLike, data: pd.DataFrame, what: str) -> np.ndarray:
         raise DataError(f"{what} must be numeric") from None
 
 
+class NumericSpec:
+    """The model spec of a formula whose terms are plain numeric columns (and the intercept).
+
+    formulaic's machinery costs about a millisecond a call, most of a small model's fit; such
+    formulas need none of it. This offers the two things hmix uses from a formulaic
+    ``ModelSpec``: ``get_model_matrix`` for new data and ``encoder_state`` (no categories).
+    """
+
+    def __init__(self, columns: tuple[str, ...], intercept: bool):
+        self.columns = columns
+        self.intercept = intercept
+        self.encoder_state: dict[str, Any] = {}
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return (("Intercept",) if self.intercept else ()) + self.columns
+
+    def matrix(self, data: pd.DataFrame) -> np.ndarray:
+        """The columns as an (n, k) array."""
+        out = np.empty((len(data), len(self.column_names)))
+        j = 0
+        if self.intercept:
+            out[:, 0] = 1.0
+            j = 1
+        for c in self.columns:
+            out[:, j] = data[c].to_numpy(dtype=float)
+            j += 1
+        return out
+
+    def get_model_matrix(self, data: pd.DataFrame, na_action: str = "ignore") -> pd.DataFrame:
+        return pd.DataFrame(self.matrix(data), index=data.index, columns=list(self.column_names))
+
+
+def _numeric_spec(expr: str, data: pd.DataFrame) -> NumericSpec | None:
+    """A NumericSpec when every term of ``expr`` is the intercept or one numeric column."""
+    try:
+        terms = list(_formula(expr))
+    except Exception:
+        return None
+    intercept, columns = False, []
+    for term in terms:
+        factors = list(term.factors)
+        if len(factors) != 1:
+            return None
+        (f,) = factors
+        method = getattr(f.eval_method, "value", f.eval_method)
+        if method == "literal" and f.expr == "1":
+            intercept = True
+        elif method == "lookup" and f.expr in data.columns:
+            dtype = data[f.expr].dtype
+            if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+                return None
+            columns.append(f.expr)
+        else:
+            return None
+    if intercept and terms and str(terms[0]) != "1":
+        return None  # formulaic puts the intercept first; anything else is not this simple case
+    return NumericSpec(tuple(columns), intercept)
+
+
+def _model_matrix(expr: str, data: pd.DataFrame, formula: str) -> tuple[np.ndarray, list[str], Any]:
+    """The columns of ``expr`` on ``data``, their lme4 names and the spec that codes new data."""
+    spec = _numeric_spec(expr, data)
+    if spec is not None:
+        return spec.matrix(data), [lme4_name(c) for c in spec.column_names], spec
+    mm = _materialize(expr, data, formula)
+    names = [lme4_name(str(c)) for c in mm.columns]
+    return np.asarray(mm, dtype=float).reshape(len(data), len(names)), names, mm.model_spec
+
+
 def _materialize(expr: str, data: pd.DataFrame, formula: str, **kw: Any) -> Any:
     try:
         # log(0) and the like give inf with a RuntimeWarning; the finite checks report them
@@ -309,7 +379,7 @@ def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str
         f"fixed-effect model matrix is rank deficient so dropping {len(dropped)} "
         f"column{'s' if len(dropped) > 1 else ''}: {', '.join(dropped)}",
         HmixWarning,
-        stacklevel=4,
+        stacklevel=user_stacklevel(),
     )
     return X[:, ~aliased], [n for n, a in zip(names, aliased) if not a], dropped
 
@@ -358,7 +428,9 @@ def build_design(
         used |= set(bar.group)
     w_arg = None if weights is None else _vector(weights, data, "weights")
     o_arg = None if offset is None else _vector(offset, data, "offset")
-    missing = np.array(data[sorted(used)].isna().any(axis=1)) if used else np.zeros(len(data), bool)
+    missing = np.zeros(len(data), bool)
+    for c in used:
+        missing |= data[c].isna().to_numpy()
     for arr in (w_arg, o_arg):
         if arr is not None:
             missing |= np.isnan(arr)
@@ -371,26 +443,24 @@ def build_design(
             f"dropped {n_dropped} of {len(data)} rows with missing values"
             + (f" in {', '.join(cols)}" if cols else ""),
             MissingDataWarning,
-            stacklevel=3,
+            stacklevel=user_stacklevel(),
         )
     keep = ~missing
-    frame = data.loc[keep, sorted(used)] if used else data.loc[keep, []]
+    # only read: without missing values the caller's frame itself, no copy
+    frame = data.loc[keep, sorted(used)] if n_dropped else data
     index = frame.index
 
     y, trials, response_name = _response(parsed, frame, binary_ok)
     _finite(y, [response_name], "the response", index)
 
-    fixed = _materialize(parsed.fixed, frame, text)
-    names = [lme4_name(str(c)) for c in fixed.columns]
-    X = np.asarray(fixed, dtype=float).reshape(len(frame), len(names))
+    X, names, fixed_spec = _model_matrix(parsed.fixed, frame, text)
     _finite(X, names, "fixed-effects column", index)
     X, names, dropped = _drop_aliased(X, names)
 
     terms = []
     for bar in parsed.bars:
-        mm = _materialize(bar.lhs, frame, text)
-        z = np.asarray(mm, dtype=float).reshape(len(frame), mm.shape[1])
-        znames = tuple(lme4_name(str(c)) for c in mm.columns)
+        z, zn, zspec = _model_matrix(bar.lhs, frame, text)
+        znames = tuple(zn)
         _finite(z, list(znames), "random-effects column", index)
         refs, levels = group_codes(frame, bar.group)
         if len(levels) < 2:
@@ -407,7 +477,7 @@ def build_design(
                 levels=levels,
                 z=z,
                 lhs=bar.lhs,
-                spec=mm.model_spec,
+                spec=zspec,
             )
         )
     terms.sort(key=lambda t: -t.nlevels)
@@ -439,6 +509,6 @@ def build_design(
         index=index,
         n_dropped=n_dropped,
         dropped_columns=tuple(dropped),
-        fixed_spec=fixed.model_spec,
+        fixed_spec=fixed_spec,
         response_name=response_name,
     )

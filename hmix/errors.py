@@ -56,3 +56,22 @@ class SingularFitWarning(HmixWarning):
 
 class MissingDataWarning(HmixWarning):
     """Rows were dropped because a variable the formula uses is missing there."""
+
+
+def user_stacklevel() -> int:
+    """The ``stacklevel`` that makes ``warnings.warn`` point at the user's code.
+
+    Counted from the function that calls ``warnings.warn`` outwards, past every frame inside
+    the hmix package, so that a warning names the user's call (``hmix.lmer(...)``) however deep
+    inside hmix it was raised.
+    """
+    import os
+    import sys
+
+    package = os.path.dirname(os.path.abspath(__file__))
+    frame = sys._getframe(1)
+    level = 1
+    while frame is not None and os.path.abspath(frame.f_code.co_filename).startswith(package + os.sep):
+        frame = frame.f_back  # type: ignore[assignment]
+        level += 1
+    return level

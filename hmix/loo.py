@@ -30,7 +30,7 @@ import scipy.sparse as sp
 from scipy.special import logsumexp
 
 from .blocks import BlockedPLS, Factor
-from .errors import HmixError, HmixWarning
+from .errors import HmixError, HmixWarning, user_stacklevel
 
 if TYPE_CHECKING:
     from .results import MixedModel
@@ -352,7 +352,7 @@ def _loo_glmm(model: Any, draws: int, seed: Any, refit_bad: bool) -> LOO:
                 f"{len(bad)} observations have Pareto k > {_K_THRESHOLD}: their importance-sampling "
                 "estimate is unreliable; use refit=True to refit the model without each of them",
                 HmixWarning,
-                stacklevel=3,
+                stacklevel=user_stacklevel(),
             )
     return _summarize(elpd, lppd, model.design.index, "psis", pareto_k=k, refit=refit, n_draws=draws)
 

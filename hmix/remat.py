@@ -23,8 +23,11 @@ def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     if labels.dtype == object or pd.api.types.is_string_dtype(labels.dtype):
         # labels that are all integers ("1", "2", ..., "10") sort as numbers, as R's factor of
         # the numbers would, not as text ("1", "10", "2")
-        as_int = pd.to_numeric(labels, errors="coerce")
-        if not np.isnan(as_int).any() and (as_int == np.round(as_int)).all():
+        try:
+            as_int = labels.to_numpy(dtype=object).astype(float)
+        except (TypeError, ValueError):
+            as_int = np.array([np.nan])
+        if np.isfinite(as_int).all() and (as_int == np.round(as_int)).all():
             order = np.argsort(as_int, kind="stable")
             rank = np.empty_like(order)
             rank[order] = np.arange(len(order))
