@@ -52,6 +52,10 @@ class NotPositiveDefinite(HmixError, ArithmeticError):
 
 _MAX_DENSE = 20_000  # largest dense rest block (3.2 GB a copy) the engine takes on
 _MAX_PAIRS = 40_000_000  # entries of P (about 0.5 GB); beyond it S is formed as F F'
+# Reweighted systems (PIRLS) refill P's values at every step: there a dense S = F F' (BLAS, about
+# 0.1 ns a flop) is cheaper whenever its flops stay below this many times P's entries (a refill
+# and a mat-vec cost a few ns an entry).
+_DENSE_PER_PAIR = 50
 
 
 def _blockdiag(B: np.ndarray) -> sp.csr_matrix:
@@ -86,6 +90,22 @@ class Factor:
     Lr: np.ndarray  # dense lower Cholesky factor of the rest, m x m (rows of R: see rscale)
     r1_data: np.ndarray  # A_r1's values when this factor was computed (set_data replaces them)
     rscale: np.ndarray | None = None  # when given, the R rows of the factor are Lr's times rscale
+    F_dense: np.ndarray | None = None  # F as a dense m x q1 array (reweighted systems with dense A_r1)
+
+    def _lam_t(self, M: np.ndarray) -> np.ndarray:
+        """Lambda_r' M for M with qr rows (Lambda_r diagonal: a row scaling)."""
+        pls = self.pls
+        if pls._lam_diagonal:
+            d = self.theta[pls._lam_src]
+            return d * M if M.ndim == 1 else d[:, None] * M
+        return np.asarray(self.lam_r.T @ M)
+
+    def _lam(self, v: np.ndarray) -> np.ndarray:
+        """Lambda_r v."""
+        pls = self.pls
+        if pls._lam_diagonal:
+            return self.theta[pls._lam_src] * v
+        return np.asarray(self.lam_r @ v)
 
     @cached_property
     def L_rr(self) -> np.ndarray:
@@ -141,10 +161,13 @@ class Factor:
         beta = self.beta
         rhs_r = self.Lr[-1, :qr] - self.Lr[qr : qr + p, :qr].T @ beta
         u_r = sla.solve_triangular(self.L_rr, rhs_r, lower=True, trans="T") if qr else np.zeros(0)
-        v = np.concatenate([-(self.lam_r @ u_r), -beta, [1.0]])
-        # F'v = blockdiag(B)' A_r1' v, level by level, without forming F
-        t = pls.r1_rmatvec(self.r1_data, v).reshape(pls.l1, pls.k1)
-        rhs_1 = np.einsum("jab,ja->jb", self.B, t)
+        v = np.concatenate([-self._lam(u_r), -beta, [1.0]])
+        if self.F_dense is not None:
+            rhs_1 = (v @ self.F_dense).reshape(pls.l1, pls.k1)
+        else:
+            # F'v = blockdiag(B)' A_r1' v, level by level, without forming F
+            t = pls.r1_rmatvec(self.r1_data, v).reshape(pls.l1, pls.k1)
+            rhs_1 = np.einsum("jab,ja->jb", self.B, t)
         u_1 = np.einsum("jba,jb->ja", self.L11inv, rhs_1).ravel()
         out = [u_1]
         for off, t in zip(pls.offsets[1:], pls.terms[1:]):
@@ -164,6 +187,79 @@ class Factor:
         qr, p = self.pls.qr, self.pls.p
         Linv = sla.solve_triangular(self.Lr[qr : qr + p, qr : qr + p], np.eye(p), lower=True)
         return Linv.T @ Linv
+
+    @cached_property
+    def L21(self) -> sp.csr_matrix | np.ndarray:
+        """The rest-by-first block of the factor of Lambda'Z'WZ Lambda + I, qr x q1 (sparse, or
+        dense when F is)."""
+        pls = self.pls
+        qr = pls.qr
+        if self.F_dense is not None:
+            return self._lam_t(self.F_dense[:qr])
+        if pls.k1 == 1 and pls._lam_diagonal:
+            # Lambda_r' A_Z1 B: a scaling of A_r1's values, on its own pattern
+            sel, rows, cols = pls._r1z
+            vals = self.r1_data[sel] * self.theta[pls._lam_src][rows] * self.B[cols, 0, 0]
+            return sp.csc_matrix((vals, rows, pls._r1z_indptr), shape=(qr, pls.q1))
+        return (self.lam_r.T @ self.F[:qr]).tocsr()
+
+    @cached_property
+    def G(self) -> sp.csr_matrix | np.ndarray:
+        """L21 L11^-1, qr x q1: the first block column of L^-1 is -Lrr^-1 G."""
+        pls = self.pls
+        L21 = self.L21
+        if isinstance(L21, np.ndarray):
+            G = np.einsum("rja,jab->rjb", L21.reshape(pls.qr, pls.l1, pls.k1), self.L11inv)
+            return G.reshape(pls.qr, pls.q1)
+        if isinstance(L21, sp.csc_matrix) and pls.k1 == 1:
+            _, rows, cols = pls._r1z
+            vals = L21.data * self.L11inv[cols, 0, 0]
+            return sp.csc_matrix((vals, rows, pls._r1z_indptr), shape=L21.shape)
+        return (L21 @ _blockdiag(self.L11inv)).tocsr()
+
+    def solve(self, b: np.ndarray) -> np.ndarray:
+        """(Lambda'Z'WZ Lambda + I)^-1 b for b in u-space (engine order, the first term first)."""
+        pls = self.pls
+        q1, k1 = pls.q1, pls.k1
+        y1 = np.einsum("jab,jb->ja", self.L11inv, b[:q1].reshape(pls.l1, k1)).ravel()
+        if not pls.qr:
+            return np.einsum("jba,jb->ja", self.L11inv, y1.reshape(pls.l1, k1)).ravel()
+        L21 = self.L21
+        Lrr = self.L_rr
+        yr = sla.solve_triangular(Lrr, b[q1:] - L21 @ y1, lower=True)
+        xr = sla.solve_triangular(Lrr, yr, lower=True, trans="T")
+        t = (y1 - L21.T @ xr).reshape(pls.l1, k1)
+        x1 = np.einsum("jba,jb->ja", self.L11inv, t).ravel()
+        return np.concatenate([x1, xr])
+
+    def inverse_blocks(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The blocks of (Lambda'Z'WZ Lambda + I)^-1 that rows of Z touch.
+
+        Returns ``(V11, Vr1, Vrr)``: the first term's diagonal blocks (l1, k1, k1), the
+        rest-by-first block (qr x q1, dense) and the rest block (qr x qr). With K = L^-1,
+        Vrr = Lrr^-T Lrr^-1, Vr1 = -Vrr G and V11_j = L11_j^-T L11_j^-1 + G_j' Vrr G_j.
+        """
+        pls = self.pls
+        qr, l1, k1 = pls.qr, pls.l1, pls.k1
+        V11 = np.einsum("jca,jcb->jab", self.L11inv, self.L11inv)
+        if not qr:
+            return V11, np.zeros((0, pls.q1)), np.zeros((0, 0))
+        Vrr, info = sla.lapack.dpotri(self.L_rr, lower=1)
+        if info:
+            raise NotPositiveDefinite("inverse of the rest block")
+        Vrr = np.tril(Vrr) + np.tril(Vrr, -1).T
+        G = self.G
+        if isinstance(G, np.ndarray):
+            VG = Vrr @ G
+            V11 += np.einsum("rja,rjb->jab", G.reshape(qr, l1, k1), VG.reshape(qr, l1, k1))
+            return V11, -VG, Vrr
+        VG = np.asarray((G.T @ Vrr).T)  # Vrr G, dense qr x q1
+        coo = G.tocoo()
+        lev, alpha = np.divmod(coo.col, k1)
+        for beta in range(k1):
+            vals = coo.data * VG[coo.row, lev * k1 + beta]
+            V11[:, :, beta] += np.bincount(lev * k1 + alpha, vals, minlength=l1 * k1).reshape(l1, k1)
+        return V11, -VG, Vrr
 
     def cond_var_engine(self) -> list[np.ndarray]:
         """Diagonal blocks of Lambda (L_ZZ L_ZZ')^-1 Lambda' per term and level: (l, k, k) arrays."""
@@ -194,10 +290,18 @@ class BlockedPLS:
     y : ndarray, shape (n,)
     weights : ndarray or None
         Prior (or PIRLS working) weights.
+    reweighted : bool, default False
+        The weights will change at every step (PIRLS): lay out the Schur complement for cheap
+        refills rather than cheap factorizations.
     """
 
     def __init__(
-        self, terms: tuple[ReTerm, ...], X: np.ndarray, y: np.ndarray, weights: np.ndarray | None = None
+        self,
+        terms: tuple[ReTerm, ...],
+        X: np.ndarray,
+        y: np.ndarray,
+        weights: np.ndarray | None = None,
+        reweighted: bool = False,
     ):
         if not terms:
             raise ValueError("a mixed model needs at least one random-effects term")
@@ -223,9 +327,12 @@ class BlockedPLS:
             )
         self.n = len(y)
         self._zr = sp.hstack([t.zmatrix for t in self.terms[1:]], format="csr") if self.qr else None
+        self._zrt = self._zr.T.tocsr() if self._zr is not None else None  # Z_r', for Z_r'W[X y]
         self._lam_pattern()
         self._lam_diagonal = bool(np.all(self._lam_rows == self._lam_cols))
         self._structure()
+        self._reweighted = reweighted
+        self._dense_r1: np.ndarray | None = None
         self._pairs()
         self.set_data(X, y, weights)
 
@@ -253,7 +360,7 @@ class BlockedPLS:
 
         A_r1 (m x q1, CSC) has the sparsity of Z_r'Z_1 in its first qr rows and dense rows for X
         and y; the lower triangle of Z_r'Z_r is scattered into the dense A_rr. With these maps,
-        new weights or a new working response cost a few bincounts (no sparse products).
+        new weights or a new working response cost a few bincounts and one product Z_1'W[X y].
         """
         n, m, qr, k1 = self.n, self.m, self.qr, self.k1
         t1 = self.terms[0]
@@ -265,19 +372,20 @@ class BlockedPLS:
                 zr_keys.append(cols1[al] * m + row)
                 zr_obs.append(np.arange(n))
                 zr_prod.append(z * t1.z[:, al])
-        xy_keys = np.stack(
-            [np.stack([cols1[al] * m + qr + c for al in range(k1)]) for c in range(self.p + 1)]
-        )
         dense_keys = (np.arange(self.q1)[:, None] * m + qr + np.arange(self.p + 1)[None, :]).ravel()
         keys = np.unique(np.concatenate([_cat(zr_keys), dense_keys]))
         self._r1_indices = (keys % m).astype(np.int32)
         self._r1_indptr = np.concatenate([[0], np.cumsum(np.bincount(keys // m, minlength=self.q1))])
         self._r1_nnz = len(keys)
         self._r1_col = (keys // m).astype(np.int32)
-        # where each row's products land: first the Z_r x Z_1 ones, then (p+1, k1, n) X/y ones
-        self._r1_entry = np.concatenate(
-            [np.searchsorted(keys, _cat(zr_keys)), np.searchsorted(keys, xy_keys.reshape(-1))]
-        )
+        # where each row's Z_r x Z_1 products land, and where the rows of Z_1'W[X y] go
+        self._r1_zentry = np.searchsorted(keys, _cat(zr_keys))
+        # the entries of A_r1 in the random-effects rows (CSC order): index, row, column
+        zsel = np.flatnonzero(keys % m < qr)
+        self._r1z = (zsel, (keys[zsel] % m).astype(np.int32), (keys[zsel] // m).astype(np.int64))
+        self._r1z_indptr = np.concatenate([[0], np.cumsum(np.bincount(keys[zsel] // m, minlength=self.q1))])
+        self._r1_xypos = np.searchsorted(keys, dense_keys)  # (q1, p + 1) entries of X, y, row-major
+        self._z1t = t1.zmatrix.T.tocsr()
         self._r1_zobs = _cat(zr_obs)
         self._r1_zprod = _cat(zr_prod)
         rr_flat, rr_obs, rr_prod = [], [], []
@@ -314,19 +422,21 @@ class BlockedPLS:
         self.A11 = A11
         Xy = np.column_stack([X, y])
         wXy = Xy * w[:, None]
-        xy_vals = (wXy.T[:, None, :] * t1.z.T[None, :, :]).reshape(-1)
-        data = np.bincount(
-            self._r1_entry,
-            np.concatenate([w[self._r1_zobs] * self._r1_zprod, xy_vals]),
-            minlength=self._r1_nnz,
-        )
+        # (no rest terms: bincount of nothing is an integer array)
+        data = np.bincount(self._r1_zentry, w[self._r1_zobs] * self._r1_zprod, minlength=self._r1_nnz)
+        data = data.astype(float, copy=False)
+        data[self._r1_xypos] = (self._z1t @ wXy).ravel()
         self._r1_data = data
+        if self._r1_flat is not None:
+            dense = np.zeros(self.m * self.q1)
+            dense[self._r1_flat] = data
+            self._dense_r1 = dense.reshape(self.m, self.l1, self.k1)
         m, qr = self.m, self.qr
         A_rr = np.zeros((m, m))
         if qr:
             A_rr.ravel()[:] = np.bincount(self._rr_flat, w[self._rr_obs] * self._rr_prod, minlength=m * m)
-            assert self._zr is not None
-            A_rr[qr:, :qr] = (self._zr.T @ wXy).T
+            assert self._zrt is not None
+            A_rr[qr:, :qr] = (self._zrt @ wXy).T
         A_rr[qr:, qr:] = np.tril(Xy.T @ wXy)
         self.A_rr = A_rr
         if self._P is not None:
@@ -360,7 +470,15 @@ class BlockedPLS:
         k1, l1, m = self.k1, self.l1, self.m
         level_ptr = indptr[::k1]
         cnt = np.diff(level_ptr).astype(np.int64)
-        if int((cnt * (cnt + 1) // 2).sum()) > _MAX_PAIRS:
+        npairs = int((cnt * (cnt + 1) // 2).sum())
+        self._r1_flat: np.ndarray | None = None
+        if self._reweighted and m * m * self.q1 * k1 <= _DENSE_PER_PAIR * npairs:
+            self._r1_flat = indices.astype(np.int64) * self.q1 + np.repeat(
+                np.arange(self.q1), np.diff(indptr)
+            )
+            self._P = None
+            return
+        if npairs > _MAX_PAIRS:
             self._P = None
             return
         col = np.repeat(np.arange(self.q1), np.diff(indptr))
@@ -405,6 +523,7 @@ class BlockedPLS:
         """
         theta = np.asarray(theta, dtype=float)
         tmats = tuple(t.tmat(theta[sl]) for t, sl in zip(self.terms, self.theta_slices))
+        F_dense = None
         T1 = tmats[0]
         if self.k1 == 1:
             L11 = np.sqrt(T1[0, 0] ** 2 * self.A11 + 1.0)
@@ -422,6 +541,11 @@ class BlockedPLS:
         M = self.A_rr.copy()
         if self._P is not None:
             M.ravel()[self._keys] -= self._P @ G
+        elif self._dense_r1 is not None:
+            A = self._dense_r1
+            F = A[:, :, 0] * B[:, 0, 0] if self.k1 == 1 else np.einsum("mja,jab->mjb", A, B).reshape(m, -1)
+            F_dense = F
+            M -= np.tril(F @ F.T)
         else:
             F = self.A_r1 @ _blockdiag(B)
             M -= np.tril((F @ F.T).toarray())
@@ -443,7 +567,7 @@ class BlockedPLS:
             Lr[-1, -1] = 0.0
         if 0 < info < m or not (np.isfinite(np.diag(Lr)).all() and np.isfinite(Lr[-1]).all()):
             raise NotPositiveDefinite(f"rest block, pivot {info}")
-        return Factor(self, theta, tmats, L11, L11inv, B, Lr, self._r1_data, rscale)
+        return Factor(self, theta, tmats, L11, L11inv, B, Lr, self._r1_data, rscale, F_dense)
 
     def to_lme4(self, per_term: list[np.ndarray]) -> list[np.ndarray]:
         """Reorder per-term results from engine order to lme4's order."""

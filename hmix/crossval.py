@@ -40,6 +40,14 @@ class CrossValidation:
         Per fold: held-out levels, rows, elpd, rmse, and whether the refit was singular.
     pointwise : pandas.DataFrame
         Per observation: ``fold`` and ``predicted``.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+    >>> cv = hmix.cross_validate(m)  # leave one batch out
+    >>> cv.by, len(cv.folds), round(cv.elpd, 1)
+    ('Batch', 6, -167.2)
     """
 
     by: str

@@ -55,6 +55,13 @@ class Design:
     fixed_spec : object
         formulaic ``ModelSpec`` of the fixed part, to code new data.
     response_name : str
+
+    Examples
+    --------
+    >>> import hmix
+    >>> d = hmix.build_design("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+    >>> d.subset(d.terms[0].refs < 3).n  # the first three batches
+    15
     """
 
     formula: ParsedFormula
@@ -96,6 +103,14 @@ class Design:
         DataError
             When a grouping factor is left with one level, or a fixed-effects column has no
             variation left (the subset cannot estimate it).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> d = hmix.build_design("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> sub = d.subset(d.terms[0].refs != 0)  # without batch A
+        >>> sub.n, list(sub.terms[0].levels)
+        (25, ['B', 'C', 'D', 'E', 'F'])
         """
         idx = np.arange(self.n)[np.asarray(rows)]
         terms = tuple(t.subset(idx) for t in self.terms)
@@ -134,7 +149,15 @@ class Design:
         )
 
     def with_response(self, y: np.ndarray) -> Design:
-        """The same design with another response (parametric bootstrap, simulation refits)."""
+        """The same design with another response (parametric bootstrap, simulation refits).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> d = hmix.build_design("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> float(d.with_response(d.y * 2).y[0]) == 2 * float(d.y[0])
+        True
+        """
         y = np.asarray(y, dtype=float)
         if y.shape != self.y.shape:
             raise DataError(f"the response must have {self.n} values, not {y.shape}")
@@ -407,6 +430,13 @@ def build_design(
     Returns
     -------
     Design
+
+    Examples
+    --------
+    >>> import hmix
+    >>> d = hmix.build_design("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+    >>> d.n, d.p, d.fixef_names, [(t.group, t.nlevels, t.names) for t in d.terms]
+    (180, 2, ('(Intercept)', 'Days'), [('Subject', 18, ('(Intercept)', 'Days'))])
     """
     parsed = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
     if not isinstance(data, pd.DataFrame):

@@ -65,6 +65,13 @@ class ParsedFormula:
         Random-effects terms, ``||`` split into uncorrelated terms and ``a/b`` into ``a + a:b``.
     offsets : tuple of str
         The expressions inside ``offset(...)`` terms.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> f = hmix.parse_formula("y ~ x + (1 | a/b)")
+    >>> f.fixed, [b.group_name for b in f.bars]
+    ('x', ['a', 'a:b'])
     """
 
     text: str

@@ -8,23 +8,40 @@ conditional modes and the log-determinant of the Laplace approximation.
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.linalg as sla
 
 from .blocks import BlockedPLS, Factor
 from .design import ArrayLike, Design, build_design
 from .errors import ConvergenceWarning, DataError, HmixWarning
-from .families import Family, get_family
-from .optimize import OptSummary, check_convergence, choose_method, minimize
+from .families import Family, Observed, get_family
+from .optimize import (
+    OptSummary,
+    check_convergence,
+    choose_method,
+    hessian_from_gradient,
+    minimize,
+    minimize_newton,
+)
 
 __all__ = ["glmer", "GLMMObjective"]
 
 _PIRLS_MAXIT = 50
 _PIRLS_TOL = 1e-12  # relative change of the penalized deviance
+# non-canonical links (probit, cloglog): PIRLS's Fisher scoring converges only linearly, and the
+# exact gradient (and the Hessian differenced from it) needs the modes to ~1e-7
+_PIRLS_TOL_FISHER = 1e-14
 _HALVINGS = 12
+# nAGQ = 1 with a canonical link: stage 1 only has to bring theta near the optimum, where the
+# quasi-Newton stage over (theta, beta) converges in a few steps
+_STAGE1_FTOL = 1e-4
+_STAGE1_PIRLS_TOL = 1e-6  # ... and its PIRLS need not converge further than that
 
 
 @dataclass
@@ -37,6 +54,8 @@ class PirlsState:
     mu: np.ndarray
     factor: Factor
     converged: bool
+    w: np.ndarray | None = None  # the PIRLS weights the factor was computed with
+    deviance: float = float("nan")  # sum of squared deviance residuals at mu
 
 
 class GLMMObjective:
@@ -44,7 +63,8 @@ class GLMMObjective:
 
     ``laplace_fixed(theta, beta)`` runs PIRLS over u with beta fixed (nAGQ >= 1);
     ``laplace_joint(theta)`` runs PIRLS over beta and u together (nAGQ = 0). The last conditional
-    modes warm-start the next evaluation.
+    modes warm-start the next evaluation. For canonical links (logit, log),
+    ``value_and_gradient(params)`` also gives the exact gradient of the Laplace deviance.
 
     Parameters
     ----------
@@ -61,10 +81,12 @@ class GLMMObjective:
         self.y = design.y
         self.wt = np.ones(n) if design.weights is None else design.weights
         self.off = np.zeros(n) if design.offset is None else design.offset
-        self.pls_u = BlockedPLS(design.terms, np.zeros((n, 0)), np.zeros(n), np.ones(n))
+        self.obs = Observed(family, self.y, self.wt)
+        self.pls_u = BlockedPLS(design.terms, np.zeros((n, 0)), np.zeros(n), np.ones(n), reweighted=True)
         self._pls_joint: BlockedPLS | None = None
         self._beta_joint = np.zeros(design.p)
         self._u = [np.zeros(t.q) for t in self.pls_u.terms]
+        self.pirls_tol = _PIRLS_TOL if family.canonical else _PIRLS_TOL_FISHER
         self.ntheta = self.pls_u.ntheta
         self.diagonal = np.concatenate([t.diagonal for t in design.terms])
         self.lower_theta = np.where(self.diagonal, 0.0, -np.inf)
@@ -82,26 +104,24 @@ class GLMMObjective:
     def pls_joint(self) -> BlockedPLS:
         if self._pls_joint is None:
             n = self.design.n
-            self._pls_joint = BlockedPLS(self.design.terms, self.design.X, np.zeros(n), np.ones(n))
+            self._pls_joint = BlockedPLS(
+                self.design.terms, self.design.X, np.zeros(n), np.ones(n), reweighted=True
+            )
         return self._pls_joint
 
-    def _zlu(self, theta: np.ndarray, u: list[np.ndarray], pls: BlockedPLS) -> np.ndarray:
+    def _tmats(self, theta: np.ndarray, pls: BlockedPLS) -> list[np.ndarray]:
+        return [t.tmat(theta[sl]) for t, sl in zip(pls.terms, pls.theta_slices)]
+
+    @staticmethod
+    def _zlu_t(tmats: list[np.ndarray], u: list[np.ndarray], pls: BlockedPLS) -> np.ndarray:
         """Z Lambda u without forming Z."""
-        out = np.zeros(self.design.n)
-        for t, sl, ut in zip(pls.terms, pls.theta_slices, u):
-            T = t.tmat(theta[sl])
-            out += t.contribution((ut.reshape(t.nlevels, t.k) @ T.T).ravel())
+        out = np.zeros(pls.n)
+        for t, T, ut in zip(pls.terms, tmats, u):
+            if t.k == 1:
+                out += t.z[:, 0] * (T[0, 0] * ut)[t.refs]
+            else:
+                out += t.contribution((ut.reshape(t.nlevels, t.k) @ T.T).ravel())
         return out
-
-    def _working_weights(self, mu: np.ndarray, mueta: np.ndarray) -> np.ndarray:
-        """PIRLS weights, floored at 1e-10 of the largest so that fitted probabilities pinned at
-        0 or 1 (separation) leave the weighted cross-products positive definite."""
-        w = self.wt * mueta**2 / self.family.variance(mu)
-        return np.maximum(w, 1e-10 * w.max())
-
-    def _pdev(self, eta: np.ndarray, u: list[np.ndarray]) -> float:
-        mu = self.family.linkinv(eta)
-        return float(self.family.dev_resid(self.y, mu, self.wt).sum() + sum(float(v @ v) for v in u))
 
     def pirls(self, theta: np.ndarray, beta: np.ndarray | None) -> PirlsState:
         """Penalized iteratively reweighted least squares for the conditional modes.
@@ -112,39 +132,66 @@ class GLMMObjective:
         joint = beta is None
         pls = self.pls_joint if joint else self.pls_u
         X = self.design.X
+        tmats = self._tmats(theta, pls)
         b = self._beta_joint if joint else np.asarray(beta, dtype=float)
         u = [v.copy() for v in self._u]
-        eta = self.off + X @ b + self._zlu(theta, u, pls)
-        pdev = self._pdev(eta, u)
-        fac = self.reweight(pls, theta, eta, b, joint)
+        # eta = fixed + X b (joint) + Z Lambda u, each part linear in what moves
+        fixed = self.off if joint else self.off + X @ b
+        xb = X @ b if joint else None
+        zlu = self._zlu_t(tmats, u, pls)
+        eta = fixed + zlu if xb is None else fixed + xb + zlu
+        mu = self.family.linkinv(eta)
+        dev = self.obs.deviance(mu)
+        pdev = dev + sum(float(v @ v) for v in u)
+        fac, w, mu = self._reweight(pls, theta, eta, zlu, xb)
         converged = False
         for _ in range(_PIRLS_MAXIT):
             u_new = fac.u_engine
+            zlu_new = self._zlu_t(tmats, u_new, pls)
             b_new = fac.beta if joint else b
+            xb_new = X @ b_new if joint else None
             step = 1.0
             for _ in range(_HALVINGS):
                 u_try = [uo + step * (un - uo) for uo, un in zip(u, u_new)]
-                b_try = b + step * (b_new - b)
-                eta_try = self.off + X @ b_try + self._zlu(theta, u_try, pls)
-                pdev_try = self._pdev(eta_try, u_try)
+                zlu_try = zlu + step * (zlu_new - zlu)
+                if xb is None or xb_new is None:
+                    xb_try, eta_try = None, fixed + zlu_try
+                else:
+                    xb_try = xb + step * (xb_new - xb)
+                    eta_try = fixed + xb_try + zlu_try
+                mu_try = self.family.linkinv(eta_try)
+                dev_try = self.obs.deviance(mu_try)
+                pdev_try = dev_try + sum(float(v @ v) for v in u_try)
                 if pdev_try <= pdev * (1 + 1e-14) + 1e-12:
                     break
                 step /= 2
             else:
                 break
             change = abs(pdev - pdev_try)
-            u, b, eta, pdev = u_try, b_try, eta_try, pdev_try
+            u, zlu, xb, eta, pdev, dev = u_try, zlu_try, xb_try, eta_try, pdev_try, dev_try
+            if joint:
+                b = b + step * (b_new - b)
             # the factor at the new mode's weights: the next step's system, and at convergence
             # the Laplace log-determinant
-            fac = self.reweight(pls, theta, eta, b, joint)
-            if change <= _PIRLS_TOL * (abs(pdev) + 0.1):
+            fac, w, mu = self._reweight(pls, theta, eta, zlu, xb)
+            if change <= self.pirls_tol * (abs(pdev) + 0.1):
                 converged = True
                 break
         self._u = u
         if joint:
             self._beta_joint = b
-        mu = self.family.linkinv(eta)
-        return PirlsState(u=u, beta=b, eta=eta, mu=mu, factor=fac, converged=converged)
+        return PirlsState(u=u, beta=b, eta=eta, mu=mu, factor=fac, converged=converged, w=w, deviance=dev)
+
+    def _reweight(
+        self, pls: BlockedPLS, theta: np.ndarray, eta: np.ndarray, zlu: np.ndarray, xb: np.ndarray | None
+    ) -> tuple[Factor, np.ndarray, np.ndarray]:
+        """Working response and weights at eta into the engine; its factor at theta."""
+        mu, _, resid, w = self.obs.working(eta)
+        if xb is None:
+            pls.set_data(pls_x0(pls), zlu + resid, w)
+        else:
+            pls.set_data(self.design.X, xb + zlu + resid, w)
+        return pls.factor(theta), w, mu
 
     def reweight(
         self, pls: BlockedPLS, theta: np.ndarray, eta: np.ndarray, beta: np.ndarray, joint: bool
@@ -153,16 +200,9 @@ class GLMMObjective:
 
         ``joint``: beta moves with u (the system has X); otherwise X beta joins the offset.
         """
-        fam = self.family
-        mu = fam.linkinv(eta)
-        mueta = fam.mu_eta(eta)
-        zwork = eta - self.off + (self.y - mu) / mueta
-        w = self._working_weights(mu, mueta)
-        if joint:
-            pls.set_data(self.design.X, zwork, w)
-        else:
-            pls.set_data(pls_x0(pls), zwork - self.design.X @ beta, w)
-        return pls.factor(theta)
+        xb = self.design.X @ beta
+        zlu = eta - self.off - xb
+        return self._reweight(pls, theta, eta, zlu, xb if joint else None)[0]
 
     def start(self, beta: np.ndarray) -> None:
         """Set the starting fixed effects for the joint PIRLS and reset the modes."""
@@ -171,8 +211,8 @@ class GLMMObjective:
 
     def laplace_value(self, st: PirlsState) -> float:
         """-2 log-likelihood by the Laplace approximation at a PIRLS solution."""
-        m2ll = self.family.minus2loglik(self.y, st.mu, self.wt).sum()
-        return float(m2ll + sum(float(v @ v) for v in st.u) + st.factor.logdet_z)
+        dev = st.deviance if np.isfinite(st.deviance) else self.obs.deviance(st.mu)
+        return float(dev + self.obs.constant + sum(float(v @ v) for v in st.u) + st.factor.logdet_z)
 
     def laplace_joint(self, theta: np.ndarray) -> float:
         """nAGQ = 0: the Laplace deviance with beta from PIRLS."""
@@ -186,6 +226,101 @@ class GLMMObjective:
         if self.nAGQ <= 1:
             return self.laplace_value(st)
         return self._agq(theta, beta, st)
+
+    def value_and_gradient(self, params: ArrayLike) -> tuple[float, np.ndarray]:
+        """The Laplace deviance over (theta, beta) and its exact gradient (canonical links).
+
+        The deviance is pdev(u-hat) + log|M|, M = Lambda'Z'WZ Lambda + I, with u-hat and W
+        depending on (theta, beta). By the envelope theorem pdev moves only through its explicit
+        arguments; log|M| moves with Lambda and with W through eta(u-hat), and the implicit
+        derivative of u-hat is M^-1 times the derivative of the PIRLS equations (for canonical
+        links W is the curvature of the deviance). Per row i, with zeta_i = Lambda' z_i and the
+        entries of M^-1 that row touches, the leverage h_i = zeta_i' M^-1 zeta_i; with
+        v = h dW/deta and s = M^-1 Lambda'Z'v, every component is one sum over the rows.
+        """
+        if self.nAGQ > 1:
+            raise DataError("the exact gradient is that of the Laplace approximation (nAGQ <= 1)")
+        params = np.asarray(params, dtype=float)
+        theta, beta = params[: self.ntheta], params[self.ntheta :]
+        st = self.pirls(theta, beta)
+        return self.laplace_value(st), self._gradient(theta, st)
+
+    @cached_property
+    def _rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row, the u-space columns of Z it touches (n, K) and their values; per theta
+        element, its row and column among those K (K = sum of the terms' k)."""
+        pls = self.pls_u
+        cols, zs, kstart = [], [], [0]
+        for off, t in zip(pls.offsets, pls.terms):
+            for a in range(t.k):
+                cols.append(off + t.refs * t.k + a)
+                zs.append(t.z[:, a])
+            kstart.append(kstart[-1] + t.k)
+        th_r = np.empty(self.ntheta, dtype=np.int64)
+        th_c = np.empty(self.ntheta, dtype=np.int64)
+        for i, (t, sl) in enumerate(zip(pls.terms, pls.theta_slices)):
+            r, c = t.tril
+            th_r[sl], th_c[sl] = kstart[i] + r, kstart[i] + c
+        return np.stack(cols, axis=1), np.stack(zs, axis=1), th_r, th_c
+
+    def _row_inverse(self, fac: Factor, cols: np.ndarray) -> np.ndarray:
+        """M^-1 restricted to each row's columns: (n, K, K)."""
+        pls = self.pls_u
+        V11, Vr1, Vrr = fac.inverse_blocks()
+        q1, k1 = pls.q1, pls.k1
+        n, K = cols.shape
+        V = np.empty((n, K, K))
+        for a in range(K):
+            ca = cols[:, a]
+            for b in range(a, K):
+                cb = cols[:, b]
+                if b < k1:
+                    vals = V11[ca // k1, a, b]
+                elif a < k1:
+                    vals = Vr1[cb - q1, ca]
+                else:
+                    vals = Vrr[ca - q1, cb - q1]
+                V[:, a, b] = V[:, b, a] = vals
+        return V
+
+    def _gradient(self, theta: np.ndarray, st: PirlsState) -> np.ndarray:
+        pls = self.pls_u
+        cols, zt, th_r, th_c = self._rows
+        fac = st.factor
+        assert st.w is not None
+        w = st.w
+        tmats = self._tmats(theta, pls)
+        lam = np.zeros((zt.shape[1], zt.shape[1]))
+        k0 = 0
+        for t, T in zip(pls.terms, tmats):
+            lam[k0 : k0 + t.k, k0 : k0 + t.k] = T
+            k0 += t.k
+        V = self._row_inverse(fac, cols)
+        zeta = zt @ lam
+        Vz = np.einsum("iab,ib->ia", V, zeta)
+        r, dw, w_obs = self.obs.score(st.eta, st.mu, w)
+        if w_obs is not None:
+            # non-canonical link: u-hat moves with the observed information, not the weights;
+            # the engine factors Lambda'Z'W_obs Z Lambda + I as well (its data are set afresh by
+            # the next PIRLS step)
+            pls.set_data(pls_x0(pls), np.zeros(pls.n), w_obs)
+            fac_obs = pls.factor(theta)
+        else:
+            fac_obs, w_obs = fac, w
+        v = np.einsum("ia,ia->i", zeta, Vz) * dw
+        ztv = np.bincount(cols.ravel(), (zt * v[:, None]).ravel(), minlength=pls.q1 + pls.qr)
+        lam_ztv = np.concatenate(
+            [
+                (ztv[o : o + t.q].reshape(t.nlevels, t.k) @ T).ravel()
+                for o, t, T in zip(pls.offsets, pls.terms, tmats)
+            ]
+        )
+        s_i = fac_obs.solve(lam_ztv)[cols]
+        a = v - w_obs * np.einsum("ia,ia->i", zeta, s_i) - 2.0 * r
+        u_i = np.concatenate(st.u)[cols]
+        gamma = a[:, None] * u_i + r[:, None] * s_i + 2.0 * w[:, None] * Vz
+        g_theta = np.einsum("ij,ij->j", zt[:, th_r], gamma[:, th_c])
+        return np.concatenate([g_theta, self.design.X.T @ a])
 
     def _agq(self, theta: np.ndarray, beta: np.ndarray, st: PirlsState) -> float:
         """Adaptive Gauss-Hermite quadrature for one scalar term, level by level."""
@@ -213,23 +348,53 @@ def pls_x0(pls: BlockedPLS) -> np.ndarray:
     return np.zeros((pls.n, 0))
 
 
-def _glm_start(design: Design, family: Family) -> np.ndarray:
-    """Fixed effects of the GLM without random effects (statsmodels), lme4's starting values."""
-    from statsmodels.genmod.generalized_linear_model import GLM
+def _glm_irls(design: Design, family: Family) -> tuple[np.ndarray, bool]:
+    """The GLM without random effects by iteratively reweighted least squares (R's glm.fit:
+    start from R's mustart, stop when the deviance changes by less than 1e-8 relative, or
+    after 25 steps).
 
-    wt = np.ones(design.n) if design.weights is None else design.weights
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        glm = GLM(
-            design.y, design.X, family=family.statsmodels_family(), offset=design.offset, var_weights=wt
-        )
-        try:
-            beta = np.asarray(glm.fit().params, dtype=float)
-        except (ValueError, np.linalg.LinAlgError, FloatingPointError):
-            beta = np.full(design.p, np.nan)  # extreme data: PIRLS starts from zero instead
-    sep = [w for w in caught if "separation" in str(w.message).lower()]
+    Returns the fixed effects (NaN when the fit fails) and whether the fitted means reproduced
+    the response (perfect prediction) at some iteration.
+    """
+    obs = Observed(family, design.y, np.ones(design.n) if design.weights is None else design.weights)
+    X = design.X
+    off = np.zeros(design.n) if design.offset is None else design.offset
+    beta = np.full(design.p, np.nan)
+    perfect = False
+    with np.errstate(all="ignore"):
+        mu = family.start_mu(obs.y, obs.wt)
+        eta = family.linkfun(mu)
+        dev_old = np.inf  # mustart is no fit: its deviance can be below the GLM's
+        for _ in range(25):
+            mu, mueta, resid, _ = obs.working(eta)
+            # the weights without PIRLS's floor: under separation the floor would turn the
+            # vanishing weights into one huge step
+            XtW = X.T * (obs.wt * mueta**2 / family.variance(mu))
+            try:
+                step = sla.cho_solve(sla.cho_factor(XtW @ X), XtW @ (eta - off + resid))
+            except (np.linalg.LinAlgError, ValueError):
+                break
+            eta_new = off + X @ step
+            mu = family.linkinv(eta_new)
+            perfect = perfect or bool(np.allclose(mu, obs.y, rtol=0.0, atol=1e-8))
+            dev = obs.deviance(mu)
+            # keep the last step that lowered the deviance: under separation the weights
+            # vanish and the next system is numerically singular
+            if not (np.isfinite(dev) and np.isfinite(step).all() and dev < dev_old):
+                break
+            beta, eta = step, eta_new
+            if dev_old - dev < 1e-8 * (dev + 0.1):
+                break
+            dev_old = dev
+    return beta, perfect
+
+
+def _glm_start(design: Design, family: Family) -> np.ndarray:
+    """Fixed effects of the GLM without random effects, lme4's starting values; warns when they
+    show separation."""
+    beta, perfect = _glm_irls(design, family)
     extreme = family.name == "binomial" and np.abs(np.nan_to_num(design.X @ beta)).max(initial=0) > 15
-    if sep or extreme:
+    if perfect or extreme:
         warnings.warn(
             "complete or quasi-complete separation: some fixed effects predict the response "
             "perfectly, so their estimates and standard errors are unreliable (very large); "
@@ -301,6 +466,31 @@ def glmer(
     return fit_glmm(design, fam, nAGQ=nAGQ, vcov_method=vcov_method, check_conv=check_conv, data_name=name)
 
 
+def _rectify(theta: np.ndarray, design: Design) -> np.ndarray:
+    """theta with every column of each term's T that has a negative diagonal negated (the same
+    covariance Lambda Lambda')."""
+    out, start = [], 0
+    for t in design.terms:
+        T = t.tmat(theta[start : start + t.ntheta])
+        T[:, np.diag(T) < 0] *= -1
+        out.append(T[t.tril])
+        start += t.ntheta
+    return np.concatenate(out)
+
+
+def _exact_derivs(
+    fg: Callable[[np.ndarray], tuple[float, np.ndarray | None]], diagonal: np.ndarray
+) -> Callable[[np.ndarray], tuple[np.ndarray, np.ndarray] | None]:
+    """Gradient and Hessian at x from the exact gradient (None: fall back to differences of values)."""
+
+    def derivs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        _, g = fg(x)
+        H = None if g is None else hessian_from_gradient(fg, x, g, central=diagonal & (x == 0))
+        return None if g is None or H is None else (g, H)
+
+    return derivs
+
+
 def fit_glmm(
     design: Design,
     fam: Family,
@@ -329,33 +519,69 @@ def fit_glmm(
     theta0 = obj.diagonal.astype(float)  # lme4's start: 1 on the diagonal
     # a PIRLS call is a few factorizations and a few passes over the rows
     method = choose_method(obj.ntheta, 3 * (obj.pls_joint.work + 50 * design.n))
+    newton = nAGQ == 1
+    full_tol = obj.pirls_tol
+    if newton:
+        obj.pirls_tol = max(full_tol, _STAGE1_PIRLS_TOL)
     theta, _, opt1, fc = minimize(
-        obj.laplace_joint, theta0, obj.lower_theta, diagonal=obj.diagonal, method=method
+        obj.laplace_joint,
+        theta0,
+        obj.lower_theta,
+        diagonal=obj.diagonal,
+        method=method,
+        ftol_rel=_STAGE1_FTOL if newton else 1e-12,
     )
     st = obj.pirls(theta, None)
     beta = st.beta
+    obj.pirls_tol = full_tol
+    derivs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None = None
+    counted: Callable[[np.ndarray], float]
     if nAGQ == 0:
         params, diag, optsum, counted = theta, obj.diagonal, opt1, fc
     else:
-        se0 = np.sqrt(np.maximum(np.diag(obj.pls_joint.factor(theta).xtx_inv()), 1e-12))
         x0 = np.concatenate([theta, beta])
         lower = np.concatenate([obj.lower_theta, np.full(design.p, -np.inf)])
         diag = np.concatenate([obj.diagonal, np.zeros(design.p, bool)])
-        step = np.concatenate([np.full(obj.ntheta, 0.1), np.minimum(se0, 1.0)])
-        params, _, optsum, counted = minimize(
-            obj, x0, lower, diagonal=diag, initial_step=step, method="NLOPT_LN_BOBYQA"
-        )
-        # a restart with small steps: BOBYQA's first run can stop early on this objective
-        params, _, opt3, counted = minimize(
-            obj, params, lower, diagonal=diag, initial_step=step / 100, method="NLOPT_LN_BOBYQA"
-        )
-        evals = optsum.n_evals + opt1.n_evals + opt3.n_evals
-        optsum = OptSummary(**{**opt3.__dict__, "initial": x0, "n_evals": evals})
-    n_before = counted.n
+        spent = 0  # evaluations of a quasi-Newton stage that gave up
+        found = False
+        if newton:
+            # without bounds: the deviance is even in the sign of each column of Lambda, and a
+            # variance pinned at an exact zero would be a stationary point the gradient cannot leave
+            def rectify(x: np.ndarray) -> np.ndarray:
+                return np.concatenate([_rectify(x[: obj.ntheta], design), x[obj.ntheta :]])
+
+            params, _, optsum, cg = minimize_newton(
+                obj.value_and_gradient, x0, np.full(len(x0), -np.inf), diagonal=diag, rectify=rectify
+            )
+            found = optsum.return_code > 0
+            if found:
+                counted, derivs = cg, _exact_derivs(cg.fg, diag)
+            else:  # the derivative-free stage takes over from the best point
+                spent = cg.n
+                x0 = rectify(cg.best_x) if np.isfinite(cg.best_f) else x0
+        if not found:
+            se0 = np.sqrt(np.maximum(np.diag(obj.pls_joint.factor(theta).xtx_inv()), 1e-12))
+            step = np.concatenate([np.full(obj.ntheta, 0.1), np.minimum(se0, 1.0)])
+            params, _, optsum, counted = minimize(
+                obj, x0, lower, diagonal=diag, initial_step=step, method="NLOPT_LN_BOBYQA"
+            )
+            # a restart with small steps: BOBYQA's first run can stop early on this objective
+            params, _, opt3, counted = minimize(
+                obj, params, lower, diagonal=diag, initial_step=step / 100, method="NLOPT_LN_BOBYQA"
+            )
+            optsum = OptSummary(**{**opt3.__dict__, "n_evals": optsum.n_evals + opt3.n_evals})
+        evals = optsum.n_evals + opt1.n_evals + spent
+        optsum = OptSummary(**{**optsum.__dict__, "initial": np.concatenate([theta, beta]), "n_evals": evals})
+    n_before = counted.n  # type: ignore[attr-defined]
     singular, converged, messages, hess = check_convergence(
-        counted, params, diag, check=check_conv, hessian=nAGQ > 0 and vcov_method == "hessian"
+        counted,
+        params,
+        diag,
+        check=check_conv,
+        hessian=nAGQ > 0 and vcov_method == "hessian",
+        derivs=derivs,
     )
-    n_evals = optsum.n_evals + counted.n - n_before
+    n_evals = optsum.n_evals + counted.n - n_before  # type: ignore[attr-defined]
     optsum = OptSummary(**{**optsum.__dict__, "n_evals": n_evals, "warnings": tuple(messages)})
     theta = params[: obj.ntheta]
     beta = params[obj.ntheta :] if nAGQ > 0 else obj.pirls(theta, None).beta

@@ -64,6 +64,14 @@ class LOO:
         Pareto shape estimates (PSIS only); above 0.7 the observation was refitted exactly.
     n_draws : int
         Importance-sampling draws (0 for exact LOO).
+
+    Examples
+    --------
+    >>> import hmix
+    >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+    >>> res = m.loo()
+    >>> res.n_data_points, round(res.looic, 2) == round(-2 * res.elpd_loo, 2)
+    (30, True)
     """
 
     elpd_loo: float
@@ -78,7 +86,15 @@ class LOO:
 
     @property
     def elpd_i(self) -> np.ndarray:
-        """Pointwise log p(y_i | y_-i)."""
+        """Pointwise log p(y_i | y_-i).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> m.loo().elpd_i.shape
+        (30,)
+        """
         return self.pointwise["elpd_loo"].to_numpy()
 
     def __repr__(self) -> str:

@@ -13,7 +13,15 @@ import numpy as np
 from .blocks import NotPositiveDefinite
 from .errors import ConvergenceWarning, HmixError, SingularFitWarning
 
-__all__ = ["OptSummary", "minimize", "check_convergence", "choose_method", "SINGULAR_TOL"]
+__all__ = [
+    "OptSummary",
+    "minimize",
+    "minimize_newton",
+    "hessian_from_gradient",
+    "check_convergence",
+    "choose_method",
+    "SINGULAR_TOL",
+]
 
 SINGULAR_TOL = 1e-4  # lme4's isSingular tolerance on diagonal theta
 _SNAP_BELOW = 1e-3  # diagonal theta below this is tried at zero
@@ -22,6 +30,11 @@ _GRAD_TOL = 2e-3  # lme4's check.conv.grad tolerance (scaled gradient)
 _HESS_TOL = 1e-6  # lme4's check.conv.hess tolerance (eigenvalue ratio)
 _FD_STEP = 1e-4  # lme4's finite-difference step for the checks
 _COSTLY = 1e7  # estimated flops per evaluation above which NEWUOA_BOUND's overhead is negligible
+_NEWTON_TOL = 1e-10  # quasi-Newton: stop when the predicted decrease g'H^-1 g falls below this
+_NEWTON_NOISE = 1e-6  # ... or when the line search fails with a predicted decrease below this
+# forward differences of an exact gradient: a smaller step than lme4's central differences of
+# values, so that the O(h) error matches theirs O(h^2) (the gradient's noise is far below h)
+_GRAD_FD_STEP = 1e-5
 
 _NLOPT_CODES = {
     1: "success",
@@ -87,6 +100,7 @@ class _Counted:
         self.f = f
         self.n = 0
         self.f0 = np.inf
+        self.failed = False
         self.best_x, self.best_f = x0, np.inf
         self.f0 = self(x0)
         if not np.isfinite(self.f0):
@@ -97,12 +111,14 @@ class _Counted:
 
     def __call__(self, x: np.ndarray) -> float:
         self.n += 1
+        self.failed = True
         try:
             v = float(self.f(np.asarray(x, dtype=float)))
         except (NotPositiveDefinite, np.linalg.LinAlgError, FloatingPointError):
             return self.f0
         if not np.isfinite(v):
             return self.f0
+        self.failed = False
         if v < self.best_f:
             self.best_x, self.best_f = np.array(x, dtype=float), v
         return v
@@ -147,13 +163,7 @@ def minimize(
         fmin = float(opt.last_optimum_value())
     except nlopt.RoundoffLimited:  # the best point so far is still a valid answer
         x, code, fmin = fc.best_x, -4, fc.best_f
-    if diagonal is not None:
-        for i in np.nonzero(diagonal & (x > 0) & (x < _SNAP_BELOW))[0]:
-            trial = x.copy()
-            trial[i] = 0.0
-            ft = fc(trial)
-            if ft <= fmin + _SNAP_RISE:
-                x, fmin = trial, ft
+    x, fmin = _snap(fc, np.asarray(x, dtype=float), float(fmin), diagonal)
     summary = OptSummary(
         method=method,
         initial=x0.copy(),
@@ -166,6 +176,214 @@ def minimize(
         seconds=time.perf_counter() - start,
     )
     return np.array(x, dtype=float), float(fmin), summary, fc
+
+
+def _snap(
+    f: Callable[[np.ndarray], float], x: np.ndarray, fmin: float, diagonal: np.ndarray | None
+) -> tuple[np.ndarray, float]:
+    """Set diagonal theta below 1e-3 to 0 when that raises the objective by at most 1e-5."""
+    if diagonal is not None:
+        for i in np.nonzero(diagonal & (x > 0) & (x < _SNAP_BELOW))[0]:
+            trial = x.copy()
+            trial[i] = 0.0
+            ft = f(trial)
+            if ft <= fmin + _SNAP_RISE and not getattr(f, "failed", False):
+                x, fmin = trial, ft
+    return x, fmin
+
+
+class _CountedGrad:
+    """Counts evaluations of an objective that returns its value and gradient.
+
+    Called with one argument it returns the value alone, as :class:`_Counted` does (a failed
+    evaluation gives the initial value), so the checks at the optimum can use it too.
+    """
+
+    def __init__(self, fg: Callable[[np.ndarray], tuple[float, np.ndarray]], x0: np.ndarray):
+        self._fg = fg
+        self.n = 0
+        self.f0 = np.inf
+        self.failed = False
+        self.best_x, self.best_f = x0, np.inf
+        f0, g0 = self.fg(x0)
+        if g0 is None:
+            raise HmixError(
+                "the objective is not finite at the starting values: the data leave nothing to "
+                "estimate (for instance a response without variation)"
+            )
+        self.f0, self.g0 = f0, g0
+
+    def fg(self, x: np.ndarray) -> tuple[float, np.ndarray | None]:
+        """Value and gradient; ``(inf, None)`` for a failed evaluation."""
+        self.n += 1
+        try:
+            v, g = self._fg(np.asarray(x, dtype=float))
+        except (NotPositiveDefinite, np.linalg.LinAlgError, FloatingPointError):
+            return np.inf, None
+        v = float(v)
+        if not (np.isfinite(v) and np.isfinite(g).all()):
+            return np.inf, None
+        if v < self.best_f:
+            self.best_x, self.best_f = np.array(x, dtype=float), v
+        return v, np.asarray(g, dtype=float)
+
+    def __call__(self, x: np.ndarray) -> float:
+        v, _ = self.fg(x)
+        self.failed = not np.isfinite(v)
+        return v if np.isfinite(v) else self.f0
+
+
+def hessian_from_gradient(
+    fg: Callable[[np.ndarray], tuple[float, np.ndarray | None]],
+    x: np.ndarray,
+    g: np.ndarray,
+    step: float = _GRAD_FD_STEP,
+    central: np.ndarray | None = None,
+) -> np.ndarray | None:
+    """Forward differences of an exact gradient (one evaluation per parameter, away from the
+    lower bounds), symmetrized; None when an evaluation fails.
+
+    ``central`` marks parameters differenced both ways instead: a variance at an exact zero,
+    where the objective is even in it. There the mixed derivatives vanish, and a forward
+    difference would leave O(h) in them, which the inverse magnifies when the curvature along
+    the variance is small.
+    """
+    n = len(x)
+    H = np.empty((n, n))
+    for i in range(n):
+        xi = x.copy()
+        xi[i] += step
+        _, gi = fg(xi)
+        if gi is None:
+            return None
+        if central is not None and central[i]:
+            xi[i] = x[i] - step
+            _, gm = fg(xi)
+            if gm is None:
+                return None
+            H[:, i] = (gi - gm) / (2 * step)
+        else:
+            H[:, i] = (gi - g) / step
+    return 0.5 * (H + H.T)
+
+
+def _positive(H: np.ndarray) -> np.ndarray:
+    """H with its eigenvalues made positive (absolute values, floored): a descent metric."""
+    ev, V = np.linalg.eigh(H)
+    ev = np.maximum(np.abs(ev), 1e-8 * max(float(np.abs(ev).max()), 1.0))
+    return np.asarray((V * ev) @ V.T)
+
+
+def _leave_saddle(
+    fc: _CountedGrad, H: np.ndarray, x: np.ndarray, f: float, g: np.ndarray, lower: np.ndarray
+) -> tuple[np.ndarray, float, np.ndarray]:
+    """One step along the direction of negative curvature of H, if it has one.
+
+    A variance that starts at an exact zero has a zero derivative there (the objective is even
+    in it) even when a positive value is better; the gradient alone would leave it only by
+    tiny steps. The trial step lowers the quadratic model by about one unit of deviance.
+    """
+    ev, V = np.linalg.eigh(H)
+    if ev[0] >= -1e-8 * max(float(np.abs(ev).max()), 1.0):
+        return x, f, g
+    v = V[:, 0] if g @ V[:, 0] <= 0 else -V[:, 0]
+    t = float(np.sqrt(2.0 / -ev[0]))
+    for _ in range(8):
+        xt = np.maximum(x + t * v, lower)
+        ft, gt = fc.fg(xt)
+        if gt is not None and ft < f:
+            return xt, ft, gt
+        t /= 4
+    return x, f, g
+
+
+def minimize_newton(
+    fg: Callable[[np.ndarray], tuple[float, np.ndarray]],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    *,
+    diagonal: np.ndarray | None = None,
+    rectify: Callable[[np.ndarray], np.ndarray] | None = None,
+    tol: float = _NEWTON_TOL,
+    maxeval: int = 1000,
+) -> tuple[np.ndarray, float, OptSummary, _CountedGrad]:
+    """Minimize ``f`` with its exact gradient within lower bounds: BFGS started from a
+    finite-difference Hessian, with a backtracking line search and the bounds as an active set.
+
+    Meant for a start near the optimum (the GLMM's Laplace deviance from the nAGQ = 0 fit), where
+    the first Hessian makes the method scale-free and the steps nearly Newton's. Stops when the
+    predicted decrease ``g'H^-1 g`` is below ``tol`` (return code 1), when the objective no longer
+    moves (3), or when the line search fails (-4: the caller should fall back to a
+    derivative-free method). ``rectify`` maps the optimum to an equivalent point (an objective
+    that is even in the sign of each column of Lambda can be minimized without bounds, then
+    have its columns' signs flipped); near-zero variances are then snapped to zero as in
+    :func:`minimize`.
+    """
+    x = np.asarray(x0, dtype=float).copy()
+    lower = np.asarray(lower, dtype=float)
+    start = time.perf_counter()
+    fc = _CountedGrad(fg, x)
+    f, g = fc.f0, fc.g0
+    code, H, skipped, refreshes = 5, None, 0, 0
+    while fc.n < maxeval:
+        if H is None:
+            # a fresh Hessian at the start, and after steps met negative curvature (BFGS keeps
+            # its metric positive, so along such a direction its steps stay tiny: a saddle)
+            H0 = hessian_from_gradient(fc.fg, x, g)
+            if H0 is None:
+                code = -4
+                break
+            H = _positive(H0)
+            x, f, g = _leave_saddle(fc, H0, x, f, g, lower)
+            skipped = 0
+        free = ~((x <= lower) & (g > 0))
+        p = np.zeros_like(x)
+        p[free] = -np.linalg.solve(H[np.ix_(free, free)], g[free])
+        dec = -(g @ p)
+        if dec <= tol:
+            code = 1
+            break
+        if skipped >= 2 and refreshes < 3:
+            H, refreshes = None, refreshes + 1
+            continue
+        alpha, xt, ft, gt = 1.0, x, np.inf, None
+        while alpha > 1e-10:
+            xt = np.maximum(x + alpha * p, lower)
+            ft, gt = fc.fg(xt)
+            if gt is not None and ft <= f + 1e-4 * (g @ (xt - x)):
+                break
+            alpha *= 0.25
+        if gt is None or not ft <= f + 1e-4 * (g @ (xt - x)):
+            # no decrease along a descent direction: the objective's own noise, which is no
+            # failure once the predicted decrease is this small
+            code = 3 if dec <= _NEWTON_NOISE else -4
+            break
+        s, yv = xt - x, gt - g
+        if s @ yv > 1e-12 * np.linalg.norm(s) * np.linalg.norm(yv):
+            Hs = H @ s
+            H = H - np.outer(Hs, Hs) / (s @ Hs) + np.outer(yv, yv) / (s @ yv)
+        else:
+            skipped += 1
+        moved = f - ft
+        x, f, g = xt, ft, gt
+        if moved <= 1e-13 * (abs(f) + 1.0) and dec <= 1e3 * tol:
+            code = 3
+            break
+    if rectify is not None:
+        x = rectify(x)
+    x, fmin = _snap(fc, x, float(f), diagonal)
+    summary = OptSummary(
+        method="quasi-Newton (BFGS, exact gradient)",
+        initial=np.asarray(x0, dtype=float).copy(),
+        final=x.copy(),
+        fmin=float(fmin),
+        n_evals=fc.n,
+        return_code=code,
+        message=_NLOPT_CODES.get(code, "unknown"),
+        tolerances={"decrement": tol},
+        seconds=time.perf_counter() - start,
+    )
+    return x, float(fmin), summary, fc
 
 
 def choose_method(nparams: int, work: float) -> str:
@@ -211,12 +429,15 @@ def check_convergence(
     *,
     check: bool = True,
     hessian: bool = False,
+    derivs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None = None,
 ) -> tuple[bool, bool, list[str], np.ndarray | None]:
     """lme4's checks at the optimum: singularity, scaled gradient, Hessian.
 
     Returns ``(singular, converged, messages, hessian)`` and issues the matching warnings. The
     finite-difference Hessian is computed for the checks (``check``, skipped for singular fits,
-    as lme4 does) or when asked for (``hessian``, for the GLMM covariance of beta).
+    as lme4 does) or when asked for (``hessian``, for the GLMM covariance of beta). ``derivs``,
+    when given, returns the gradient and Hessian at ``x`` instead (from an exact gradient; None
+    when it cannot, and the differences of values are used).
     """
     messages: list[str] = []
     singular = bool(np.any(x[diagonal] < SINGULAR_TOL))
@@ -226,7 +447,8 @@ def check_convergence(
         warnings.warn(msg, SingularFitWarning, stacklevel=3)
     if not (hessian or (check and not singular)):
         return singular, True, messages, None
-    grad, hess = _derivs(f, x)
+    exact = None if derivs is None else derivs(x)
+    grad, hess = _derivs(f, x) if exact is None else exact
     if singular or not check:
         return singular, True, messages, hess
     converged = True

@@ -104,6 +104,13 @@ class MixedModel:
         dict
             Grouping factor name -> DataFrame with one row per level and one column per term
             (terms of the same factor, such as the parts of ``(x || g)``, side by side).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.ranef()["Subject"].loc["309"].round(2).tolist()
+        [-40.4, -8.62]
         """
         out: dict[str, pd.DataFrame] = {}
         for t, b in zip(self.design.terms, self._b):
@@ -118,6 +125,15 @@ class MixedModel:
         Columns ``group``, ``term``, ``level``, ``condval`` (conditional mode) and ``condsd``
         (conditional SD), as lme4's ``as.data.frame(ranef(m, condVar = TRUE))``. For LMMs the
         SDs are conditional on the estimates of beta, theta and sigma, as in lme4.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> m.ranef_table().head(2).round(2)
+           group         term level  condval  condsd
+        0  Batch  (Intercept)     A   -17.61   19.59
+        1  Batch  (Intercept)     B     0.39   19.59
         """
         frames = []
         for t, b, v in zip(self.design.terms, self._b, self._cond_var):
@@ -138,7 +154,15 @@ class MixedModel:
         return pd.concat(frames, ignore_index=True)
 
     def cond_cov(self) -> dict[str, np.ndarray]:
-        """Conditional covariance matrices of the random effects: group -> (levels, k, k) array."""
+        """Conditional covariance matrices of the random effects: group -> (levels, k, k) array.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.cond_cov()["Subject"].shape
+        (18, 2, 2)
+        """
         out: dict[str, np.ndarray] = {}
         for t, v in zip(self.design.terms, self._cond_var):
             key = t.group if t.group not in out else f"{t.group}.{len(out)}"
@@ -550,6 +574,25 @@ class LinearMixedModel(MixedModel):
     REML : bool
     optsum : OptSummary
     singular, converged : bool
+
+    Examples
+    --------
+    >>> import hmix
+    >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+    >>> m
+    Linear mixed model fit by REML ['LinearMixedModel']
+    Formula: Reaction ~ Days + (Days | Subject)
+       Data: sleepstudy
+    REML criterion at convergence: 1743.6283
+    Random effects:
+     Groups   Name        Std.Dev. Corr
+     Subject  (Intercept) 24.740
+              Days         5.922   0.07
+     Residual             25.592
+    Number of obs: 180, groups:  Subject, 18
+    Fixed Effects:
+    (Intercept)        Days
+         251.41       10.47
     """
 
     REML: bool = True
@@ -588,7 +631,15 @@ class LinearMixedModel(MixedModel):
         )
 
     def residuals(self, type: str = "response") -> pd.Series:
-        """Residuals: ``"response"`` (y - fitted) or ``"pearson"`` (weighted by sqrt(prior weights))."""
+        """Residuals: ``"response"`` (y - fitted) or ``"pearson"`` (weighted by sqrt(prior weights)).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.residuals().head(2).round(2).tolist()
+        [-4.1, -14.63]
+        """
         d = self.design
         r = d.y - self._eta
         if type == "pearson":
@@ -599,7 +650,15 @@ class LinearMixedModel(MixedModel):
         return pd.Series(r, index=d.index, name="residuals")
 
     def refit_ml(self) -> LinearMixedModel:
-        """The same model fitted by maximum likelihood (itself when it already is)."""
+        """The same model fitted by maximum likelihood (itself when it already is).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> round(m.refit_ml().objective, 2)  # -2 log-likelihood
+        1751.94
+        """
         if not self.REML:
             return self
         from .lmm import fit_lmm
@@ -645,6 +704,14 @@ class GeneralizedLinearMixedModel(MixedModel):
     vcov_method : str
         ``"hessian"`` (finite-difference Hessian over theta and beta, lme4's default) or
         ``"pirls"``.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> g = hmix.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+    ...                hmix.datasets.load("cbpp"), family="binomial")
+    >>> str(g.family), g.nAGQ, round(g.objective, 2), g.ngroups
+    ('binomial  ( logit )', 1, 184.05, {'herd': 15})
     """
 
     family: Family | None = None
@@ -713,7 +780,16 @@ class GeneralizedLinearMixedModel(MixedModel):
 
     def residuals(self, type: str = "deviance") -> pd.Series:
         """Residuals of the kinds lme4 offers: ``"deviance"`` (default), ``"pearson"``,
-        ``"response"`` (y - mu) and ``"working"``."""
+        ``"response"`` (y - mu) and ``"working"``.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> g = hmix.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        ...                hmix.datasets.load("cbpp"), family="binomial")
+        >>> g.residuals("pearson").head(2).round(3).tolist()
+        [-1.34, 1.075]
+        """
         d, fam = self.design, self._fam
         wt = np.ones(d.n) if d.weights is None else d.weights
         mu = fam.linkinv(self._eta)
