@@ -19,7 +19,7 @@ import scipy.linalg as sla
 
 from .blocks import BlockedPLS, Factor
 from .design import ArrayLike, Design, build_design
-from .errors import ConvergenceWarning, DataError, HmixWarning
+from .errors import ConvergenceWarning, DataError, HmixWarning, user_stacklevel
 from .families import Family, Observed, get_family
 from .optimize import (
     OptSummary,
@@ -400,7 +400,7 @@ def _glm_start(design: Design, family: Family) -> np.ndarray:
             "perfectly, so their estimates and standard errors are unreliable (very large); "
             "consider removing or merging the predictor levels involved",
             HmixWarning,
-            stacklevel=4,
+            stacklevel=user_stacklevel(),
         )
     if not np.isfinite(beta).all():
         beta = np.zeros(design.p)
@@ -591,7 +591,7 @@ def fit_glmm(
             f"PIRLS did not converge in {_PIRLS_MAXIT} steps at the estimates: the conditional "
             "modes and the likelihood are approximate",
             ConvergenceWarning,
-            stacklevel=2,
+            stacklevel=user_stacklevel(),
         )
     value = obj._agq(theta, beta, final) if nAGQ > 1 else obj.laplace_value(final)
     vcov_pirls = obj.reweight(obj.pls_joint, theta, final.eta, beta, joint=True).xtx_inv()
@@ -608,7 +608,7 @@ def fit_glmm(
                 "the Hessian of the deviance is not positive definite: standard errors come "
                 "from the PIRLS weights instead",
                 HmixWarning,
-                stacklevel=2,
+                stacklevel=user_stacklevel(),
             )
     return GeneralizedLinearMixedModel._from_glmm(
         obj,

@@ -11,7 +11,7 @@ import nlopt
 import numpy as np
 
 from .blocks import NotPositiveDefinite
-from .errors import ConvergenceWarning, HmixError, SingularFitWarning
+from .errors import ConvergenceWarning, HmixError, SingularFitWarning, user_stacklevel
 
 __all__ = [
     "OptSummary",
@@ -444,7 +444,7 @@ def check_convergence(
     if singular:
         msg = "boundary (singular) fit: a variance is estimated as zero or a correlation as +-1"
         messages.append(msg)
-        warnings.warn(msg, SingularFitWarning, stacklevel=3)
+        warnings.warn(msg, SingularFitWarning, stacklevel=user_stacklevel())
     if not (hessian or (check and not singular)):
         return singular, True, messages, None
     exact = None if derivs is None else derivs(x)
@@ -475,5 +475,5 @@ def check_convergence(
     elif ev.max() > 0 and ev.min() / ev.max() < _HESS_TOL:
         messages.append("Model is nearly unidentifiable: very large eigenvalue ratio - rescale variables?")
     for msg in messages:
-        warnings.warn(msg, ConvergenceWarning, stacklevel=3)
+        warnings.warn(msg, ConvergenceWarning, stacklevel=user_stacklevel())
     return False, converged, messages, hess

@@ -136,3 +136,15 @@ def test_rformat_follows_r(values: list[float], digits: int, expected: list[str]
 def test_abbreviate_follows_r() -> None:
     assert abbreviate("(Intercept)") == "(Intr)"
     assert abbreviate("Days") == "Days"
+
+
+def test_warnings_point_at_the_users_call() -> None:
+    """A warning raised deep inside hmix names the line that called hmix, not hmix's own code."""
+    with pytest.warns(hmix.SingularFitWarning) as rec:
+        hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff2"))
+    assert rec[0].filename == __file__
+    d = hmix.datasets.load("sleepstudy").copy()
+    d.loc[3, "Days"] = None
+    with pytest.warns(hmix.MissingDataWarning) as rec:
+        hmix.lmer("Reaction ~ Days + (1 | Subject)", d)
+    assert rec[0].filename == __file__
