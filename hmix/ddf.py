@@ -11,23 +11,25 @@ where H is the Hessian of the deviance (REML criterion or -2 log-likelihood, as 
 varpar. With the factor at theta the deviance is d(theta, sigma) = a(theta) + r2(theta)/sigma^2
 + m log(sigma^2) + const (a = log|L_ZZ|^2, plus log|L_XX|^2 and m = n - p for REML; m = n for ML)
 and C = sigma^2 (L_XX L_XX')^-1, so every sigma derivative is in closed form. The theta
-derivatives of a, r2 and (L_XX L_XX')^-1 are central differences on the fitted engine with a
-Richardson extrapolation over three halvings of the step (error O(h^6)); base step 1e-3 per
-element of theta, scaled by max(|theta_i|, 0.1). Against closed-form derivatives of the dense
-marginal model (sleepstudy, Penicillin, Pastes, sleepstudy with NAs) the df agree to 1e-9
-relative. Before it is inverted, H is scaled to a unit diagonal; eigenvalues below 1e-8 of the
-largest are dropped (a pseudo-inverse, as lmerTest does for a singular fit), negative ones with a
-warning. The cost is 2k + 2k(k - 1) factorizations per halving for k elements of theta: any model
-the engine fits.
+derivatives of a, r2 and (L_XX L_XX')^-1 are central differences on the fitted engine at steps h
+and h/2, Richardson-extrapolated (error O(h^4)), with h = 0.01 max(|theta_i|, 0.1). Smaller steps
+lose more to rounding than they gain (at h = 1e-3 with three halvings the error is ~1e-5). Against
+closed-form derivatives of the dense marginal model the df agree within 2.5e-7 relative (1e-8
+typical) on every Gaussian reference model, and within 1e-8 on simulated fits with 20 to 400
+rows per group. Before it is inverted, H is scaled to a unit diagonal; eigenvalues below 1e-8 of
+the largest are dropped (a pseudo-inverse, as lmerTest does for a singular fit), negative ones
+with a warning. The cost is 2k^2 factorizations per step for k elements of theta: any model the
+engine fits.
 
 Kenward-Roger (as pbkrtest)
 ---------------------------
-Kenward and Roger (1997) with V = sigma^2 (W^-1 + Z Lambda Lambda' Z') written linearly in the
-variance components psi (the lower triangle of each term's covariance matrix, then sigma^2), so
-dV/dpsi_i = G_i = Z_t (I (x) E_i) Z_t' (E_i the symmetric unit matrix of element i, W^-1 for
-sigma^2) and the second derivatives vanish. With Phi = (X'V^-1 X)^-1,
-P_i = -X'V^-1 G_i V^-1 X, Q_ij = X'V^-1 G_i V^-1 G_j V^-1 X and the REML expected information
-I_ij = tr(V^-1 G_i V^-1 G_j) - 2 tr(Phi Q_ij) + tr(Phi P_i Phi P_j), W = 2 I^-1:
+Kenward and Roger (1997) with V = sigma^2 (diag(w)^-1 + Z Lambda Lambda' Z') (w the prior
+weights) written linearly in the variance components psi (the lower triangle of each term's
+covariance matrix, then sigma^2), so dV/dpsi_i = G_i = Z_t (I (x) E_i) Z_t' (E_i the symmetric
+unit matrix of element i; diag(w)^-1 for sigma^2) and the second derivatives vanish. With
+Phi = (X'V^-1 X)^-1, P_i = -X'V^-1 G_i V^-1 X, Q_ij = X'V^-1 G_i V^-1 G_j V^-1 X and the REML
+expected information I_ij = tr(V^-1 G_i V^-1 G_j) - 2 tr(Phi Q_ij) + tr(Phi P_i Phi P_j),
+W = 2 I^-1:
 
     Phi_A = Phi + 2 Phi [sum_ij W_ij (Q_ij - P_i Phi P_j)] Phi,
 
@@ -37,11 +39,13 @@ and for a single contrast l (q = 1) the K-R formulas reduce to a scale factor of
 
 Nothing n x n is formed: by the Woodbury identity every V^-1 (and V^-2, V^-3) sandwich of
 [Z X] is a product of q x q and q x p matrices (q = number of random effects), computed after
-whitening by the prior weights. The dense q x q matrices limit it to ``MAX_KR_RANDOM_EFFECTS``
-random effects. The df are invariant to the parameterization (gradients and information change
-covariantly); Phi_A is not in general (the -R_ij/4 terms of a non-linear parameterization such as
-theta do not cancel), which is why psi is used, as in pbkrtest. pbkrtest ignores prior weights
-(identity residual part of V); here they are used.
+whitening by the prior weights; against a dense n x n computation the results agree to 1e-12.
+The dense q x q matrices limit it to ``MAX_KR_RANDOM_EFFECTS`` random effects (at that size about
+4 s and 0.9 GB of memory; sleepstudy takes 1 ms). The df are invariant to the parameterization
+(gradients and information change covariantly); Phi_A is not in general (the -R_ij/4 terms of a
+non-linear parameterization such as theta do not cancel: with (theta, sigma) the adjusted SEs of
+the reference models move by 1-9%), which is why psi is used, as in pbkrtest. pbkrtest leaves
+prior weights out of V (an identity residual part); here they are in.
 """
 
 from __future__ import annotations
@@ -64,9 +68,9 @@ if TYPE_CHECKING:
 
 __all__ = ["satterthwaite_df", "kenward_roger", "KenwardRoger", "ddf_table", "MAX_KR_RANDOM_EFFECTS"]
 
-MAX_KR_RANDOM_EFFECTS = 3000  # Kenward-Roger's dense q x q matrices: ~10 copies of 72 MB at the limit
-_STEP = 1e-3  # base step of the theta differences, times max(|theta_i|, 0.1)
-_HALVINGS = 3  # steps h, h/2, h/4 in the Richardson extrapolation
+MAX_KR_RANDOM_EFFECTS = 3000  # dense q x q matrices; at the limit about 4 s and 0.9 GB
+_STEP = 1e-2  # base step of the theta differences, times max(|theta_i|, 0.1)
+_HALVINGS = 2  # steps h and h/2 in the Richardson extrapolation
 _EIG_TOL = 1e-8  # eigenvalues of the unit-diagonal Hessian below this (relative) are dropped
 
 _CACHE: weakref.WeakKeyDictionary[Any, dict[str, Any]] = weakref.WeakKeyDictionary()
@@ -141,7 +145,9 @@ def _theta_differences(m: LinearMixedModel) -> tuple[np.ndarray, np.ndarray, np.
             for j in range(i):
                 e2 = np.zeros(k)
                 e2[j] = h[j]
-                four = [evaluate(theta + s1 * e + s2 * e2)[0] for s1, s2 in ((1, 1), (1, -1), (-1, 1), (-1, -1))]
+                four = [
+                    evaluate(theta + s1 * e + s2 * e2)[0] for s1, s2 in ((1, 1), (1, -1), (-1, 1), (-1, -1))
+                ]
                 H[i, j] = H[j, i] = (four[0] - four[1] - four[2] + four[3]) / (4 * h[i] * h[j])
         grads.append(g)
         hessians.append(H)
@@ -166,6 +172,16 @@ def _pseudo_inverse(H: np.ndarray) -> np.ndarray:
     pos = vals > tol
     inv = (vecs[:, pos] / vals[pos]) @ vecs[:, pos].T
     return inv / np.outer(d, d)
+
+
+def _require_lmm(m: Any) -> None:
+    from .results import LinearMixedModel
+
+    if not isinstance(m, LinearMixedModel):
+        raise HmixError(
+            "denominator degrees of freedom are for linear mixed models; GLMMs use z tests "
+            "(asymptotic normal reference distribution, as lme4)"
+        )
 
 
 def _varpar_derivatives(m: LinearMixedModel) -> _VarparDerivatives:
@@ -212,6 +228,7 @@ def satterthwaite_df(m: LinearMixedModel, L: Any = None) -> np.ndarray:
     >>> hmix.ddf.satterthwaite_df(m, [0, 1]).round(2)
     array([17.])
     """
+    _require_lmm(m)
     deriv: _VarparDerivatives = _cached(m, "satterthwaite", _varpar_derivatives)
     Lm = _contrasts(m, L)
     v = np.einsum("ca,ab,cb->c", Lm, deriv.vcov, Lm)
@@ -361,9 +378,11 @@ def _kenward_roger(m: LinearMixedModel) -> KenwardRoger:
     for i in range(g):
         for j in range(i, g):
             info[i, j] = info[j, i] = (
-                K[i, j] - 2.0 * float(np.sum(Phi * Q[i, j])) + float(np.sum((Phi @ P[i]) * (P[j] @ Phi).T))
+                K[i, j] - 2.0 * float(np.sum(Phi * Q[i, j])) + float(np.sum((Phi @ P[i]) * (P[j] @ Phi)))
             )
-    W = 2.0 * (np.linalg.inv(info) if np.abs(np.linalg.eigvalsh(info)).min() > 1e-10 else np.linalg.pinv(info))
+    W = 2.0 * (
+        np.linalg.inv(info) if np.abs(np.linalg.eigvalsh(info)).min() > 1e-10 else np.linalg.pinv(info)
+    )
     U = np.zeros((d.p, d.p))
     for i in range(g):
         for j in range(i + 1, g):
@@ -400,9 +419,10 @@ def kenward_roger(m: LinearMixedModel) -> KenwardRoger:
     >>> kr = hmix.ddf.kenward_roger(m)
     >>> np.sqrt(np.diag(kr.vcov_adj)).round(3)
     array([6.825, 1.546])
-    >>> kr.names
-    ['var(Subject.(Intercept))', 'cov(Subject.(Intercept),Subject.Days)', 'var(Subject.Days)', 'var(Residual)']
+    >>> kr.names[:2]
+    ['var(Subject.(Intercept))', 'cov(Subject.(Intercept),Subject.Days)']
     """
+    _require_lmm(m)
     result: KenwardRoger = _cached(m, "kenward-roger", _kenward_roger)
     return result
 
@@ -442,6 +462,12 @@ def ddf_table(m: LinearMixedModel, ddf: str) -> pd.DataFrame:
         df = kr.df()
     t = est.to_numpy() / se
     return pd.DataFrame(
-        {"estimate": est, "std_error": se, "statistic": t, "df": df, "p_value": 2.0 * stats.t.sf(np.abs(t), df)},
+        {
+            "estimate": est,
+            "std_error": se,
+            "statistic": t,
+            "df": df,
+            "p_value": 2.0 * stats.t.sf(np.abs(t), df),
+        },
         index=est.index,
     )

@@ -665,22 +665,65 @@ class LinearMixedModel(MixedModel):
 
         return fit_lmm(self.design, REML=False, data_name=self.data_name)
 
-    def coef_table(self) -> pd.DataFrame:
-        """Fixed effects with standard errors and t statistics."""
+    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
+        """Fixed effects with standard errors and t statistics; with ``ddf``, t tests.
+
+        Parameters
+        ----------
+        ddf : {None, "satterthwaite", "kenward-roger"}
+            Denominator degrees of freedom for small-sample t tests, as lmerTest's
+            ``summary(m, ddf=)``: Satterthwaite's approximation, or Kenward and Roger's, which
+            also adjusts the covariance of the estimates (so ``std_error`` is the adjusted one;
+            REML fits only). See :mod:`hmix.ddf`.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by term: ``estimate``, ``std_error``, ``statistic`` (t); with ``ddf`` also
+            ``df`` and ``p_value`` (two-sided, t distribution).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> list(m.coef_table().columns)
+        ['estimate', 'std_error', 'statistic']
+        >>> m.coef_table(ddf="satterthwaite")[["statistic", "df"]].round(2)
+                     statistic    df
+        (Intercept)      36.84  17.0
+        Days              6.77  17.0
+        """
+        if ddf is not None:
+            from .ddf import ddf_table
+
+            return ddf_table(self, ddf)
         se = self.std_errors
         return pd.DataFrame({"estimate": self.fixef, "std_error": se, "statistic": self.fixef / se})
 
-    def summary(self) -> Any:
+    def summary(self, ddf: str | None = None) -> Any:
         """lme4's summary: fit criteria, scaled residuals, random and fixed effects.
+
+        Parameters
+        ----------
+        ddf : {None, "satterthwaite", "kenward-roger"}
+            With a method, the fixed effects get df and p-values in lmerTest's layout (see
+            :meth:`coef_table`).
 
         Returns
         -------
         Summary
-            Prints as text in lme4's layout and renders as HTML in Jupyter.
+            Prints as text in lme4's (or lmerTest's) layout and renders as HTML in Jupyter.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> print(m.summary(ddf="satterthwaite").title)
+        Linear mixed model fit by REML. t-tests use Satterthwaite's method ['LinearMixedModel']
         """
         from .summary import lmm_summary
 
-        return lmm_summary(self)
+        return lmm_summary(self, ddf=ddf)
 
     def __repr__(self) -> str:
         from .summary import lmm_brief
@@ -805,10 +848,32 @@ class GeneralizedLinearMixedModel(MixedModel):
             raise ValueError(f"type must be 'deviance', 'pearson', 'response' or 'working', not {type!r}")
         return pd.Series(r, index=d.index, name="residuals")
 
-    def coef_table(self) -> pd.DataFrame:
-        """Fixed effects with standard errors, z statistics and two-sided p-values."""
+    def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
+        """Fixed effects with standard errors, z statistics and two-sided p-values.
+
+        Parameters
+        ----------
+        ddf : None
+            Only None: GLMMs use z tests (lme4's asymptotic normal reference), so there are no
+            denominator degrees of freedom; any other value raises :class:`~hmix.HmixError`.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        ...                hmix.datasets.load("cbpp"), family="binomial")
+        >>> list(m.coef_table().columns)
+        ['estimate', 'std_error', 'statistic', 'p_value']
+        """
         from scipy.stats import norm
 
+        if ddf is not None:
+            from .errors import HmixError
+
+            raise HmixError(
+                f"ddf={ddf!r} is for linear mixed models: GLMMs use z tests (asymptotic normal "
+                "reference distribution, as lme4), which have no denominator degrees of freedom"
+            )
         se = self.std_errors
         z = self.fixef / se
         return pd.DataFrame(

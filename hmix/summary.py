@@ -230,14 +230,17 @@ def _nobs_line(m: MixedModel) -> str:
 
 
 def _coef_block(m: MixedModel, table: pd.DataFrame, stat: str) -> tuple[pd.DataFrame, list[str]]:
-    est_se = rformat(np.concatenate([table["estimate"].to_numpy(), table["std_error"].to_numpy()]), 4)
+    # R's printCoefmat formats the columns before the statistic (Estimate, Std. Error and, in
+    # lmerTest's table, df) together, to one width
+    cols = {"Estimate": "estimate", "Std. Error": "std_error"}
+    if "df" in table:
+        cols["df"] = "df"
+    joint = rformat(np.concatenate([table[c].to_numpy() for c in cols.values()]), 4)
     p = len(table)
     tv = rformat(np.round(table["statistic"].to_numpy(), 3), 4)
-    cells = [[est_se[i].strip(), est_se[p + i].strip(), tv[i].strip()] for i in range(p)]
-    coefs = pd.DataFrame(
-        {"Estimate": table["estimate"], "Std. Error": table["std_error"], stat: table["statistic"]}
-    )
-    return coefs, _matrix(list(table.index), ["Estimate", "Std. Error", stat], cells)
+    cells = [[joint[j * p + i] for j in range(len(cols))] + [tv[i].strip()] for i in range(p)]
+    coefs = pd.DataFrame({**{name: table[c] for name, c in cols.items()}, stat: table["statistic"]})
+    return coefs, _matrix(list(table.index), [*cols, stat], cells)
 
 
 def _corr_block(m: MixedModel) -> tuple[pd.DataFrame | None, list[str]]:
@@ -260,7 +263,8 @@ def _corr_block(m: MixedModel) -> tuple[pd.DataFrame | None, list[str]]:
 
 def _header(m: MixedModel) -> list[str]:
     lines = [f"Formula: {m.formula}", f"   Data: {m.data_name}"]
-    if m.design.weights is not None:
+    if m.design.weights is not None and m.design.formula.cbind is None:
+        # a cbind response's trials are weights internally, not the user's: lme4 shows none
         lines.append("Weights: (prior weights given)")
     if m.design.offset is not None:
         lines.append(" Offset: (given)")
@@ -287,11 +291,41 @@ def _messages(m: MixedModel) -> list[str]:
     ]
 
 
-def _pformat(p: float) -> str:
-    """A p-value as R's summary tables show it (three significant digits, < 2e-16 floor)."""
-    if p < 2e-16:
-        return "< 2e-16"
-    return f"{p:.3g}" if p >= 1e-4 else f"{p:.2e}"
+def _sci(values: list[float], digits: int) -> list[str]:
+    """R's scientific format of numbers together: one mantissa length, enough for all."""
+    mant = max((len(f"{v:.{digits - 1}e}".split("e")[0].rstrip("0").rstrip(".")) for v in values), default=1)
+    dec = max(0, mant - 2) if mant > 1 else 0
+    return [f"{v:.{dec}e}" for v in values]
+
+
+def _format_together(values: list[float], digits: int) -> list[str]:
+    """R's ``format(x, digits=)``: fixed notation unless scientific is narrower."""
+    fixed = [s.strip() for s in rformat(values, digits)]
+    sci = _sci(values, digits)
+    return fixed if max(map(len, fixed)) <= max(map(len, sci)) else sci
+
+
+def _format_pvalues(pv: Sequence[float], digits: int = 3) -> list[str]:
+    """p-values as R's ``format.pval`` shows them in summary tables (printCoefmat's digits = 3).
+
+    Those from 1e-4 up are formatted together, the smaller ones together, and those below the
+    machine epsilon as ``< 2e-16`` (``<2e-16`` when the others are at most 6 characters wide).
+    """
+    out = [""] * len(pv)
+    tiny = [i for i, p in enumerate(pv) if p < np.finfo(float).eps]
+    for group in (
+        [i for i, p in enumerate(pv) if i not in tiny and p >= 1e-4],
+        [i for i, p in enumerate(pv) if i not in tiny and p < 1e-4],
+    ):
+        if group:
+            for i, text in zip(group, _format_together([float(pv[i]) for i in group], digits)):
+                out[i] = text
+    if tiny:
+        width = max((len(s) for s in out if s), default=0)
+        sep = "" if width <= 6 else " "
+        for i in tiny:
+            out[i] = "<" + sep + "2e-16"
+    return out
 
 
 def _stars(p: float) -> str:
@@ -301,23 +335,35 @@ def _stars(p: float) -> str:
 _SIGNIF = ["---", "Signif. codes:  0 '***' 0.001 '**' 0.01 '*' 0.05 '.' 0.1 ' ' 1"]
 
 
-def _summary(m: MixedModel, title: str, family_line: list[str], reml: bool, stat: str) -> Summary:
+def _summary(
+    m: MixedModel,
+    title: str,
+    family_line: list[str],
+    reml: bool,
+    stat: str,
+    table: pd.DataFrame | None = None,
+) -> Summary:
     crit, crit_lines = _criteria(m, reml)
     scaled = m.residuals("pearson").to_numpy() / m.sigma
     q = _zapsmall(np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0]), 5)
     resid = pd.Series(q, index=["Min", "1Q", "Median", "3Q", "Max"])
     random, random_lines = _random_block(m)
-    table = m.coef_table()
+    if table is None:
+        table = m.coef_table()
     coefs, coef_lines = _coef_block(m, table, stat)
-    if "p_value" in table:
+    if "p_value" in table and len(table):
         pcol = f"Pr(>|{stat[0]}|)"
         coefs[pcol] = table["p_value"]
-        pv = [_pformat(p) for p in table["p_value"]]
+        pv = _format_pvalues(list(table["p_value"]))
         w = max(len(pcol), *(len(s) for s in pv))
         coef_lines[0] = coef_lines[0] + " " + pcol.rjust(w)
+        stars = bool((table["p_value"] < 0.1).any())  # R shows stars and their legend only then
         for i, p in enumerate(table["p_value"]):
-            coef_lines[i + 1] = (coef_lines[i + 1] + " " + pv[i].rjust(w) + " " + _stars(p)).rstrip()
-        coef_lines += _SIGNIF
+            coef_lines[i + 1] = (
+                coef_lines[i + 1] + " " + pv[i].rjust(w) + " " + (_stars(p) if stars else "")
+            ).rstrip()
+        if stars:
+            coef_lines += _SIGNIF
     corr, corr_lines = _corr_block(m)
     blocks = {
         "criteria": crit_lines,
@@ -341,10 +387,25 @@ def _summary(m: MixedModel, title: str, family_line: list[str], reml: bool, stat
     )
 
 
-def lmm_summary(m: LinearMixedModel) -> Summary:
-    """The summary of a linear mixed model, in lme4's layout."""
+_DDF_NAMES = {"satterthwaite": "Satterthwaite", "kenward-roger": "Kenward-Roger"}
+
+
+def lmm_summary(m: LinearMixedModel, ddf: str | None = None) -> Summary:
+    """The summary of a linear mixed model: lme4's layout, or lmerTest's with ``ddf``.
+
+    With ``ddf`` ("satterthwaite" or "kenward-roger") the title names the method and the
+    fixed-effects table gains ``df`` and ``Pr(>|t|)`` columns with significance stars, as
+    lmerTest's ``summary(m, ddf=)`` prints them.
+    """
     method = "REML" if m.REML else "maximum likelihood "
-    return _summary(m, f"Linear mixed model fit by {method} ['LinearMixedModel']", [], m.REML, "t value")
+    if ddf is None:
+        return _summary(m, f"Linear mixed model fit by {method} ['LinearMixedModel']", [], m.REML, "t value")
+    table = m.coef_table(ddf=ddf)
+    from .ddf import _method
+
+    name = _DDF_NAMES[_method(ddf)]
+    title = f"Linear mixed model fit by {method}. t-tests use {name}'s method ['LinearMixedModel']"
+    return _summary(m, title, [], m.REML, "t value", table)
 
 
 def _glmm_title(m: GeneralizedLinearMixedModel) -> list[str]:
