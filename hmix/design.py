@@ -262,7 +262,13 @@ class NumericSpec:
             out[:, 0] = 1.0
             j = 1
         for c in self.columns:
-            out[:, j] = data[c].to_numpy(dtype=float)
+            try:
+                out[:, j] = data[c].to_numpy(dtype=float)
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"column '{c}' must be numeric, as it was in the data the model was fitted to "
+                    f"(it has dtype {data[c].dtype})"
+                ) from None
             j += 1
         return out
 

@@ -11,10 +11,14 @@ leverage, the diagonal of W^1/2 A (A'WA + [I 0; 0 0])^-1 A' W^1/2 with A = [Z La
 leverages come from the blocked Cholesky factor column by column of A', in chunks.
 
 GLMM. Draws of (u, beta) from the Gaussian (Laplace) approximation of their conditional
-distribution at the estimates; importance ratios p(y, u) / (q(u) p(y_i | u)) per observation;
-the largest ratios smoothed by a generalized Pareto fit (Vehtari, Gelman and Gabry 2017; Zhang
-and Stephens 2009 for the fit). Where the Pareto shape k exceeds 0.7 the approximation is not
-trusted and the observation is left out and the model refitted.
+distribution at the estimates, taken as the posterior; importance ratios 1 / p(y_i | u) per
+observation, the largest smoothed by a generalized Pareto fit (Vehtari, Gelman and Gabry 2017;
+Zhang and Stephens 2009 for the fit). Where the Pareto shape k exceeds 0.7 the estimate is not
+trusted: the observation is left out and the model refitted. (Weighting the draws also by
+p(y, u) / q(u), to correct for the Gaussian approximation, was measured on VerbAgg: with 348
+random and fixed effects those weights are rough, 305 of 7,584 observations got k > 0.7, and the
+estimate was no closer to exact refits than without them: +0.0033 against -0.0032 per
+observation on average.)
 """
 
 from __future__ import annotations
@@ -302,20 +306,20 @@ def psis(log_ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lw - logsumexp(lw, axis=1, keepdims=True), k
 
 
-def _pointwise_loglik(model: Any, eta: np.ndarray) -> np.ndarray:
+def _pointwise_loglik(model: Any, eta: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+    """log p(y_i | eta_i) for the given rows; eta may hold one column per draw."""
     d, fam = model.design, model.family
-    wt = np.ones(d.n) if d.weights is None else d.weights
+    y = d.y[rows]
+    wt = (np.ones(d.n) if d.weights is None else d.weights)[rows]
     mu = fam.linkinv(eta)
     if eta.ndim == 2:
-        return -0.5 * fam.minus2loglik(d.y[:, None], mu, wt[:, None])
-    return -0.5 * fam.minus2loglik(d.y, mu, wt)
+        return -0.5 * fam.minus2loglik(y[:, None], mu, wt[:, None])
+    return -0.5 * fam.minus2loglik(y, mu, wt)
 
 
-def _draw_eta(model: Any, draws: int, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
-    """Draws of the linear predictor from the Gaussian approximation of (u, beta) | y at theta-hat.
-
-    Returns eta (n, S) and the log ratio log p(u) - log q(u, beta) up to a constant, per draw.
-    """
+def _draw_eta(model: Any, draws: int, rng: np.random.Generator) -> np.ndarray:
+    """Draws (n, S) of the linear predictor from the Gaussian approximation of (u, beta) | y at
+    theta-hat: the mode plus L^-T z, with L the blocked factor at the fit's working weights."""
     d, fam = model.design, model.family
     wt = np.ones(d.n) if d.weights is None else d.weights
     eta = model._eta
@@ -329,34 +333,34 @@ def _draw_eta(model: Any, draws: int, rng: np.random.Generator) -> tuple[np.ndar
     full = _FullFactor(fac)
     z = rng.standard_normal((pls.q1 + full.m1, draws))
     x1, x_rest, _ = full.solve_t(z)
-    u_mode = [model.u[i] for i in pls.perm]
+    u_mode = [model.u[i] for i in pls.perm]  # the model's u are in lme4's order
     u1 = u_mode[0].reshape(pls.l1, pls.k1)[:, :, None] + x1
     eta_s = np.repeat((off + d.X @ model.beta)[:, None], draws, axis=1)
     if d.p:
         eta_s += d.X @ x_rest[pls.qr :]
-    penalty = (u1 * u1).sum(axis=(0, 1))
     t1, T1 = pls.terms[0], fac.tmats[0]
     b1 = np.einsum("ab,jbs->jas", T1, u1)
     eta_s += np.einsum("ia,ias->is", t1.z, b1[t1.refs])
     for off_r, t, T, um in zip(pls.offsets[1:], pls.terms[1:], fac.tmats[1:], u_mode[1:]):
         o = off_r - pls.q1
         ut = um.reshape(t.nlevels, t.k)[:, :, None] + x_rest[o : o + t.q].reshape(t.nlevels, t.k, -1)
-        penalty += (ut * ut).sum(axis=(0, 1))
         bt = np.einsum("ab,jbs->jas", T, ut)
         eta_s += np.einsum("ia,ias->is", t.z, bt[t.refs])
-    log_q = -0.5 * (z * z).sum(axis=0)
-    return eta_s, -0.5 * penalty - log_q
+    return eta_s
 
 
-def _loo_glmm(model: Any, draws: int, seed: Any, refit_bad: bool) -> LOO:
+def _loo_glmm(model: Any, draws: int, seed: Any, refit_bad: bool, chunk: int = 2048) -> LOO:
     rng = np.random.default_rng(seed)
-    eta_s, log_prior_q = _draw_eta(model, draws, rng)
-    ll = _pointwise_loglik(model, eta_s)  # (n, S)
-    joint = ll.sum(axis=0) + log_prior_q
-    lw, k = psis(joint[None, :] - ll)
-    elpd = logsumexp(lw + ll, axis=1)
+    eta_s = _draw_eta(model, draws, rng)
+    n = model.nobs
+    elpd, k = np.empty(n), np.empty(n)
+    for lo in range(0, n, chunk):  # rows at a time: memory rows x draws, not n x draws
+        rows = slice(lo, min(lo + chunk, n))
+        ll = _pointwise_loglik(model, eta_s[rows], rows)
+        lw, k[rows] = psis(-ll)
+        elpd[rows] = logsumexp(lw + ll, axis=1)
     lppd = _pointwise_loglik(model, model._eta)
-    refit = np.zeros(model.nobs, dtype=bool)
+    refit = np.zeros(n, dtype=bool)
     bad = np.flatnonzero(k > _K_THRESHOLD)
     if len(bad):
         if refit_bad:

@@ -92,3 +92,9 @@ def test_missing_grouping_column(sleep: hmix.LinearMixedModel) -> None:
     assert sleep.predict(pd.DataFrame({"Days": [0]}), random=False).iloc[0] == pytest.approx(
         sleep.fixef.iloc[0]
     )
+
+
+def test_numeric_column_given_as_text_in_newdata(sleep: hmix.LinearMixedModel) -> None:
+    new = pd.DataFrame({"Days": ["0", "five"], "Subject": ["308", "308"]})
+    with pytest.raises(hmix.DataError, match="'Days' must be numeric"):
+        sleep.predict(new)
