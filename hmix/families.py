@@ -40,6 +40,13 @@ class Family:
         ``"binomial"`` or ``"poisson"``.
     link : str
         ``"logit"``, ``"probit"``, ``"cloglog"`` or ``"log"``.
+
+    Examples
+    --------
+    >>> import numpy as np, hmix
+    >>> fam = hmix.Family("binomial", "logit")
+    >>> fam.linkinv(np.array([0.0, 2.0])).round(4).tolist()
+    [0.5, 0.8808]
     """
 
     name: str
@@ -255,7 +262,14 @@ class Observed:
 
 
 def get_family(family: str | Family, link: str | None = None) -> Family:
-    """A :class:`Family` from a name (``"binomial"``, ``"poisson"``) and an optional link."""
+    """A :class:`Family` from a name (``"binomial"``, ``"poisson"``) and an optional link.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> str(hmix.get_family("binomial", "probit")), str(hmix.get_family("poisson"))
+    ('binomial  ( probit )', 'poisson  ( log )')
+    """
     if isinstance(family, Family):
         if link is not None and link != family.link:
             return get_family(family.name, link)

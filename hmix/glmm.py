@@ -61,16 +61,25 @@ class PirlsState:
 class GLMMObjective:
     """The Laplace (or adaptive Gauss-Hermite) deviance of a GLMM, -2 log-likelihood.
 
-    ``laplace_fixed(theta, beta)`` runs PIRLS over u with beta fixed (nAGQ >= 1);
+    Called with ``params = (theta, beta)`` it runs PIRLS over u with beta fixed (nAGQ >= 1);
     ``laplace_joint(theta)`` runs PIRLS over beta and u together (nAGQ = 0). The last conditional
-    modes warm-start the next evaluation. For canonical links (logit, log),
-    ``value_and_gradient(params)`` also gives the exact gradient of the Laplace deviance.
+    modes warm-start the next evaluation. ``value_and_gradient(params)`` also gives the exact
+    gradient of the Laplace deviance.
 
     Parameters
     ----------
     design : Design
     family : Family
     nAGQ : int
+
+    Examples
+    --------
+    >>> import numpy as np, hmix
+    >>> cbpp = hmix.datasets.load("cbpp")
+    >>> d = hmix.build_design("cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp)
+    >>> f = hmix.GLMMObjective(d, hmix.get_family("binomial"))
+    >>> round(f(np.array([0.642, -1.398, -0.992, -1.128, -1.580])), 2)  # lme4's estimates
+    184.05
     """
 
     def __init__(self, design: Design, family: Family, nAGQ: int = 1):

@@ -53,7 +53,16 @@ class LMMObjective:
         self.theta0 = start_theta(design)
 
     def from_factor(self, fac: Factor) -> float:
-        """The objective given the factor at theta."""
+        """The objective given the factor at theta.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> d = hmix.build_design("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> f = hmix.LMMObjective(d, REML=True)
+        >>> round(f.from_factor(f.pls.factor([0.848323])), 3)
+        319.654
+        """
         n, p = self.design.n, self.design.p
         r2 = fac.r2
         if self.REML:

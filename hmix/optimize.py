@@ -73,6 +73,13 @@ class OptSummary:
         Wall time of the optimization.
     warnings : tuple of str
         Messages of lme4's convergence checks (empty when the checks passed).
+
+    Examples
+    --------
+    >>> import hmix
+    >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+    >>> m.optsum.method, m.optsum.return_code > 0, m.optsum.warnings
+    ('NLOPT_LN_BOBYQA', True, ())
     """
 
     method: str

@@ -24,6 +24,13 @@ class MixedModel:
     """What every fitted mixed model has: the design, theta, beta and the fit's bookkeeping.
 
     Subclasses set ``sigma`` (1 for families without a scale) and the objective's meaning.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+    >>> isinstance(m, hmix.MixedModel), m.nobs, m.ngroups, m.npar
+    (True, 30, {'Batch': 6}, 3)
     """
 
     formula: str
@@ -881,7 +888,26 @@ class GeneralizedLinearMixedModel(MixedModel):
         )
 
     def summary(self) -> Any:
-        """lme4's summary of a GLMM, with z values and p-values."""
+        """lme4's summary of a GLMM, with z values and p-values.
+
+        Returns
+        -------
+        Summary
+            Prints as text in lme4's layout and renders as HTML in Jupyter.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> g = hmix.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        ...                hmix.datasets.load("cbpp"), family="binomial")
+        >>> print(g.summary())  # doctest: +ELLIPSIS
+        Generalized linear mixed model fit by maximum likelihood (Laplace Approximation) [...]
+        ...
+        Fixed effects:
+                    Estimate Std. Error z value Pr(>|z|)
+        (Intercept)  -1.3985     0.2325  -6.016 1.79e-09 ***
+        ...
+        """
         from .summary import glmm_summary
 
         return glmm_summary(self)
