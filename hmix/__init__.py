@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import datasets, plot
+from . import datasets, ddf, plot
 from .bootstrap import bootstrap
 from .compare import compare
 from .crossval import CrossValidation, cross_validate
@@ -48,6 +48,7 @@ __all__ = [
     "ParsedFormula",
     "datasets",
     "plot",
+    "ddf",
     "HmixError",
     "FormulaError",
     "DataError",

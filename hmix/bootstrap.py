@@ -11,7 +11,7 @@ import pandas as pd
 
 from ._progress import progress
 from .confint import _frame, _to_sdcor, varpar_names
-from .errors import DataError, HmixError, HmixWarning, user_stacklevel
+from .errors import HmixError, HmixWarning, user_stacklevel, whole_number
 
 if TYPE_CHECKING:
     from .results import MixedModel
@@ -97,9 +97,7 @@ def bootstrap(
     """
     from .simulate import simulate
 
-    n = int(n)
-    if n < 1:
-        raise DataError(f"n must be a positive number of replicates, not {n}")
+    n = whole_number(n, "n (the number of replicates)")
     rng = np.random.default_rng(seed)
     glmm = getattr(model, "family", None) is not None
     names = varpar_names(model) + list(model.fixef.index)

@@ -31,7 +31,8 @@ def compare(
         With ``refit=False`` REML fits are compared on their REML criteria, which is valid only
         when their fixed effects are the same.
     loo : bool, default False
-        Add leave-one-out columns (:meth:`~hmix.MixedModel.loo` of each compared fit):
+        Add leave-one-out columns (:meth:`~hmix.MixedModel.loo` of each model as given: a REML
+        fit keeps its REML estimates here, even when the likelihood columns are its ML refit's):
         ``elpd_loo``, ``se_loo``, ``p_loo``, and ``elpd_diff`` / ``se_diff``, the difference to
         the model with the highest elpd_loo and the standard error of that difference (from the
         pointwise differences).
@@ -67,6 +68,7 @@ def compare(
     labels = list(names) if names is not None else [m.formula for m in models]
     if len(labels) != len(models):
         raise DataError("names must give one label per model")
+    given = models
     reml = [bool(getattr(m, "REML", False)) for m in models]
     if any(reml):
         if refit:
@@ -106,7 +108,7 @@ def compare(
     table["Pr(>Chisq)"] = p
     if loo:
         order = np.argsort([m.npar for m in models], kind="stable")  # the table's row order
-        res = [models[i].loo() for i in order]
+        res = [given[i].loo() for i in order]
         pointwise = np.array([r.elpd_i for r in res])
         best = int(np.argmax([r.elpd_loo for r in res]))
         diff = pointwise - pointwise[best]

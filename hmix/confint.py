@@ -14,6 +14,7 @@ the sd/cor parameters and the fixed effects together, as lme4 does.
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -130,15 +131,21 @@ def _bounds(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
 def _nlopt_min(
     f: Callable[[np.ndarray], float], x0: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, float]:
+    """BOBYQA within bounds; the best point seen when NLopt stops early (roundoff-limited)."""
     if len(x0) == 0:
         return x0, f(x0)
+    x0 = np.clip(x0, lo, hi)
+    best = {"x": x0.copy(), "f": np.inf}
 
     def g(x: np.ndarray, grad: np.ndarray) -> float:
         try:
             v = f(x)
         except NotPositiveDefinite:
             return 1e100
-        return v if np.isfinite(v) else 1e100
+        v = v if np.isfinite(v) else 1e100
+        if v < best["f"]:
+            best["x"], best["f"] = np.array(x, dtype=float), v
+        return v
 
     opt = nlopt.opt(nlopt.LN_BOBYQA, len(x0))
     opt.set_min_objective(g)
@@ -147,11 +154,12 @@ def _nlopt_min(
     opt.set_ftol_abs(1e-10)
     opt.set_xtol_rel(1e-8)
     opt.set_maxeval(2000)
-    x0 = np.clip(x0, lo, hi)
-    step = np.maximum(0.05 * np.abs(x0), 0.01)
-    opt.set_initial_step(step)
-    x = opt.optimize(x0)
-    return np.asarray(x), float(opt.last_optimum_value())
+    opt.set_initial_step(np.maximum(0.05 * np.abs(x0), 0.01))
+    try:
+        opt.optimize(x0)
+    except nlopt.RoundoffLimited:
+        pass  # common with one free parameter near its optimum: the best point is the answer
+    return best["x"], float(best["f"])
 
 
 class _Profiler:
@@ -332,7 +340,7 @@ def _profile(model: MixedModel, level: float) -> pd.DataFrame:
 # ----- entry --------------------------------------------------------------------------------
 def confint(model: MixedModel, method: str = "profile", level: float = 0.95, **boot: Any) -> pd.DataFrame:
     """Confidence intervals; see :meth:`hmix.MixedModel.confint`."""
-    if not 0 < level < 1:
+    if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
         raise DataError(f"level must be between 0 and 1, not {level}")
     if method == "wald":
         return _wald(model, level)

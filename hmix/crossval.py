@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ._progress import progress
-from .errors import DataError, HmixError
+from .errors import DataError, HmixError, whole_number
 
 if TYPE_CHECKING:
     from .results import MixedModel
@@ -71,7 +71,8 @@ class CrossValidation:
 def _fold_of_levels(nlevels: int, folds: int | None, seed: Any) -> np.ndarray:
     if folds is None:
         return np.arange(nlevels)
-    if not 2 <= int(folds) <= nlevels:
+    folds = whole_number(folds, "folds", 2)
+    if folds > nlevels:
         raise DataError(f"folds must be between 2 and the number of levels ({nlevels}), not {folds}")
     rng = np.random.default_rng(seed)
     fold = np.arange(nlevels) % int(folds)

@@ -55,6 +55,8 @@ class Design:
     fixed_spec : object
         formulaic ``ModelSpec`` of the fixed part, to code new data.
     response_name : str
+    offset_arg : bool
+        Whether an ``offset=`` argument was given (besides ``offset(...)`` in the formula).
 
     Examples
     --------
@@ -76,6 +78,7 @@ class Design:
     dropped_columns: tuple[str, ...]
     fixed_spec: Any
     response_name: str
+    offset_arg: bool = False  # an offset= argument was given (new data must give one too)
 
     @property
     def n(self) -> int:
@@ -547,4 +550,5 @@ def build_design(
         dropped_columns=tuple(dropped),
         fixed_spec=fixed_spec,
         response_name=response_name,
+        offset_arg=o_arg is not None,
     )

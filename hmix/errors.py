@@ -75,3 +75,15 @@ def user_stacklevel() -> int:
         frame = frame.f_back  # type: ignore[assignment]
         level += 1
     return level
+
+
+def whole_number(value: object, name: str, minimum: int = 1) -> int:
+    """``value`` as an int when it is a whole number of at least ``minimum``; else a DataError."""
+    import numbers
+
+    ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+    if isinstance(value, float) and value.is_integer():
+        ok = True
+    if not ok or int(value) < minimum:  # type: ignore[call-overload]
+        raise DataError(f"{name} must be a whole number of at least {minimum}, not {value!r}")
+    return int(value)  # type: ignore[call-overload]

@@ -24,6 +24,7 @@ observation on average.)
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -34,7 +35,7 @@ import scipy.sparse as sp
 from scipy.special import logsumexp
 
 from .blocks import BlockedPLS, Factor
-from .errors import HmixError, HmixWarning, user_stacklevel
+from .errors import HmixError, HmixWarning, user_stacklevel, whole_number
 
 if TYPE_CHECKING:
     from .results import MixedModel
@@ -56,7 +57,8 @@ class LOO:
     se : float
         Its standard error, sqrt(n var(elpd_i)).
     p_loo : float
-        Effective number of parameters: lppd - elpd_loo, with lppd the in-sample log density.
+        Effective number of parameters: lppd - elpd_loo, with lppd the in-sample log predictive
+        density (exact LOO: at the estimates; PSIS: the log mean over the draws, as ArviZ).
     looic : float
         -2 elpd_loo.
     n_data_points : int
@@ -317,9 +319,13 @@ def _pointwise_loglik(model: Any, eta: np.ndarray, rows: slice = slice(None)) ->
     return -0.5 * fam.minus2loglik(y, mu, wt)
 
 
-def _draw_eta(model: Any, draws: int, rng: np.random.Generator) -> np.ndarray:
-    """Draws (n, S) of the linear predictor from the Gaussian approximation of (u, beta) | y at
-    theta-hat: the mode plus L^-T z, with L the blocked factor at the fit's working weights."""
+def _draw_eta(model: Any, draws: int, rng: np.random.Generator) -> Callable[[slice], np.ndarray]:
+    """Draws of the linear predictor from the Gaussian approximation of (u, beta) | y at
+    theta-hat: the mode plus L^-T z, with L the blocked factor at the fit's working weights.
+
+    Returns a function of a slice of rows giving their draws (rows, S), so that memory is
+    (random effects + rows at a time) x draws, never n x draws.
+    """
     d, fam = model.design, model.family
     wt = np.ones(d.n) if d.weights is None else d.weights
     eta = model._eta
@@ -334,39 +340,54 @@ def _draw_eta(model: Any, draws: int, rng: np.random.Generator) -> np.ndarray:
     z = rng.standard_normal((pls.q1 + full.m1, draws))
     x1, x_rest, _ = full.solve_t(z)
     u_mode = [model.u[i] for i in pls.perm]  # the model's u are in lme4's order
-    u1 = u_mode[0].reshape(pls.l1, pls.k1)[:, :, None] + x1
-    eta_s = np.repeat((off + d.X @ model.beta)[:, None], draws, axis=1)
-    if d.p:
-        eta_s += d.X @ x_rest[pls.qr :]
-    t1, T1 = pls.terms[0], fac.tmats[0]
-    b1 = np.einsum("ab,jbs->jas", T1, u1)
-    eta_s += np.einsum("ia,ias->is", t1.z, b1[t1.refs])
+    # b = Lambda u per term (engine order): (levels, k, S)
+    b = [np.einsum("ab,jbs->jas", fac.tmats[0], u_mode[0].reshape(pls.l1, pls.k1)[:, :, None] + x1)]
     for off_r, t, T, um in zip(pls.offsets[1:], pls.terms[1:], fac.tmats[1:], u_mode[1:]):
         o = off_r - pls.q1
         ut = um.reshape(t.nlevels, t.k)[:, :, None] + x_rest[o : o + t.q].reshape(t.nlevels, t.k, -1)
-        bt = np.einsum("ab,jbs->jas", T, ut)
-        eta_s += np.einsum("ia,ias->is", t.z, bt[t.refs])
-    return eta_s
+        b.append(np.einsum("ab,jbs->jas", T, ut))
+    dbeta = x_rest[pls.qr :]
+    fixed = off + d.X @ model.beta
+
+    def rows_eta(rows: slice) -> np.ndarray:
+        out = fixed[rows, None] + (d.X[rows] @ dbeta if d.p else 0.0)
+        for t, bt in zip(pls.terms, b):
+            out = out + np.einsum("ia,ias->is", t.z[rows], bt[t.refs[rows]])
+        return np.asarray(out)
+
+    return rows_eta
 
 
-def _loo_glmm(model: Any, draws: int, seed: Any, refit_bad: bool, chunk: int = 2048) -> LOO:
+def _loo_glmm(model: Any, draws: int, seed: Any, refit_bad: bool, chunk: int = 1024) -> LOO:
     rng = np.random.default_rng(seed)
-    eta_s = _draw_eta(model, draws, rng)
+    rows_eta = _draw_eta(model, draws, rng)
     n = model.nobs
-    elpd, k = np.empty(n), np.empty(n)
+    elpd, k, lppd = np.empty(n), np.empty(n), np.empty(n)
     for lo in range(0, n, chunk):  # rows at a time: memory rows x draws, not n x draws
         rows = slice(lo, min(lo + chunk, n))
-        ll = _pointwise_loglik(model, eta_s[rows], rows)
+        ll = _pointwise_loglik(model, rows_eta(rows), rows)
         lw, k[rows] = psis(-ll)
         elpd[rows] = logsumexp(lw + ll, axis=1)
-    lppd = _pointwise_loglik(model, model._eta)
+        lppd[rows] = logsumexp(ll, axis=1) - np.log(draws)  # ArviZ's lppd: log mean over draws
     refit = np.zeros(n, dtype=bool)
     bad = np.flatnonzero(k > _K_THRESHOLD)
     if len(bad):
         if refit_bad:
+            failed: list[str] = []
             for i in bad:
-                elpd[i] = exact_loo_glmm(model, int(i))
-            refit[bad] = True
+                try:
+                    elpd[i] = exact_loo_glmm(model, int(i))
+                    refit[i] = True
+                except HmixError as err:  # leaving it out leaves the model unfittable
+                    failed.append(f"{model.design.index[i]!r} ({err})")
+            if failed:
+                warnings.warn(
+                    f"the model cannot be refitted without {len(failed)} observation(s) with "
+                    f"Pareto k > {_K_THRESHOLD}; their importance-sampling estimates are kept: "
+                    + "; ".join(failed[:3]),
+                    HmixWarning,
+                    stacklevel=user_stacklevel(),
+                )
         else:
             warnings.warn(
                 f"{len(bad)} observations have Pareto k > {_K_THRESHOLD}: their importance-sampling "
@@ -399,4 +420,4 @@ def loo(model: MixedModel, *, draws: int = 2000, seed: Any = 0, refit: bool = Tr
     """Leave-one-out cross-validation; see :meth:`hmix.MixedModel.loo`."""
     if getattr(model, "family", None) is None:
         return _loo_lmm(model)
-    return _loo_glmm(model, draws, seed, refit)
+    return _loo_glmm(model, whole_number(draws, "draws", 100), seed, refit)

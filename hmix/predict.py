@@ -18,6 +18,10 @@ if TYPE_CHECKING:
 __all__ = ["predict"]
 
 _NEW_LEVELS = ("population", "nan", "error")
+OFFSET_NEEDED = (
+    "the model was fitted with an offset= argument; pass offset= for the rows of newdata too "
+    "(or put the offset in the formula, offset(...), so that newdata's columns give it)"
+)
 
 
 def _check_levels(spec: Any, data: pd.DataFrame) -> None:
@@ -101,6 +105,8 @@ def predict(
         return _on_scale(model, pd.Series(eta, index=d.index, name="predicted"), type)
     if not isinstance(newdata, pd.DataFrame):
         raise DataError(f"newdata must be a pandas DataFrame, not {newdata.__class__.__name__}")
+    if d.offset_arg and offset is None:
+        raise DataError(OFFSET_NEEDED)
     complete = _complete_rows(model, newdata, random, "add it, or predict with random=False")
     frame = newdata.loc[complete]
     out = np.full(len(newdata), np.nan)

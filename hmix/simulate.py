@@ -18,7 +18,14 @@ import pandas as pd
 from .design import _names_in, _unknown_names, _vector
 from .errors import DataError, HmixError
 from .formula import as_code
-from .predict import _complete_rows, _fixed_eta, _group_labels, _level_index, _re_columns
+from .predict import (
+    OFFSET_NEEDED,
+    _complete_rows,
+    _fixed_eta,
+    _group_labels,
+    _level_index,
+    _re_columns,
+)
 
 if TYPE_CHECKING:
     from .results import MixedModel
@@ -65,6 +72,8 @@ def _rows_of_newdata(
             "the model was fitted with prior weights (binomial: the number of trials); pass "
             "weights= for the rows of newdata"
         )
+    if d.offset_arg and offset is None:
+        raise DataError(OFFSET_NEEDED)
     wt = np.ones(len(newdata)) if weights is None else _vector(weights, newdata, "weights")
     off = None if offset is None else _vector(offset, newdata, "offset")
     for arr in (wt, off):

@@ -12,10 +12,11 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+import pandas as pd
 import pytest
 import scipy.linalg as sla
 import scipy.sparse as sp
-from conftest import reference
+from conftest import load_data, reference
 
 import hmix
 from hmix.confint import varpar
@@ -56,6 +57,17 @@ def test_glmm_profile_matches_lme4(cbpp: hmix.GeneralizedLinearMixedModel) -> No
     ref = reference("lme4_confint.json")["confint_cbpp_profile"]
     ci = cbpp.confint("profile")
     assert ci.index[0] == ref["names"][0]  # fixed effects: formulaic's names, period[T.2] for period2
+    np.testing.assert_allclose(ci.iloc[:, 0], ref["lower"], rtol=1e-3)
+    np.testing.assert_allclose(ci.iloc[:, 1], ref["upper"], rtol=1e-3)
+
+
+def test_profile_with_one_free_parameter_matches_lme4() -> None:
+    # a random intercept only: profiling sd leaves sigma alone free, where NLopt's BOBYQA often
+    # stops "roundoff-limited" at the optimum; the best point is the answer
+    ref = reference("lme4_confint.json")["confint_one_free_profile"]
+    m = hmix.lmer(ref["formula"], load_data("profile_one_free", ("g",)))
+    ci = m.confint()
+    assert list(ci.index) == ref["names"]
     np.testing.assert_allclose(ci.iloc[:, 0], ref["lower"], rtol=1e-3)
     np.testing.assert_allclose(ci.iloc[:, 1], ref["upper"], rtol=1e-3)
 
@@ -130,13 +142,65 @@ def test_psis_loo_agrees_with_exact_refits(cbpp: hmix.GeneralizedLinearMixedMode
         res = cbpp.loo(refit=False)
     exact = np.array([exact_loo_glmm(cbpp, i) for i in range(cbpp.nobs)])
     assert res.method == "psis" and res.pareto_k is not None
-    assert abs(res.elpd_loo - exact.sum()) < res.se
-    # the observations refitted by default get exactly the refit value
+    # PSIS at fixed theta is a little optimistic against refits (3.4-4.0 nats over seeds, SE 10.6):
+    # within 5 in total, and within 1 nat for each observation with k < 0.5
+    assert abs(res.elpd_loo - exact.sum()) < 5
+    good = res.pareto_k < 0.5
+    assert good.sum() > 30
+    np.testing.assert_allclose(res.elpd_i[good], exact[good], atol=1.0)
+    # the observations refitted by default get exactly the refit value; the total moves closer
     full = cbpp.loo()
     bad = full.pareto_k > 0.7
     np.testing.assert_allclose(full.elpd_i[bad], exact[bad], rtol=1e-10)
-    assert abs(full.elpd_loo - exact.sum()) < full.se
+    assert abs(full.elpd_loo - exact.sum()) < 4
     assert full.pointwise["refit"].sum() == bad.sum()
+
+
+def test_psis_loo_poisson_crossed() -> None:
+    rng = np.random.default_rng(4)
+    d = pd.DataFrame({"a": rng.integers(0, 8, 80).astype(str), "b": rng.integers(0, 5, 80).astype(str)})
+    d["x"] = rng.normal(size=80)
+    d["t"] = rng.uniform(1, 3, 80)
+    eff = rng.normal(0, 0.5, 8)[d["a"].astype(int)] + rng.normal(0, 0.3, 5)[d["b"].astype(int)]
+    d["y"] = rng.poisson(d["t"] * np.exp(0.5 + 0.3 * d["x"] + eff))
+    m = hmix.glmer("y ~ x + offset(np.log(t)) + (1 | a) + (1 | b)", d, family="poisson")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        res = m.loo(refit=False)
+        exact = np.array([exact_loo_glmm(m, i) for i in range(m.nobs)])
+    good = res.pareto_k < 0.5
+    assert good.sum() > 60
+    np.testing.assert_allclose(res.elpd_i[good], exact[good], atol=0.5)
+    assert abs(res.elpd_loo - exact.sum()) < res.se / 2
+
+
+def test_loo_keeps_psis_where_a_refit_is_impossible() -> None:
+    rng = np.random.default_rng(0)
+    d = pd.DataFrame({"g": rng.integers(0, 10, 200).astype(str)})
+    d["f"] = np.where(np.arange(200) == 0, "rare", rng.choice(["a", "b"], 200))
+    d["y"] = rng.poisson(3, 200)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hmix.SingularFitWarning)
+        m = hmix.glmer("y ~ f + (1 | g)", d, family="poisson")
+    with pytest.warns(hmix.HmixWarning, match="cannot be refitted without 1 observation"):
+        res = m.loo()
+    assert np.isfinite(res.elpd_loo) and not res.pointwise["refit"].iloc[0]
+
+
+def test_bad_arguments_are_hmix_errors(
+    sleep: hmix.LinearMixedModel, cbpp: hmix.GeneralizedLinearMixedModel
+) -> None:
+    for call in (
+        lambda: cbpp.loo(draws=0),
+        lambda: cbpp.loo(draws=2.5),
+        lambda: sleep.confint("wald", level="0.9"),
+        lambda: hmix.cross_validate(sleep, folds=2.5),
+        lambda: hmix.cross_validate(sleep, folds="3"),
+        lambda: hmix.bootstrap(sleep, n=2.7),
+        lambda: hmix.bootstrap(sleep, n="a"),
+    ):
+        with pytest.raises(DataError):
+            call()
 
 
 def test_psis_k_recovers_a_pareto_tail() -> None:
@@ -166,6 +230,13 @@ def test_compare_with_loo(sleep: hmix.LinearMixedModel) -> None:
     assert table.loc[other, "elpd_diff"] == pytest.approx(
         table.loc[other, "elpd_loo"] - table.loc[best, "elpd_loo"], rel=1e-12
     )
+    # REML fits: the likelihood columns are the ML refits', the LOO columns the fits as given
+    m0r = hmix.lmer("Reaction ~ Days + (1 | Subject)", hmix.datasets.load("sleepstudy"))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        reml = hmix.compare(m0r, sleep, loo=True)
+    assert reml["elpd_loo"].tolist() == pytest.approx([m0r.loo().elpd_loo, sleep.loo().elpd_loo], rel=1e-12)
+    assert reml["deviance"].iloc[1] == pytest.approx(m1.objective, rel=1e-9)
 
 
 # ----- cross-validation -----------------------------------------------------------------------

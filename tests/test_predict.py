@@ -98,3 +98,17 @@ def test_numeric_column_given_as_text_in_newdata(sleep: hmix.LinearMixedModel) -
     new = pd.DataFrame({"Days": ["0", "five"], "Subject": ["308", "308"]})
     with pytest.raises(hmix.DataError, match="'Days' must be numeric"):
         sleep.predict(new)
+
+
+def test_an_offset_argument_must_be_given_again_for_new_data() -> None:
+    d = hmix.datasets.load("sleepstudy").assign(o=lambda f: 0.5 * f["Days"])
+    m = hmix.lmer("Reaction ~ Days + (1 | Subject)", d, offset="o")
+    with pytest.raises(hmix.DataError, match="offset="):
+        m.predict(d)
+    with pytest.raises(hmix.DataError, match="offset="):
+        m.simulate(2, seed=1, newdata=d)
+    # given again, new data reproduce the fit (predict) and the fitted-data draws (simulate)
+    np.testing.assert_allclose(m.predict(d, offset="o"), m.fitted, rtol=1e-12)
+    np.testing.assert_allclose(
+        m.simulate(2, seed=1, newdata=d, offset="o"), m.simulate(2, seed=1), rtol=1e-12
+    )
