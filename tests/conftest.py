@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import pytest
 
 import hmix
 from hmix import datasets
@@ -67,4 +68,22 @@ def fit_spec(spec_file: str, model_id: str) -> Any:
             return hmix.lmer(s["py_formula"], data, REML=bool(s.get("REML")), **kw)
         return hmix.glmer(
             s["py_formula"], data, family=s["family"], link=s.get("link"), nAGQ=s.get("nAGQ", 1), **kw
+        )
+
+
+@pytest.fixture(scope="session")
+def sleep() -> hmix.LinearMixedModel:
+    """sleepstudy's correlated intercept-and-slope model by REML (fitted models are immutable)."""
+    return hmix.lmer("Reaction ~ Days + (Days | Subject)", datasets.load("sleepstudy"))
+
+
+@pytest.fixture(scope="session")
+def cbpp() -> hmix.GeneralizedLinearMixedModel:
+    """cbpp's binomial random-intercept model by Laplace."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hmix.HmixWarning)
+        return hmix.glmer(
+            "cbind(incidence, size - incidence) ~ period + (1 | herd)",
+            datasets.load("cbpp"),
+            family="binomial",
         )

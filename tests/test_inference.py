@@ -26,20 +26,6 @@ from hmix.loo import _gpd_fit, exact_loo_glmm, psis
 INFERENCE = "lme4_inference.json"
 
 
-@pytest.fixture(scope="module")
-def sleep() -> hmix.LinearMixedModel:
-    return hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
-
-
-@pytest.fixture(scope="module")
-def cbpp() -> hmix.GeneralizedLinearMixedModel:
-    return hmix.glmer(
-        "cbind(incidence, size - incidence) ~ period + (1 | herd)",
-        hmix.datasets.load("cbpp"),
-        family="binomial",
-    )
-
-
 # ----- confidence intervals -------------------------------------------------------------------
 @pytest.mark.parametrize("method", ["profile", "wald"])
 def test_confint_matches_lme4(sleep: hmix.LinearMixedModel, method: str) -> None:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-import warnings
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,20 +23,6 @@ from matplotlib.quiver import Quiver  # noqa: E402
 def _close_figures() -> Iterator[None]:
     yield
     plt.close("all")
-
-
-@pytest.fixture(scope="module")
-def sleep() -> hmix.LinearMixedModel:
-    return hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
-
-
-@pytest.fixture(scope="module")
-def cbpp() -> hmix.GeneralizedLinearMixedModel:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", hmix.HmixWarning)
-        return hmix.glmer(
-            "cbind(incidence, size - incidence) ~ period + (1 | herd)", hmix.datasets.load("cbpp")
-        )
 
 
 def _render(ax: Any, path: Path) -> None:

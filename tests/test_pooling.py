@@ -30,16 +30,6 @@ def dyestuff() -> pd.DataFrame:
     return hmix.datasets.load("Dyestuff")
 
 
-@pytest.fixture(scope="module")
-def sleep() -> hmix.LinearMixedModel:
-    return hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
-
-
-@pytest.fixture(scope="module")
-def cbpp() -> hmix.GeneralizedLinearMixedModel:
-    return _glmer(CBPP, hmix.datasets.load("cbpp"))
-
-
 def _assert_weighted_average(s: pd.DataFrame) -> None:
     # tolerance 1e-6 (absolute, the brief's): an algebraic identity for random intercepts in LMMs
     expected = s["weight"] * s["no_pooling"] + (1 - s["weight"]) * s["complete_pooling"]

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import warnings
 
 import numpy as np
 import pandas as pd
@@ -13,22 +12,6 @@ from conftest import reference
 import hmix
 
 INFERENCE = "lme4_inference.json"
-
-
-@pytest.fixture(scope="module")
-def sleep() -> hmix.LinearMixedModel:
-    return hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
-
-
-@pytest.fixture(scope="module")
-def cbpp() -> hmix.GeneralizedLinearMixedModel:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", hmix.HmixWarning)
-        return hmix.glmer(
-            "cbind(incidence, size - incidence) ~ period + (1 | herd)",
-            hmix.datasets.load("cbpp"),
-            family="binomial",
-        )
 
 
 def test_sleepstudy_with_and_without_random_effects(sleep: hmix.LinearMixedModel) -> None:

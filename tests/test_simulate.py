@@ -29,16 +29,6 @@ def _glmer(formula: str, data: pd.DataFrame, **kw: object) -> hmix.GeneralizedLi
 
 
 @pytest.fixture(scope="module")
-def sleep() -> hmix.LinearMixedModel:
-    return hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
-
-
-@pytest.fixture(scope="module")
-def cbpp() -> hmix.GeneralizedLinearMixedModel:
-    return _glmer(CBPP, hmix.datasets.load("cbpp"))
-
-
-@pytest.fixture(scope="module")
 def pois() -> hmix.GeneralizedLinearMixedModel:
     return _glmer(POISSON, hmix.datasets.load("cbpp"), family="poisson")
 
