@@ -81,7 +81,7 @@ def bootstrap(
     Returns
     -------
     pandas.DataFrame
-        One row per replicate; columns named as :meth:`confint`'s rows (``sd_(Intercept)|Subject``,
+        One row per replicate; columns named as ``confint``'s rows (``sd_(Intercept)|Subject``,
         ``sigma``, fixed effects). ``attrs["singular"]`` counts singular refits and
         ``attrs["failed"]`` refits that failed (their row is NaN).
 
@@ -137,7 +137,7 @@ def boot_confint(
     seed: Any = None,
     progress_bar: bool | None = None,
 ) -> pd.DataFrame:
-    """Percentile intervals from :func:`bootstrap` (lme4's ``confint(method = "boot")``)."""
+    """Percentile intervals from ``bootstrap`` (lme4's ``confint(method = "boot")``)."""
     reps = bootstrap(model, n=n, seed=seed, progress_bar=progress_bar)
     a = (1 - level) / 2
     lo = reps.quantile(a).to_numpy()

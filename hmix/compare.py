@@ -31,7 +31,7 @@ def compare(
         With ``refit=False`` REML fits are compared on their REML criteria, which is valid only
         when their fixed effects are the same.
     loo : bool, default False
-        Add leave-one-out columns (:meth:`~hmix.MixedModel.loo` of each model as given: a REML
+        Add leave-one-out columns (``loo`` of each model as given: a REML
         fit keeps its REML estimates here, even when the likelihood columns are its ML refit's):
         ``elpd_loo``, ``se_loo``, ``p_loo``, and ``elpd_diff`` / ``se_diff``, the difference to
         the model with the highest elpd_loo and the standard error of that difference (from the

@@ -66,7 +66,7 @@ def _to_sdcor(theta: np.ndarray, sigma: float, terms: Any) -> np.ndarray:
 
 
 def varpar(model: MixedModel) -> np.ndarray:
-    """The variance parameters in the order of :func:`varpar_names`."""
+    """The variance parameters in the order of ``varpar_names``."""
     v = _to_sdcor(model.theta, model.sigma, model.design.terms)
     return np.append(v, model.sigma) if getattr(model, "family", None) is None else v
 
@@ -339,7 +339,7 @@ def _profile(model: MixedModel, level: float) -> pd.DataFrame:
 
 # ----- entry --------------------------------------------------------------------------------
 def confint(model: MixedModel, method: str = "profile", level: float = 0.95, **boot: Any) -> pd.DataFrame:
-    """Confidence intervals; see :meth:`hmix.MixedModel.confint`."""
+    """Confidence intervals; see ``hmix.MixedModel.confint``."""
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
         raise DataError(f"level must be between 0 and 1, not {level}")
     if method == "wald":

@@ -22,7 +22,7 @@ _AGQ_NODES = 25  # quadrature nodes for a GLMM's held-out groups with one scalar
 
 @dataclass(frozen=True, eq=False)
 class CrossValidation:
-    """The result of :func:`cross_validate`.
+    """The result of ``cross_validate``.
 
     Attributes
     ----------

@@ -262,7 +262,7 @@ class Observed:
 
 
 def get_family(family: str | Family, link: str | None = None) -> Family:
-    """A :class:`Family` from a name (``"binomial"``, ``"poisson"``) and an optional link.
+    """A ``Family`` from a name (``"binomial"``, ``"poisson"``) and an optional link.
 
     Examples
     --------

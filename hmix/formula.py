@@ -1,9 +1,9 @@
 """The lme4 formula language: split random-effects bars and offsets from the fixed part.
 
 This module is the only one that talks to formulaic's parser. It never looks at data: it turns a
-formula string into a :class:`ParsedFormula` whose pieces (response, fixed part, bar terms,
+formula string into a ``ParsedFormula`` whose pieces (response, fixed part, bar terms,
 offsets) are formulaic formulas or column names, and reports every problem as a
-:class:`~hmix.errors.FormulaError` that points at its position.
+``FormulaError`` that points at its position.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Generalized linear mixed models: PIRLS, the Laplace approximation, adaptive Gauss-Hermite.
 
-The GLMM holds the linear engine (:class:`~hmix.blocks.BlockedPLS`) and reuses it: each PIRLS
+The GLMM holds the linear engine (``BlockedPLS``) and reuses it: each PIRLS
 step hands it the working response and weights, and its blocked Cholesky factor gives the
 conditional modes and the log-determinant of the Laplace approximation.
 """

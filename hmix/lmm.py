@@ -156,7 +156,7 @@ def lmer(
         lme4 formula, such as ``"Reaction ~ Days + (Days | Subject)"``.
     data : pandas.DataFrame
         Never modified. Rows with missing values in a variable the formula uses are dropped, with a
-        :class:`~hmix.errors.MissingDataWarning`.
+        ``MissingDataWarning``.
     REML : bool, default True
         Restricted maximum likelihood; ``False`` for maximum likelihood.
     weights : str or array-like, optional

@@ -417,7 +417,7 @@ def exact_loo_glmm(model: Any, i: int) -> float:
 
 
 def loo(model: MixedModel, *, draws: int = 2000, seed: Any = 0, refit: bool = True) -> LOO:
-    """Leave-one-out cross-validation; see :meth:`hmix.MixedModel.loo`."""
+    """Leave-one-out cross-validation; see ``hmix.MixedModel.loo``."""
     if getattr(model, "family", None) is None:
         return _loo_lmm(model)
     return _loo_glmm(model, whole_number(draws, "draws", 100), seed, refit)

@@ -145,7 +145,7 @@ def minimize(
     method: str | None = None,
 ) -> tuple[np.ndarray, float, OptSummary, _Counted]:
     """Minimize ``f`` within bounds by an NLopt method (BOBYQA unless ``method`` says otherwise,
-    see :func:`choose_method`), then snap near-zero variances to zero.
+    see ``choose_method``), then snap near-zero variances to zero.
 
     ``diagonal`` marks the parameters that are standard deviations (lower bound 0); those below
     1e-3 are set to 0 when that raises the objective by at most 1e-5.
@@ -202,7 +202,7 @@ def _snap(
 class _CountedGrad:
     """Counts evaluations of an objective that returns its value and gradient.
 
-    Called with one argument it returns the value alone, as :class:`_Counted` does (a failed
+    Called with one argument it returns the value alone, as ``_Counted`` does (a failed
     evaluation gives the initial value), so the checks at the optimum can use it too.
     """
 
@@ -324,7 +324,7 @@ def minimize_newton(
     derivative-free method). ``rectify`` maps the optimum to an equivalent point (an objective
     that is even in the sign of each column of Lambda can be minimized without bounds, then
     have its columns' signs flipped); near-zero variances are then snapped to zero as in
-    :func:`minimize`.
+    ``minimize``.
     """
     x = np.asarray(x0, dtype=float).copy()
     lower = np.asarray(lower, dtype=float)

@@ -173,9 +173,9 @@ def ppc(
     ----------
     model_or_result : MixedModel or PPCResult
         A fitted model (the check is run with ``stat``, ``n`` and ``seed``) or the result of
-        :meth:`hmix.MixedModel.ppc`.
+        ``hmix.MixedModel.ppc``.
     stat, n, seed
-        As :meth:`hmix.MixedModel.ppc`; ignored when a result is given.
+        As ``hmix.MixedModel.ppc``; ignored when a result is given.
     ax : matplotlib.axes.Axes, optional
     bins : int, default 30
 

@@ -128,7 +128,7 @@ def _select_terms(model: MixedModel, group: str | None) -> list[int]:
 def shrinkage(model: MixedModel, group: str | None = None) -> pd.DataFrame:
     """Each level's own fit, its partial-pooling estimate and the population value, tidy.
 
-    See :meth:`hmix.MixedModel.shrinkage` for the definitions.
+    See ``hmix.MixedModel.shrinkage`` for the definitions.
 
     Parameters
     ----------
@@ -223,7 +223,7 @@ def _residual_variance(model: MixedModel, term_var: np.ndarray) -> tuple[float, 
 def variance_decomposition(model: MixedModel) -> pd.DataFrame:
     """Variance components, their shares of the total and the ICCs.
 
-    See :meth:`hmix.MixedModel.variance_decomposition` for the definitions.
+    See ``hmix.MixedModel.variance_decomposition`` for the definitions.
 
     Parameters
     ----------

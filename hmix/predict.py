@@ -91,7 +91,7 @@ def predict(
     type: str = "response",
     offset: Any = None,
 ) -> pd.Series:
-    """Predictions; see :meth:`hmix.LinearMixedModel.predict`."""
+    """Predictions; see ``hmix.LinearMixedModel.predict``."""
     if new_levels not in _NEW_LEVELS:
         raise ValueError(f"new_levels must be one of {_NEW_LEVELS}, not {new_levels!r}")
     if type not in ("response", "link"):

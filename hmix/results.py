@@ -419,7 +419,7 @@ class MixedModel:
     def ppc(self, stat: Any = "mean", n: int = 1000, seed: int | np.random.Generator | None = None) -> Any:
         """Check a statistic of the observed response against its distribution over simulations.
 
-        The response is simulated ``n`` times by :meth:`simulate` (new random effects each
+        The response is simulated ``n`` times by ``simulate`` (new random effects each
         time: a plug-in check of the whole model at its estimates, not a Bayesian posterior).
 
         Parameters
@@ -531,7 +531,7 @@ class MixedModel:
             for REML fits, and so does this; GLMMs profile their Laplace or quadrature deviance
             over the sd/cor parameters and the fixed effects). ``"wald"``: estimate +- z SE for the fixed
             effects (NaN for the variance parameters, as lme4). ``"boot"``: percentiles of a
-            parametric bootstrap (:func:`hmix.bootstrap`).
+            parametric bootstrap (``hmix.bootstrap``).
         level : float, default 0.95
         n, seed, progress_bar
             Bootstrap replicates, their seed, and a progress bar (``method="boot"``).
@@ -563,7 +563,7 @@ class MixedModel:
 
 @dataclass(frozen=True, eq=False, repr=False)
 class LinearMixedModel(MixedModel):
-    """A fitted linear mixed model (lme4's ``lmerMod``), returned by :func:`hmix.lmer`.
+    """A fitted linear mixed model (lme4's ``lmerMod``), returned by ``hmix.lmer``.
 
     Immutable: every attribute is an estimate or a view of one; refitting makes a new model.
 
@@ -573,7 +573,7 @@ class LinearMixedModel(MixedModel):
     theta : ndarray
         Relative covariance parameters, lme4's order.
     beta : ndarray
-        Fixed effects (see :attr:`fixef` for the named Series).
+        Fixed effects (see ``fixef`` for the named Series).
     sigma : float
         Residual standard deviation.
     objective : float
@@ -714,7 +714,7 @@ class LinearMixedModel(MixedModel):
         ----------
         ddf : {None, "satterthwaite", "kenward-roger"}
             With a method, the fixed effects get df and p-values in lmerTest's layout (see
-            :meth:`coef_table`).
+            ``coef_table``).
 
         Returns
         -------
@@ -740,7 +740,7 @@ class LinearMixedModel(MixedModel):
 
 @dataclass(frozen=True, eq=False, repr=False)
 class GeneralizedLinearMixedModel(MixedModel):
-    """A fitted generalized linear mixed model (lme4's ``glmerMod``), returned by :func:`hmix.glmer`.
+    """A fitted generalized linear mixed model (lme4's ``glmerMod``), returned by ``hmix.glmer``.
 
     Attributes
     ----------
@@ -862,7 +862,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         ----------
         ddf : None
             Only None: GLMMs use z tests (lme4's asymptotic normal reference), so there are no
-            denominator degrees of freedom; any other value raises :class:`~hmix.HmixError`.
+            denominator degrees of freedom; any other value raises ``HmixError``.
 
         Examples
         --------

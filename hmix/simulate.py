@@ -48,7 +48,7 @@ def _rows_of_fit(
 def _rows_of_newdata(
     model: MixedModel, newdata: pd.DataFrame, weights: Any, offset: Any
 ) -> tuple[np.ndarray, np.ndarray, list[tuple[np.ndarray, np.ndarray, int]], np.ndarray]:
-    """As :func:`_rows_of_fit` for new data, plus the mask of its complete rows.
+    """As ``_rows_of_fit`` for new data, plus the mask of its complete rows.
 
     Levels the fit has seen keep their fitted codes and unseen ones follow them, so that
     simulating on the fitting data draws exactly what simulating without newdata draws.
@@ -113,7 +113,7 @@ def simulate(
     weights: Any = None,
     offset: Any = None,
 ) -> pd.DataFrame:
-    """Simulated responses; see :meth:`hmix.MixedModel.simulate`.
+    """Simulated responses; see ``hmix.MixedModel.simulate``.
 
     Parameters
     ----------
@@ -277,7 +277,7 @@ def ppc(
     n: int = 1000,
     seed: Seed = None,
 ) -> PPCResult:
-    """A statistic of the observed response against simulations; see :meth:`hmix.MixedModel.ppc`.
+    """A statistic of the observed response against simulations; see ``hmix.MixedModel.ppc``.
 
     Parameters
     ----------
