@@ -162,6 +162,27 @@ def _nlopt_min(
     return best["x"], float(best["f"])
 
 
+def _fix_one(
+    dev: Callable[[np.ndarray], float], hat: np.ndarray, lo: np.ndarray, hi: np.ndarray, j: int
+) -> Callable[[float], float]:
+    """v -> min of ``dev`` over the other parameters with parameter j at v (warm-started)."""
+    others = np.arange(len(hat)) != j
+    start = {"x": hat[others].copy()}
+
+    def f(v: float) -> float:
+        def inner(x: np.ndarray) -> float:
+            full = hat.copy()
+            full[others] = x
+            full[j] = v
+            return dev(full)
+
+        x, val = _nlopt_min(inner, start["x"], lo[others], hi[others])
+        start["x"] = x
+        return val
+
+    return f
+
+
 class _Profiler:
     """The ML deviance with one parameter held fixed, minimized over the others (of an ML fit)."""
 
@@ -187,21 +208,7 @@ class _Profiler:
         return self.dev(_to_theta(vp[:-1], sigma, self.terms), sigma)
 
     def varpar_profile(self, j: int) -> Callable[[float], float]:
-        others = np.arange(len(self.hat)) != j
-        start = {"x": self.hat[others].copy()}
-
-        def f(v: float) -> float:
-            def inner(x: np.ndarray) -> float:
-                vp = self.hat.copy()
-                vp[others] = x
-                vp[j] = v
-                return self._vp_dev(vp)
-
-            x, val = _nlopt_min(inner, start["x"], self.lo[others], self.hi[others])
-            start["x"] = x
-            return val
-
-        return f
+        return _fix_one(self._vp_dev, self.hat, self.lo, self.hi, j)
 
     def beta_profile(self, j: int) -> Callable[[float], float]:
         """The deviance with beta_j fixed: its column moves into the offset."""
@@ -292,21 +299,7 @@ class _GlmmProfiler:
         return float(self.obj(np.r_[theta, x[self.nv :]]))
 
     def profile(self, j: int) -> Callable[[float], float]:
-        others = np.arange(len(self.hat)) != j
-        start = {"x": self.hat[others].copy()}
-
-        def f(v: float) -> float:
-            def inner(x: np.ndarray) -> float:
-                full = self.hat.copy()
-                full[others] = x
-                full[j] = v
-                return self.deviance(full)
-
-            x, val = _nlopt_min(inner, start["x"], self.lo[others], self.hi[others])
-            start["x"] = x
-            return val
-
-        return f
+        return _fix_one(self.deviance, self.hat, self.lo, self.hi, j)
 
 
 def _profile(model: MixedModel, level: float) -> pd.DataFrame:

@@ -36,6 +36,7 @@ from scipy.special import logsumexp
 
 from .blocks import BlockedPLS, Factor
 from .errors import HmixError, HmixWarning, user_stacklevel, whole_number
+from .families import Observed
 
 if TYPE_CHECKING:
     from .results import MixedModel
@@ -326,15 +327,12 @@ def _draw_eta(model: Any, draws: int, rng: np.random.Generator) -> Callable[[sli
     Returns a function of a slice of rows giving their draws (rows, S), so that memory is
     (random effects + rows at a time) x draws, never n x draws.
     """
-    d, fam = model.design, model.family
+    d = model.design
     wt = np.ones(d.n) if d.weights is None else d.weights
     eta = model._eta
     off = np.zeros(d.n) if d.offset is None else d.offset
-    mu, mueta = fam.linkinv(eta), fam.mu_eta(eta)
-    w = wt * mueta**2 / fam.variance(mu)
-    w = np.maximum(w, 1e-10 * w.max())
-    zwork = eta - off + (d.y - mu) / mueta
-    pls = BlockedPLS(d.terms, d.X, zwork, w)
+    _, _, resid, w = Observed(model.family, d.y, wt).working(eta)  # PIRLS's working quantities
+    pls = BlockedPLS(d.terms, d.X, eta - off + resid, w)
     fac = pls.factor(model.theta)
     full = _FullFactor(fac)
     z = rng.standard_normal((pls.q1 + full.m1, draws))

@@ -71,6 +71,13 @@ def fit_spec(spec_file: str, model_id: str) -> Any:
         )
 
 
+def quiet_glmer(formula: str, data: pd.DataFrame, **kw: Any) -> hmix.GeneralizedLinearMixedModel:
+    """glmer with hmix's own warnings silenced (tests that check warnings call glmer directly)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hmix.HmixWarning)
+        return hmix.glmer(formula, data, **kw)
+
+
 @pytest.fixture(scope="session")
 def sleep() -> hmix.LinearMixedModel:
     """sleepstudy's correlated intercept-and-slope model by REML (fitted models are immutable)."""
@@ -80,10 +87,6 @@ def sleep() -> hmix.LinearMixedModel:
 @pytest.fixture(scope="session")
 def cbpp() -> hmix.GeneralizedLinearMixedModel:
     """cbpp's binomial random-intercept model by Laplace."""
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", hmix.HmixWarning)
-        return hmix.glmer(
-            "cbind(incidence, size - incidence) ~ period + (1 | herd)",
-            datasets.load("cbpp"),
-            family="binomial",
-        )
+    return quiet_glmer(
+        "cbind(incidence, size - incidence) ~ period + (1 | herd)", datasets.load("cbpp"), family="binomial"
+    )

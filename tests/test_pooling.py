@@ -7,22 +7,15 @@ precision-weighted average that a random intercept's conditional mode must equal
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
 import statsmodels.api as sm
+from conftest import quiet_glmer
 
 import hmix
 
 CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
-
-
-def _glmer(formula: str, data: pd.DataFrame, **kw: object) -> hmix.GeneralizedLinearMixedModel:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", hmix.HmixWarning)
-        return hmix.glmer(formula, data, **kw)  # type: ignore[arg-type]
 
 
 @pytest.fixture(scope="module")
@@ -153,7 +146,7 @@ def test_glmm_own_fit_is_the_herd_glm(cbpp: hmix.GeneralizedLinearMixedModel) ->
 def test_glmm_level_with_no_cases_is_not_estimable() -> None:
     data = hmix.datasets.load("cbpp")
     data.loc[data["herd"] == "3", "incidence"] = 0
-    m = _glmer(CBPP, data)
+    m = quiet_glmer(CBPP, data)
     s = m.shrinkage().set_index("level")
     assert np.isnan(s.loc["3", "no_pooling"])  # the herd's own estimate runs to -infinity
     assert 0 < s.loc["3", "weight"] < 1  # precision from the working weights at the fit
@@ -162,7 +155,7 @@ def test_glmm_level_with_no_cases_is_not_estimable() -> None:
 
 def test_poisson_own_fit_closed_form() -> None:
     data = hmix.datasets.load("cbpp")
-    m = _glmer("incidence ~ period + offset(np.log(size)) + (1 | herd)", data, family="poisson")
+    m = quiet_glmer("incidence ~ period + offset(np.log(size)) + (1 | herd)", data, family="poisson")
     s = m.shrinkage().set_index("level")
     d = m.design
     off = d.X @ m.beta - m.fixef["(Intercept)"] + d.offset
@@ -211,7 +204,7 @@ def test_variance_decomposition_nested_icc() -> None:
     ("link", "residual"), [("logit", np.pi**2 / 3), ("probit", 1.0), ("cloglog", np.pi**2 / 6)]
 )
 def test_variance_decomposition_binomial_latent_scale(link: str, residual: float) -> None:
-    m = _glmer(CBPP, hmix.datasets.load("cbpp"), link=link)
+    m = quiet_glmer(CBPP, hmix.datasets.load("cbpp"), link=link)
     v = m.variance_decomposition()
     assert v.attrs["scale"] == "latent" and link in v.attrs["residual"]
     assert v["variance"].iloc[-1] == pytest.approx(residual, rel=1e-12)
@@ -220,7 +213,7 @@ def test_variance_decomposition_binomial_latent_scale(link: str, residual: float
 
 
 def test_variance_decomposition_poisson_lognormal() -> None:
-    m = _glmer("incidence ~ 1 + (1 | herd)", hmix.datasets.load("cbpp"), family="poisson")
+    m = quiet_glmer("incidence ~ 1 + (1 | herd)", hmix.datasets.load("cbpp"), family="poisson")
     v = m.variance_decomposition()
     tau2 = m.varcorr["vcov"].iloc[0]
     lam = np.exp(m.fixef["(Intercept)"] + tau2 / 2)  # Nakagawa & Schielzeth's lambda

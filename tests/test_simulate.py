@@ -7,11 +7,10 @@ variance; with at most 180 rows the chance that a correct implementation fails o
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import quiet_glmer
 from scipy.special import expit
 from scipy.stats import binom
 
@@ -22,15 +21,9 @@ CBPP = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
 POISSON = "incidence ~ period + offset(np.log(size)) + (1 | herd)"
 
 
-def _glmer(formula: str, data: pd.DataFrame, **kw: object) -> hmix.GeneralizedLinearMixedModel:
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", hmix.HmixWarning)
-        return hmix.glmer(formula, data, **kw)  # type: ignore[arg-type]
-
-
 @pytest.fixture(scope="module")
 def pois() -> hmix.GeneralizedLinearMixedModel:
-    return _glmer(POISSON, hmix.datasets.load("cbpp"), family="poisson")
+    return quiet_glmer(POISSON, hmix.datasets.load("cbpp"), family="poisson")
 
 
 def _within_5_se(sample: np.ndarray, expected: np.ndarray, se: np.ndarray) -> None:
@@ -199,7 +192,7 @@ def test_ppc_flags_zero_inflation() -> None:
     g = np.repeat(np.arange(20), 15)
     lam = np.exp(1.5 + 0.3 * rng.standard_normal(20))[g]
     y = np.where(rng.random(len(g)) < 0.35, 0, rng.poisson(lam))  # 35% structural zeros
-    m = _glmer("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g.astype(str)}), family="poisson")
+    m = quiet_glmer("y ~ 1 + (1 | g)", pd.DataFrame({"y": y, "g": g.astype(str)}), family="poisson")
     r = m.ppc("zeros", n=300, seed=1)
     # a Poisson GLMM cannot produce that many zeros: the check must say so
     assert r.observed > r.simulated.max()
