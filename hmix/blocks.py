@@ -51,6 +51,12 @@ class NotPositiveDefinite(HmixError, ArithmeticError):
 
 
 _MAX_DENSE = 20_000  # largest dense rest block (3.2 GB a copy) the engine takes on
+# Systems with at most this many rows in all (q + p + 1) are also kept as one dense matrix, for
+# the objective's value alone: there the blocked factor's cost is Python's per-call overhead on
+# its many small arrays, and one dense product and Cholesky cost half as much (an evaluation of
+# sleepstudy: 15 us against 34 us; the two break even near 55 rows, measured on scalar, vector
+# and crossed terms). Everything else (beta, u, variances) comes from the factor.
+_DENSE_ALL = 50
 _MAX_PAIRS = 40_000_000  # entries of P (about 0.5 GB); beyond it S is formed as F F'
 # Reweighted systems (PIRLS) refill P's values at every step: there a dense S = F F' (BLAS, about
 # 0.1 ns a flop) is cheaper whenever its flops stay below this many times P's entries (a refill
@@ -69,6 +75,17 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
+def _ranked(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
+    """The distinct values of ``keys`` (integers below ``size``), sorted, and each key's position
+    among them (a mark-and-count over ``size`` when that is small, which beats sorting)."""
+    if size <= 64 * len(keys) + 1_000_000:
+        present = np.zeros(size, dtype=bool)
+        present[keys] = True
+        return np.flatnonzero(present), (np.cumsum(present) - 1)[keys]
+    uniq, inv = np.unique(keys, return_inverse=True)
+    return uniq, inv.ravel()
+
+
 def _chol2(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cholesky factors of S_j + I and their inverses for a batch of 2 x 2 matrices S_j."""
     a = S[:, 0, 0] + 1.0
@@ -77,11 +94,12 @@ def _chol2(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         l11 = np.sqrt(a)
         l21 = b / l11
         l22 = np.sqrt(S[:, 1, 1] + 1.0 - l21 * l21)
-    L = np.zeros_like(S)
-    L[:, 0, 0], L[:, 1, 0], L[:, 1, 1] = l11, l21, l22
-    Li = np.zeros_like(S)
-    Li[:, 0, 0], Li[:, 1, 1] = 1.0 / l11, 1.0 / l22
-    Li[:, 1, 0] = -l21 / (l11 * l22)
+        # (a zero pivot gives infinities here, which the caller reports as not positive definite)
+        L = np.zeros_like(S)
+        L[:, 0, 0], L[:, 1, 0], L[:, 1, 1] = l11, l21, l22
+        Li = np.zeros_like(S)
+        Li[:, 0, 0], Li[:, 1, 1] = 1.0 / l11, 1.0 / l22
+        Li[:, 1, 0] = -l21 / (l11 * l22)
     return L, Li
 
 
@@ -343,8 +361,12 @@ class BlockedPLS:
             )
         self.n = len(y)
         self._zr = sp.hstack([t.zmatrix for t in self.terms[1:]], format="csr") if self.qr else None
-        self._zrt = self._zr.T.tocsr() if self._zr is not None else None  # Z_r', for Z_r'W[X y]
+        self._zrt = self._zr.T if self._zr is not None else None  # Z_r' (CSC), for Z_r'W[X y]
         self._lam_pattern()
+        self._small = self.q1 + self.m <= _DENSE_ALL
+        self._A_all: np.ndarray | None = None
+        if self._small:
+            self._all_pattern()
         self._lam_diagonal = bool(np.all(self._lam_rows == self._lam_cols))
         self._structure()
         self._reweighted = reweighted
@@ -389,19 +411,20 @@ class BlockedPLS:
                 zr_obs.append(np.arange(n))
                 zr_prod.append(z * t1.z[:, al])
         dense_keys = (np.arange(self.q1)[:, None] * m + qr + np.arange(self.p + 1)[None, :]).ravel()
-        keys = np.unique(np.concatenate([_cat(zr_keys), dense_keys]))
+        zkeys = _cat(zr_keys)
+        keys, rank = _ranked(np.concatenate([zkeys, dense_keys]), m * self.q1)
         self._r1_indices = (keys % m).astype(np.int32)
         self._r1_indptr = np.concatenate([[0], np.cumsum(np.bincount(keys // m, minlength=self.q1))])
         self._r1_nnz = len(keys)
         self._r1_col = (keys // m).astype(np.int32)
         # where each row's Z_r x Z_1 products land, and where the rows of Z_1'W[X y] go
-        self._r1_zentry = np.searchsorted(keys, _cat(zr_keys))
+        self._r1_zentry = rank[: len(zkeys)]
         # the entries of A_r1 in the random-effects rows (CSC order): index, row, column
         zsel = np.flatnonzero(keys % m < qr)
         self._r1z = (zsel, (keys[zsel] % m).astype(np.int32), (keys[zsel] // m).astype(np.int64))
         self._r1z_indptr = np.concatenate([[0], np.cumsum(np.bincount(keys[zsel] // m, minlength=self.q1))])
-        self._r1_xypos = np.searchsorted(keys, dense_keys)  # (q1, p + 1) entries of X, y, row-major
-        self._z1t = t1.zmatrix.T.tocsr()
+        self._r1_xypos = rank[len(zkeys) :]  # (q1, p + 1) entries of X, y, row-major
+        self._z1t = t1.zmatrix.T  # CSC: as fast in products as CSR, without the conversion
         self._r1_zobs = _cat(zr_obs)
         self._r1_zprod = _cat(zr_prod)
         rr_flat, rr_obs, rr_prod = [], [], []
@@ -460,6 +483,66 @@ class BlockedPLS:
             values = data[e1] * data[e2]
             values[doubled] *= 2.0
             self._P.data = values
+        if self._small:
+            self._A_all = self._assemble()
+
+    def _all_pattern(self) -> None:
+        """Where theta goes in the dense Lambda of the whole system (engine order; X, y: 1)."""
+        t1, k1 = self.terms[0], self.k1
+        r, c = t1.tril
+        base = np.arange(self.l1)[:, None] * k1
+        sl = self.theta_slices[0]
+        rows = np.concatenate([(base + r).ravel(), self.q1 + self._lam_rows])
+        cols = np.concatenate([(base + c).ravel(), self.q1 + self._lam_cols])
+        self._all_src = np.concatenate([np.tile(np.arange(sl.start, sl.stop), self.l1), self._lam_src])
+        size = self.q1 + self.m
+        self._all_pos = rows * size + cols
+        self._all_lam = np.eye(size)
+        self._all_diag = np.arange(self.q1 + self.qr) * (size + 1)
+        idx = base + np.arange(k1)[None, :]  # the first term's k1 x k1 blocks
+        self._all_a11 = (idx[:, :, None] * size + idx[:, None, :]).ravel()
+
+    def _assemble(self) -> np.ndarray:
+        """[Z X y]'W[Z X y] as one dense symmetric matrix (engine order)."""
+        q1, size = self.q1, self.q1 + self.m
+        A = np.zeros((size, size))
+        A.ravel()[self._all_a11] = self.A11.ravel()
+        r1_rows, r1_cols = q1 + self._r1_indices, self._r1_col
+        A[r1_rows, r1_cols] = A[r1_cols, r1_rows] = self._r1_data
+        rr = np.tril(self.A_rr)
+        A[q1:, q1:] = rr + np.tril(rr, -1).T
+        return A
+
+    def objective_parts(self, theta: np.ndarray) -> tuple[float, float, float]:
+        """``(log|L_Z|^2, log|L_X|^2, r^2)`` at ``theta``: what the profiled deviance needs.
+
+        Small systems (see ``_DENSE_ALL``) factor ``Lambda'A Lambda + I`` densely; others take
+        them from ``factor``.
+
+        Raises
+        ------
+        NotPositiveDefinite
+            As ``factor`` does.
+        """
+        A = self._A_all
+        if A is None:
+            fac = self.factor(theta)
+            return fac.logdet_z, fac.logdet_x, fac.r2
+        lam = self._all_lam
+        lam.ravel()[self._all_pos] = theta[self._all_src]
+        M = lam.T @ A @ lam
+        M.ravel()[self._all_diag] += 1.0
+        # M is symmetric: its C-ordered array is the Fortran-ordered M' LAPACK factors in place
+        U, info = sla.lapack.dpotrf(M.T, lower=0, clean=0, overwrite_a=1)
+        size = len(M)
+        if 0 < info < size:
+            raise NotPositiveDefinite(f"whole system, pivot {info}")
+        d = np.log(U.diagonal())
+        q = self.q1 + self.qr
+        r2 = 0.0 if info == size else float(U[-1, -1] ** 2)  # info == size: a zero residual
+        if not np.isfinite(d[:-1]).all():
+            raise NotPositiveDefinite("whole system")
+        return float(2.0 * d[:q].sum()), float(2.0 * d[q:-1].sum()), r2
 
     @property
     def work(self) -> float:
@@ -506,28 +589,33 @@ class BlockedPLS:
             rows, alpha = rows[order], alpha[order]
         start = level_ptr[level]
         reps = np.arange(len(rows)) - start + 1
+        # pair t of entry e1 (t = 0 .. reps - 1) has e2 = start[e1] + t
         e1 = np.repeat(np.arange(len(rows)), reps)
-        e2 = start[e1] + (np.arange(len(e1)) - np.repeat(np.cumsum(reps) - reps, reps))
-        # (e1, e2) on one row stands for both orders when k1 > 1: G_j is symmetric
-        doubled = (rows[e1] == rows[e2]) & (e1 != e2)
+        e2 = np.arange(len(e1)) - np.repeat(np.cumsum(reps) - reps - start, reps)
         key = rows[e1] * m + rows[e2]
-        present = np.zeros(m * m, dtype=bool)
-        present[key] = True
-        self._keys = np.flatnonzero(present)
+        self._keys, inv = _ranked(key, m * m)
         self._key_rows, self._key_cols = np.divmod(self._keys, m)
-        inv = (np.cumsum(present) - 1)[key]
-        gcol = level[e1] * k1 * k1 + alpha[e1] * k1 + alpha[e2]
-        e1, e2 = order[e1], order[e2]
-        if k1 > 1:  # P is stored by columns; for k1 = 1 the pairs come in column order already
-            srt = np.argsort(gcol, kind="stable")
-            gcol, inv, e1, e2, doubled = gcol[srt], inv[srt], e1[srt], e2[srt], doubled[srt]
         ncol = l1 * k1 * k1
-        indptr = np.concatenate([[0], np.cumsum(np.bincount(gcol, minlength=ncol))])
+        if k1 > 1:
+            # (e1, e2) on one row stands for both orders: G_j is symmetric
+            twice = (rows[e1] == rows[e2]) & (e1 != e2)
+            gcol = level[e1] * k1 * k1 + alpha[e1] * k1 + alpha[e2]
+            e1, e2 = order[e1], order[e2]
+            # P is stored by columns
+            srt = np.argsort(gcol, kind="stable")
+            gcol, inv, e1, e2 = gcol[srt], inv[srt], e1[srt], e2[srt]
+            doubled = np.flatnonzero(twice[srt])
+            counts = np.bincount(gcol, minlength=ncol)
+        else:
+            # one column of P per level, whose pairs come in order; a level's rows are distinct
+            doubled = np.zeros(0, dtype=np.int64)
+            counts = cnt * (cnt + 1) // 2
+        indptr = np.concatenate([[0], np.cumsum(counts)])
         self._P = sp.csc_matrix(
             (np.zeros(len(e1)), inv.astype(np.int32), indptr), shape=(len(self._keys), ncol)
         )
         # entry indices in P's order; int32 keeps this map no larger than P itself
-        self._pair_map = (e1.astype(np.int32), e2.astype(np.int32), np.flatnonzero(doubled))
+        self._pair_map = (e1.astype(np.int32), e2.astype(np.int32), doubled)
 
     def factor(self, theta: np.ndarray) -> Factor:
         """The blocked Cholesky factor at ``theta`` (lme4's order).
@@ -581,7 +669,10 @@ class BlockedPLS:
                 M[:qr, :] = lam.T @ M[:qr, :]
                 M[:, :qr] = (lam.T @ M[:, :qr].T).T
                 M[np.arange(qr), np.arange(qr)] += 1.0
-        Lr, info = sla.lapack.dpotrf(M, lower=1, clean=0, overwrite_a=1)
+        # M's lower triangle (C order) is the upper triangle of the Fortran-ordered M': factoring
+        # that in place spares LAPACK a transposing copy (a tenth of the time at m = 1,000)
+        U, info = sla.lapack.dpotrf(M.T, lower=0, clean=0, overwrite_a=1)
+        Lr = U.T
         if info == m:  # y lies in the column space: a zero residual
             Lr[-1, -1] = 0.0
         if 0 < info < m or not (np.isfinite(np.diag(Lr)).all() and np.isfinite(Lr[-1]).all()):

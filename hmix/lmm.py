@@ -63,17 +63,17 @@ class LMMObjective:
         >>> round(f.from_factor(f.pls.factor([0.848323])), 3)
         319.654
         """
+        return self._value(fac.logdet_z, fac.logdet_x if self.REML else 0.0, fac.r2)
+
+    def _value(self, logdet_z: float, logdet_x: float, r2: float) -> float:
         n, p = self.design.n, self.design.p
-        r2 = fac.r2
         if self.REML:
             nmp = n - p
-            return float(
-                fac.logdet_z + fac.logdet_x + nmp * (1.0 + _LOG2PI + np.log(r2 / nmp)) - self._sum_log_w
-            )
-        return float(fac.logdet_z + n * (1.0 + _LOG2PI + np.log(r2 / n)) - self._sum_log_w)
+            return float(logdet_z + logdet_x + nmp * (1.0 + _LOG2PI + np.log(r2 / nmp)) - self._sum_log_w)
+        return float(logdet_z + n * (1.0 + _LOG2PI + np.log(r2 / n)) - self._sum_log_w)
 
     def __call__(self, theta: ArrayLike) -> float:
-        return float(self.from_factor(self.pls.factor(np.asarray(theta, dtype=float))))
+        return self._value(*self.pls.objective_parts(np.asarray(theta, dtype=float)))
 
 
 def start_theta(design: Design) -> np.ndarray:
@@ -194,10 +194,10 @@ def fit_lmm(design: Design, *, REML: bool = True, check_conv: bool = True, data_
     # a third of the evaluations over the reference models (benchmarks/optimizers.py)
     step = np.maximum(0.1 * np.abs(f.theta0), 0.02)
     method = choose_method(len(f.theta0), f.pls.work)
-    theta, _, optsum, fc = minimize(
+    theta, fmin, optsum, fc = minimize(
         f, f.theta0, f.lower, diagonal=f.diagonal, initial_step=step, method=method
     )
-    singular, converged, messages, _ = check_convergence(fc, theta, f.diagonal, check=check_conv)
+    singular, converged, messages, _ = check_convergence(fc, theta, f.diagonal, check=check_conv, fx=fmin)
     optsum = type(optsum)(**{**optsum.__dict__, "n_evals": fc.n, "warnings": tuple(messages)})
     return LinearMixedModel._from_fit(
         f, theta, optsum, singular=singular, converged=converged, data_name=data_name

@@ -87,6 +87,39 @@ def test_objective_matches_dense(formula: str, reml: bool, weighted: bool) -> No
     np.testing.assert_allclose(np.concatenate(f.pls.to_lme4(fac.b_engine)), b, rtol=1e-7, atol=1e-9)
 
 
+@pytest.mark.parametrize("formula", FORMULAS)
+@pytest.mark.parametrize("whole", [True, False])
+def test_whole_system_path_matches_dense(formula: str, whole: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Small systems evaluate the objective from one dense factor of the whole system: forced on
+    and off, both paths give the reference, at interior points and with a variance at zero."""
+    monkeypatch.setattr(hmix.blocks, "_DENSE_ALL", 10_000 if whole else 0)
+    df = random_frame(len(formula) + 5)
+    d = build_design(formula, df, weights="w", offset=0.1 * df["z"].to_numpy())
+    for reml in (True, False):
+        f = LMMObjective(d, REML=reml)
+        assert (f.pls._A_all is not None) == whole
+        theta = np.where(f.diagonal, 0.9, 0.25)
+        for at_zero in (False, True):
+            if at_zero:
+                theta[-1] = 0.0
+            ref, _, _ = dense_objective(d, theta, reml)
+            assert f(theta) == pytest.approx(ref, rel=1e-10)
+            assert f.from_factor(f.pls.factor(theta)) == pytest.approx(ref, rel=1e-10)
+
+
+def test_whole_system_path_follows_new_data() -> None:
+    """set_data (bootstrap refits) refreshes the dense copy of the whole system too."""
+    df = random_frame(4)
+    d = build_design("y ~ x + (x | b)", df)
+    f = LMMObjective(d, REML=False)
+    assert f.pls._A_all is not None
+    y2 = d.y + np.random.default_rng(1).normal(size=d.n)
+    f.pls.set_data(d.X, y2, None)
+    theta = np.array([0.7, 0.1, 0.4])
+    ref, _, _ = dense_objective(d.with_response(y2), theta, False)
+    assert f(theta) == pytest.approx(ref, rel=1e-10)
+
+
 @pytest.mark.parametrize("formula", FORMULAS[1:6])
 def test_dense_product_fallback_agrees(formula: str, monkeypatch: pytest.MonkeyPatch) -> None:
     df = random_frame(3)
@@ -145,3 +178,27 @@ def test_too_large_dense_block_is_a_clear_error() -> None:
     df["y"] = rng.normal(size=n)
     with pytest.raises(hmix.HmixError, match="factored densely"):
         hmix.lmer("y ~ 1 + (1 | a) + (1 | b)", df)
+
+
+@pytest.mark.parametrize("fx_known", [False, True])
+def test_check_derivatives_of_a_known_function(fx_known: bool) -> None:
+    """The finite differences behind lme4's convergence checks, with and without the value at
+    the point (the LMM passes its optimum, saving the centre and one evaluation per pair)."""
+    from hmix.optimize import _derivs
+
+    def f(x: np.ndarray) -> float:
+        return float(3 * x[0] ** 2 + x[0] * x[1] - 2 * x[1] * x[2] + x[2] ** 2 + 0.5 * x[0] ** 3 + x @ x)
+
+    x = np.array([0.4, 0.9, 1.3])
+    calls = []
+
+    def counted(v: np.ndarray) -> float:
+        calls.append(1)
+        return f(v)
+
+    grad, hess = _derivs(counted, x, f(x) if fx_known else None)
+    g = np.array([6 * x[0] + x[1] + 1.5 * x[0] ** 2, x[0] - 2 * x[2], -2 * x[1] + 2 * x[2]]) + 2 * x
+    H = np.array([[6 + 3 * x[0], 1, 0], [1, 0, -2], [0, -2, 2]]) + 2 * np.eye(3)
+    np.testing.assert_allclose(grad, g, atol=1e-6)
+    np.testing.assert_allclose(hess, H, atol=1e-3)  # O(h) = 1e-4 off-diagonal when one-sided
+    assert len(calls) == (9 if fx_known else 13)
