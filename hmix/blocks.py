@@ -576,7 +576,8 @@ class BlockedPLS:
         cnt = np.diff(level_ptr).astype(np.int64)
         npairs = int((cnt * (cnt + 1) // 2).sum())
         self._r1_flat: np.ndarray | None = None
-        if self._reweighted and m * m * self.q1 * k1 <= _DENSE_PER_PAIR * npairs:
+        # (a small system is evaluated from its dense copy; its few factors take F densely too)
+        if self._small or (self._reweighted and m * m * self.q1 * k1 <= _DENSE_PER_PAIR * npairs):
             self._r1_flat = indices.astype(np.int64) * self.q1 + np.repeat(
                 np.arange(self.q1), np.diff(indptr)
             )
