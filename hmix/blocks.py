@@ -52,12 +52,14 @@ class NotPositiveDefinite(HmixError, ArithmeticError):
 
 
 _MAX_DENSE = 20_000  # largest dense rest block (3.2 GB a copy) the engine takes on
-# Systems with at most this many rows in all (q + p + 1) are also kept as one dense matrix, for
-# the objective's value alone: there the blocked factor's cost is Python's per-call overhead on
-# its many small arrays, and one dense product and Cholesky cost half as much (an evaluation of
-# sleepstudy: 15 us against 34 us; the two break even near 55 rows, measured on scalar, vector
-# and crossed terms). Everything else (beta, u, variances) comes from the factor.
+# Systems with at most this many rows in all (q + p + 1) are also kept densely, for the
+# objective's value alone: there the blocked factor's cost is Python's per-call overhead on its
+# many small arrays. Lambda'A Lambda + I is a quadratic polynomial in theta whose coefficient
+# matrices are formed once, so an evaluation is one matrix-vector product and one Cholesky
+# (sleepstudy: 10 us, against 34 us blocked; the two break even near 55 rows, measured on
+# scalar, vector and crossed terms). Everything else (beta, u, variances) comes from the factor.
 _DENSE_ALL = 50
+_DENSE_ALL_BASIS = 2_000_000  # ... and while the coefficient matrices hold at most this many values
 _MAX_PAIRS = 40_000_000  # entries of P (about 0.5 GB); beyond it S is formed as F F'
 # Reweighted systems (PIRLS) refill P's values at every step: there a dense S = F F' (BLAS, about
 # 0.1 ns a flop) is cheaper whenever its flops stay below this many times P's entries (a refill
@@ -74,6 +76,18 @@ def _blockdiag(B: np.ndarray) -> sp.csr_matrix:
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _tri_solve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
+    """x with L x = b (or L'x = b) for lower-triangular L in either memory order: LAPACK's
+    trtrs directly (scipy's solve_triangular adds ~7 us of checks, most of a small fit's solve)."""
+    if L.flags.c_contiguous and not L.flags.f_contiguous:  # L' is Fortran-ordered, upper
+        x, info = sla.lapack.dtrtrs(L.T, b, lower=0, trans=0 if trans else 1)
+    else:
+        x, info = sla.lapack.dtrtrs(L, b, lower=1, trans=1 if trans else 0)
+    if info:
+        raise np.linalg.LinAlgError(f"singular triangular factor (pivot {info})")
+    return np.asarray(x)
 
 
 def _ranked(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -187,7 +201,7 @@ class Factor:
         if p == 0:
             return np.zeros(0)
         c = self.Lr[-1, qr : qr + p]
-        return sla.solve_triangular(self.Lr[qr : qr + p, qr : qr + p], c, lower=True, trans="T")
+        return _tri_solve(self.Lr[qr : qr + p, qr : qr + p], c, trans=True)
 
     @cached_property
     def u_engine(self) -> list[np.ndarray]:
@@ -195,7 +209,7 @@ class Factor:
         pls, qr, p = self.pls, self.pls.qr, self.pls.p
         beta = self.beta
         rhs_r = self.Lr[-1, :qr] - self.Lr[qr : qr + p, :qr].T @ beta
-        u_r = sla.solve_triangular(self.L_rr, rhs_r, lower=True, trans="T") if qr else np.zeros(0)
+        u_r = _tri_solve(self.L_rr, rhs_r, trans=True) if qr else np.zeros(0)
         v = np.concatenate([-self._lam(u_r), -beta, [1.0]])
         if self.F_dense is not None:
             rhs_1 = (v @ self.F_dense).reshape(pls.l1, pls.k1)
@@ -220,7 +234,7 @@ class Factor:
     def xtx_inv(self) -> np.ndarray:
         """(L_XX L_XX')^-1: the unscaled covariance of beta."""
         qr, p = self.pls.qr, self.pls.p
-        Linv = sla.solve_triangular(self.Lr[qr : qr + p, qr : qr + p], np.eye(p), lower=True)
+        Linv = _tri_solve(self.Lr[qr : qr + p, qr : qr + p], np.eye(p))
         return Linv.T @ Linv
 
     @cached_property
@@ -261,8 +275,8 @@ class Factor:
             return np.einsum("jba,jb->ja", self.L11inv, y1.reshape(pls.l1, k1)).ravel()
         L21 = self.L21
         Lrr = self.L_rr
-        yr = sla.solve_triangular(Lrr, b[q1:] - L21 @ y1, lower=True)
-        xr = sla.solve_triangular(Lrr, yr, lower=True, trans="T")
+        yr = _tri_solve(Lrr, b[q1:] - L21 @ y1)
+        xr = _tri_solve(Lrr, yr, trans=True)
         t = (y1 - L21.T @ xr).reshape(pls.l1, k1)
         x1 = np.einsum("jba,jb->ja", self.L11inv, t).ravel()
         return np.concatenate([x1, xr])
@@ -302,7 +316,7 @@ class Factor:
         out = []
         V1 = np.einsum("jca,jcb->jab", self.L11inv, self.L11inv)
         if qr:
-            Linv = sla.solve_triangular(self.L_rr, np.eye(qr), lower=True)
+            Linv = _tri_solve(self.L_rr, np.eye(qr))
             D = Linv @ (self.lam_r.T @ self.F[:qr].toarray())
             W = np.einsum("ija,jab->ijb", D.reshape(qr, pls.l1, pls.k1), self.L11inv)
             V1 = V1 + np.einsum("ija,ijb->jab", W, W)
@@ -364,8 +378,10 @@ class BlockedPLS:
         self._zr = sp.hstack([t.zmatrix for t in self.terms[1:]], format="csr") if self.qr else None
         self._zrt = self._zr.T if self._zr is not None else None  # Z_r' (CSC), for Z_r'W[X y]
         self._lam_pattern()
-        self._small = self.q1 + self.m <= _DENSE_ALL
-        self._A_all: np.ndarray | None = None
+        size = self.q1 + self.m
+        nbasis = 1 + self.ntheta + self.ntheta * (self.ntheta + 1) // 2
+        self._small = size <= _DENSE_ALL and nbasis * size * size <= _DENSE_ALL_BASIS
+        self._all_basis: np.ndarray | None = None
         if self._small:
             self._all_pattern()
         self._lam_diagonal = bool(np.all(self._lam_rows == self._lam_cols))
@@ -485,7 +501,7 @@ class BlockedPLS:
             values[doubled] *= 2.0
             self._P.data = values
         if self._small:
-            self._A_all = self._assemble()
+            self._all_basis = self._assemble()
 
     def _all_pattern(self) -> None:
         """Where theta goes in the dense Lambda of the whole system (engine order; X, y: 1)."""
@@ -497,45 +513,77 @@ class BlockedPLS:
         cols = np.concatenate([(base + c).ravel(), self.q1 + self._lam_cols])
         self._all_src = np.concatenate([np.tile(np.arange(sl.start, sl.stop), self.l1), self._lam_src])
         size = self.q1 + self.m
-        self._all_pos = rows * size + cols
-        self._all_lam = np.eye(size)
-        self._all_diag = np.arange(self.q1 + self.qr) * (size + 1)
+        # E_s: where theta_s sits in Lambda (Lambda = sum_s theta_s E_s, plus 1 on X and y).
+        # Each column of Lambda holds theta_s at most once, so A E_s is A's columns rows_s moved
+        # to cols_s, and E_s'A E_t is A[rows_s, rows_t] moved to [cols_s, cols_t]: the maps from
+        # A's entries to the coefficient matrices (see _assemble) are fixed, flat indices.
+        nth = self.ntheta
+        order = np.argsort(self._all_src, kind="stable")  # entries grouped by theta index
+        src, r, c = self._all_src[order], rows[order], cols[order]
+        count = np.bincount(src, minlength=nth)
+        first = np.cumsum(count) - count
+        upper = [(a, b) for a in range(nth) for b in range(a, nth)]  # (np.triu_indices, faster)
+        s_, t_ = self._all_pairs = (np.array([a for a, _ in upper]), np.array([b for _, b in upper]))
+        q, sq = self.q1 + self.qr, size * size
+        xy = np.arange(q, size)[:, None]
+        # theta_s: Lambda_0'A E_s (the X and y rows; plus its transpose later)
+        lin_dest = ((1 + src) * sq + c)[None, :] + xy * size
+        lin_from = r[None, :] + xy * size
+        # theta_s theta_t: E_s'A E_t, every (entry of s, entry of t)
+        sizes = count[s_] * count[t_]
+        pair = np.repeat(np.arange(len(s_)), sizes)
+        j = np.arange(int(sizes.sum())) - np.repeat(np.cumsum(sizes) - sizes, sizes)
+        ea, eb = first[s_[pair]] + j // count[t_[pair]], first[t_[pair]] + j % count[t_[pair]]
+        self._all_dest = np.concatenate([lin_dest.ravel(), (1 + nth + pair) * sq + c[ea] * size + c[eb]])
+        self._all_from = np.concatenate([lin_from.ravel(), r[ea] * size + r[eb]])
+        self._all_mirror = np.concatenate([1 + np.arange(nth), 1 + nth + np.flatnonzero(s_ != t_)])
         idx = base + np.arange(k1)[None, :]  # the first term's k1 x k1 blocks
         self._all_a11 = (idx[:, :, None] * size + idx[:, None, :]).ravel()
 
     def _assemble(self) -> np.ndarray:
-        """[Z X y]'W[Z X y] as one dense symmetric matrix (engine order)."""
+        """The coefficient matrices of Lambda'A Lambda + I as a polynomial in theta, one per
+        row: the constant, then theta_s, then theta_s theta_t (s <= t, triu order).
+
+        With Lambda = Lambda_0 + sum_s theta_s E_s (Lambda_0: 1 on X and y): the constant is
+        Lambda_0'A Lambda_0 + I_q, theta_s's is E_s'A Lambda_0 + its transpose, and
+        theta_s theta_t's is E_s'A E_t + its transpose (once when s = t).
+        """
         q1, size = self.q1, self.q1 + self.m
-        A = np.zeros((size, size))
+        q = q1 + self.qr
+        A = np.zeros((size, size))  # [Z X y]'W[Z X y], engine order
         A.ravel()[self._all_a11] = self.A11.ravel()
         r1_rows, r1_cols = q1 + self._r1_indices, self._r1_col
         A[r1_rows, r1_cols] = A[r1_cols, r1_rows] = self._r1_data
         rr = np.tril(self.A_rr)
         A[q1:, q1:] = rr + np.tril(rr, -1).T
-        return A
+        out = np.zeros((1 + self.ntheta + len(self._all_pairs[0]), size, size))
+        out[0, q:, q:] = A[q:, q:]
+        out[0, np.arange(q), np.arange(q)] = 1.0
+        out.ravel()[self._all_dest] = A.ravel()[self._all_from]
+        mirror = self._all_mirror
+        out[mirror] += np.swapaxes(out[mirror], 1, 2)
+        return out.reshape(len(out), size * size)
 
     def objective_parts(self, theta: np.ndarray) -> tuple[float, float, float]:
         """``(log|L_Z|^2, log|L_X|^2, r^2)`` at ``theta``: what the profiled deviance needs.
 
-        Small systems (see ``_DENSE_ALL``) factor ``Lambda'A Lambda + I`` densely; others take
-        them from ``factor``.
+        Small systems (see ``_DENSE_ALL``) form ``Lambda'A Lambda + I`` from its polynomial
+        coefficients (``_assemble``) and factor it densely; others take them from ``factor``.
 
         Raises
         ------
         NotPositiveDefinite
             As ``factor`` does.
         """
-        A = self._A_all
-        if A is None:
+        basis = self._all_basis
+        if basis is None:
             fac = self.factor(theta)
             return fac.logdet_z, fac.logdet_x, fac.r2
-        lam = self._all_lam
-        lam.ravel()[self._all_pos] = theta[self._all_src]
-        M = lam.T @ A @ lam
-        M.ravel()[self._all_diag] += 1.0
+        s_, t_ = self._all_pairs
+        size = self.q1 + self.m
+        M = (np.concatenate(([1.0], theta, theta[s_] * theta[t_])) @ basis).reshape(size, size)
         # M is symmetric: its C-ordered array is the Fortran-ordered M' LAPACK factors in place
         U, info = sla.lapack.dpotrf(M.T, lower=0, clean=0, overwrite_a=1)
-        size = len(M)
         if 0 < info < size:
             raise NotPositiveDefinite(f"whole system, pivot {info}")
         s = np.log(U.diagonal()[:-1]).cumsum()  # (50 terms at most: as exact as a pairwise sum)

@@ -97,7 +97,7 @@ def test_whole_system_path_matches_dense(formula: str, whole: bool, monkeypatch:
     d = build_design(formula, df, weights="w", offset=0.1 * df["z"].to_numpy())
     for reml in (True, False):
         f = LMMObjective(d, REML=reml)
-        assert (f.pls._A_all is not None) == whole
+        assert (f.pls._all_basis is not None) == whole
         theta = np.where(f.diagonal, 0.9, 0.25)
         for at_zero in (False, True):
             if at_zero:
@@ -112,7 +112,7 @@ def test_whole_system_path_follows_new_data() -> None:
     df = random_frame(4)
     d = build_design("y ~ x + (x | b)", df)
     f = LMMObjective(d, REML=False)
-    assert f.pls._A_all is not None
+    assert f.pls._all_basis is not None
     y2 = d.y + np.random.default_rng(1).normal(size=d.n)
     f.pls.set_data(d.X, y2, None)
     theta = np.array([0.7, 0.1, 0.4])
