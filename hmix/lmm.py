@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import numpy as np
@@ -124,9 +125,18 @@ def start_theta(design: Design) -> np.ndarray:
                 s2 = joint_s2
             else:
                 s2 = float((w * (r - za * b[t.refs]) ** 2).sum()) / max(d.n - int(o.sum()), 1)
-            between = float(b[o].var() - np.mean(s2 / szz[i][o])) if o.sum() > 1 else 0.0
-            ratio = np.sqrt(max(between, 0.0) / s2) if s2 > 0 else 1.0
-            th[(rows == a) & (tcols == a)] = np.clip(ratio, 0.1, 5.0)
+            nb = int(o.sum())
+            if nb > 1:  # the variance of the level slopes beyond their sampling variance
+                bo = b[o]
+                between = (
+                    float(bo @ bo) / nb
+                    - (float(bo.sum()) / nb) ** 2
+                    - s2 * float((1.0 / szz[i][o]).sum()) / nb
+                )
+            else:
+                between = 0.0
+            ratio = math.sqrt(max(between, 0.0) / s2) if s2 > 0 else 1.0
+            th[int(np.flatnonzero((rows == a) & (tcols == a))[0])] = min(max(ratio, 0.1), 5.0)
             i += 1
         out.append(th)
     return np.concatenate(out)
@@ -142,7 +152,7 @@ def _check_lmm(design: Design) -> None:
         )
     y = design.y if design.offset is None else design.y - design.offset
     resid = y - design.X @ np.linalg.lstsq(design.X, y, rcond=None)[0] if design.p else y
-    if np.allclose(resid, 0.0, atol=1e-12 * max(1.0, float(np.abs(y).max(initial=0.0)))):
+    if float(np.abs(resid).max(initial=0.0)) <= 1e-12 * max(1.0, float(np.abs(y).max(initial=0.0))):
         raise DataError(
             "the fixed effects reproduce the response exactly (no residual variation), so there is "
             "no variance left to split between groups and residual; check the response column"
