@@ -210,7 +210,8 @@ def _isna(col: pd.Series) -> np.ndarray:
             return np.isnan(col.to_numpy())
         if dtype.kind in "iub":
             return np.zeros(len(col), dtype=bool)
-    return np.asarray(col.isna(), dtype=bool)
+        return np.asarray(pd.isna(col.to_numpy()), dtype=bool)
+    return np.asarray(col.array.isna(), dtype=bool)  # extension arrays (strings, categories, ...)
 
 
 def _no_column(name: str, formula: str, columns: pd.Index) -> FormulaError:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import warnings
 from collections.abc import Callable
@@ -130,7 +131,7 @@ class _Counted:
             v = float(self.f(np.asarray(x, dtype=float)))
         except (NotPositiveDefinite, np.linalg.LinAlgError, FloatingPointError):
             return self.f0
-        if not np.isfinite(v):
+        if not math.isfinite(v):
             return self.f0
         self.failed = False
         if v < self.best_f:

@@ -18,21 +18,28 @@ def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     if isinstance(col.dtype, pd.CategoricalDtype):
         cat = col.cat.remove_unused_categories()
         return np.asarray(cat.cat.codes, dtype=np.int64), pd.Index(cat.cat.categories)
-    codes, uniques = pd.factorize(col, sort=True)
+    codes, uniques = pd.factorize(col)  # in order of appearance; sorted below (few levels)
     labels = pd.Index(uniques)
+    values = labels.to_numpy()
+    order = None
     if labels.dtype == object or pd.api.types.is_string_dtype(labels.dtype):
         # labels that are all integers ("1", "2", ..., "10") sort as numbers, as R's factor of
         # the numbers would, not as text ("1", "10", "2")
         try:
-            as_int = labels.to_numpy(dtype=object).astype(float)
+            as_int = values.astype(object).astype(float)
         except (TypeError, ValueError):
             as_int = np.array([np.nan])
         if np.isfinite(as_int).all() and (as_int == np.round(as_int)).all():
             order = np.argsort(as_int, kind="stable")
-            rank = np.empty_like(order)
-            rank[order] = np.arange(len(order))
-            return rank[codes].astype(np.int64), labels[order]
-    return codes.astype(np.int64), labels
+    if order is None:
+        try:
+            order = np.argsort(values, kind="stable")
+        except TypeError:  # mixed types: pandas' own ordering
+            codes, uniques = pd.factorize(col, sort=True)
+            return codes.astype(np.int64), pd.Index(uniques)
+    rank = np.empty(len(order), dtype=np.int64)
+    rank[order] = np.arange(len(order))
+    return np.where(codes >= 0, rank[codes], -1), labels[order]  # (-1: a missing value)
 
 
 def group_codes(data: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
