@@ -95,6 +95,10 @@ class GLMMObjective:
         self._pls_joint: BlockedPLS | None = None
         self._beta_joint = np.zeros(design.p)
         self._u = [np.zeros(t.q) for t in self.pls_u.terms]
+        self._u_at: tuple[np.ndarray, np.ndarray] | None = None  # theta and PIRLS weights of _u
+        # the last value_and_gradient: (params, PIRLS state, value, gradient); the final Hessian
+        # starts at the optimizer's last point, and the fit's last PIRLS is at that point too
+        self._last: tuple[bytes, PirlsState, float, np.ndarray] | None = None
         self.pirls_tol = _PIRLS_TOL if family.canonical else _PIRLS_TOL_FISHER
         self.ntheta = self.pls_u.ntheta
         self.diagonal = np.concatenate([t.diagonal for t in design.terms])
@@ -143,7 +147,7 @@ class GLMMObjective:
         X = self.design.X
         tmats = self._tmats(theta, pls)
         b = self._beta_joint if joint else np.asarray(beta, dtype=float)
-        u = [v.copy() for v in self._u]
+        u = self._rescaled_modes(theta, pls) if joint else [v.copy() for v in self._u]
         # eta = fixed + X b (joint) + Z Lambda u, each part linear in what moves
         fixed = self.off if joint else self.off + X @ b
         xb = X @ b if joint else None
@@ -186,10 +190,31 @@ class GLMMObjective:
             if change <= self.pirls_tol * (abs(pdev) + 0.1):
                 converged = True
                 break
-        self._u = u
+        self._u, self._u_at = u, (theta.copy(), w)
         if joint:
             self._beta_joint = b
         return PirlsState(u=u, beta=b, eta=eta, mu=mu, factor=fac, converged=converged, w=w, deviance=dev)
+
+    def _rescaled_modes(self, theta: np.ndarray, pls: BlockedPLS) -> list[np.ndarray]:
+        """The last modes, moved to ``theta`` (the joint PIRLS's warm start as theta moves).
+
+        For a scalar term, at level j with everything else held, the linearized PIRLS equation
+        gives b_j ~ theta^2 c_j / (theta^2 A_j + 1), A_j = sum of w z^2 over the level's rows:
+        so u_j = b_j / theta scales by (t1 / t0) (t0^2 A_j + 1) / (t1^2 A_j + 1) from t0 to t1,
+        between keeping u (levels with little data) and keeping b (levels with much). This saves
+        about one PIRLS step an evaluation of the theta-only stage (grouseticks: 78 to 62
+        factorizations). Vector-valued terms keep u.
+        """
+        u = [v.copy() for v in self._u]
+        if self._u_at is None:
+            return u
+        theta0, w = self._u_at
+        for i, (t, sl) in enumerate(zip(pls.terms, pls.theta_slices)):
+            t0, t1 = float(theta0[sl][0]), float(theta[sl][0])
+            if t.k == 1 and t0 > 0 and t1 > 0 and t0 != t1:
+                A = np.bincount(t.refs, w * t.z[:, 0] ** 2, minlength=t.nlevels)
+                u[i] *= (t1 / t0) * (t0 * t0 * A + 1) / (t1 * t1 * A + 1)
+        return u
 
     def _reweight(
         self, pls: BlockedPLS, theta: np.ndarray, eta: np.ndarray, zlu: np.ndarray, xb: np.ndarray | None
@@ -217,6 +242,8 @@ class GLMMObjective:
         """Set the starting fixed effects for the joint PIRLS and reset the modes."""
         self._beta_joint = np.asarray(beta, dtype=float).copy()
         self._u = [np.zeros(t.q) for t in self.pls_u.terms]
+        self._u_at = None
+        self._last = None
 
     def laplace_value(self, st: PirlsState) -> float:
         """-2 log-likelihood by the Laplace approximation at a PIRLS solution."""
@@ -250,9 +277,21 @@ class GLMMObjective:
         if self.nAGQ > 1:
             raise DataError("the exact gradient is that of the Laplace approximation (nAGQ <= 1)")
         params = np.asarray(params, dtype=float)
+        key = params.tobytes()
+        if self._last is not None and self._last[0] == key:
+            return self._last[2], self._last[3].copy()
         theta, beta = params[: self.ntheta], params[self.ntheta :]
         st = self.pirls(theta, beta)
-        return self.laplace_value(st), self._gradient(theta, st)
+        value, grad = self.laplace_value(st), self._gradient(theta, st)
+        self._last = (key, st, value, grad)
+        return value, grad.copy()
+
+    def cached_state(self, params: np.ndarray) -> PirlsState | None:
+        """The PIRLS solution the last ``value_and_gradient`` computed, if it was at ``params``."""
+        last = self._last
+        if last is None or last[0] != np.asarray(params, dtype=float).tobytes():
+            return None
+        return last[1]
 
     @cached_property
     def _rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
@@ -581,6 +620,8 @@ def fit_glmm(
             optsum = OptSummary(**{**opt3.__dict__, "n_evals": optsum.n_evals + opt3.n_evals})
         evals = optsum.n_evals + opt1.n_evals + spent
         optsum = OptSummary(**{**optsum.__dict__, "initial": np.concatenate([theta, beta]), "n_evals": evals})
+    # the modes at the optimum, if the quasi-Newton stage left them (the Hessian moves on from there)
+    at_optimum = obj.cached_state(params) if nAGQ == 1 else None
     n_before = counted.n  # type: ignore[attr-defined]
     singular, converged, messages, hess = check_convergence(
         counted,
@@ -594,7 +635,13 @@ def fit_glmm(
     optsum = OptSummary(**{**optsum.__dict__, "n_evals": n_evals, "warnings": tuple(messages)})
     theta = params[: obj.ntheta]
     beta = params[obj.ntheta :] if nAGQ > 0 else obj.pirls(theta, None).beta
-    final = obj.pirls(theta, beta)
+    if at_optimum is not None:
+        final = at_optimum
+        # later evaluations start from the optimum's modes
+        obj._u = [v.copy() for v in final.u]
+        obj._u_at = None if final.w is None else (theta.copy(), final.w)
+    else:
+        final = obj.pirls(theta, beta)
     if not final.converged:
         warnings.warn(
             f"PIRLS did not converge in {_PIRLS_MAXIT} steps at the estimates: the conditional "

@@ -186,3 +186,24 @@ def test_glmm_interface_and_summary(cbpp_fit: hmix.GeneralizedLinearMixedModel) 
     assert "Family: binomial" in repr(m)
     with pytest.raises(ValueError, match="type must be"):
         m.residuals("raw")
+
+
+def test_value_and_gradient_reuse_and_warm_starts_do_not_change_values(
+    cbpp: pd.DataFrame, cbpp_fit: hmix.GeneralizedLinearMixedModel
+) -> None:
+    # the objective remembers its last value and gradient (the final Hessian starts there), and
+    # the theta-only PIRLS starts from modes rescaled to the new theta: neither may move a value
+    d = hmix.build_design(CBPP_FORMULA, cbpp)
+    fam = hmix.get_family("binomial")
+    x = np.concatenate([cbpp_fit.theta, cbpp_fit.beta])
+    f = hmix.GLMMObjective(d, fam)
+    v1, g1 = f.value_and_gradient(x)
+    g1[:] = 0.0  # the caller's copy: the remembered gradient is untouched
+    v2, g2 = f.value_and_gradient(x)
+    fresh_v, fresh_g = hmix.GLMMObjective(d, fam).value_and_gradient(x)
+    assert v1 == v2 and np.allclose(g2, fresh_g, rtol=1e-8, atol=1e-8) and abs(v2 - fresh_v) < 1e-9
+    f.start(cbpp_fit.beta)
+    theta = cbpp_fit.theta
+    warm = [f.laplace_joint(t) for t in (theta, 2 * theta, 0.5 * theta, theta)]
+    cold = [hmix.GLMMObjective(d, fam).laplace_joint(t) for t in (theta, 2 * theta, 0.5 * theta)]
+    assert np.allclose(warm[:3], cold, rtol=1e-9) and abs(warm[3] - warm[0]) < 1e-8
