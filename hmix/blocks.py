@@ -96,7 +96,10 @@ def _ranked(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     if size <= 64 * len(keys) + 1_000_000:
         present = np.zeros(size, dtype=bool)
         present[keys] = True
-        return np.flatnonzero(present), (np.cumsum(present) - 1)[keys]
+        uniq = np.flatnonzero(present)
+        position = np.empty(size, dtype=np.int64)  # touched only where keys are
+        position[uniq] = np.arange(len(uniq))
+        return uniq, position[keys]
     uniq, inv = np.unique(keys, return_inverse=True)
     return uniq, inv.ravel()
 
@@ -644,8 +647,11 @@ class BlockedPLS:
         start = level_ptr[level]
         reps = np.arange(len(rows)) - start + 1
         # pair t of entry e1 (t = 0 .. reps - 1) has e2 = start[e1] + t
-        e1 = np.repeat(np.arange(len(rows)), reps)
-        e2 = np.arange(len(e1)) - np.repeat(np.cumsum(reps) - reps - start, reps)
+        # (int32: the entries of A_r1 number fewer than 2^31; the map stays as small as P)
+        e1 = np.repeat(np.arange(len(rows), dtype=np.int32), reps)
+        e2 = np.arange(len(e1), dtype=np.int32) - np.repeat(
+            (np.cumsum(reps) - reps - start).astype(np.int32), reps
+        )
         key = rows[e1] * m + rows[e2]
         self._keys, inv = _ranked(key, m * m)
         self._key_rows, self._key_cols = np.divmod(self._keys, m)
@@ -669,7 +675,7 @@ class BlockedPLS:
             (np.zeros(len(e1)), inv.astype(np.int32), indptr), shape=(len(self._keys), ncol)
         )
         # entry indices in P's order; int32 keeps this map no larger than P itself
-        self._pair_map = (e1.astype(np.int32), e2.astype(np.int32), doubled)
+        self._pair_map = (e1.astype(np.int32, copy=False), e2.astype(np.int32, copy=False), doubled)
 
     def factor(self, theta: np.ndarray) -> Factor:
         """The blocked Cholesky factor at ``theta`` (lme4's order).
