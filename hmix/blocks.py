@@ -660,7 +660,7 @@ class BlockedPLS:
             # (e1, e2) on one row stands for both orders: G_j is symmetric
             twice = (rows[e1] == rows[e2]) & (e1 != e2)
             gcol = level[e1] * k1 * k1 + alpha[e1] * k1 + alpha[e2]
-            e1, e2 = order[e1], order[e2]
+            e1, e2 = order[e1].astype(np.int32), order[e2].astype(np.int32)
             # P is stored by columns
             srt = np.argsort(gcol, kind="stable")
             gcol, inv, e1, e2 = gcol[srt], inv[srt], e1[srt], e2[srt]
