@@ -18,6 +18,12 @@ For a given theta::
 where Lambda_r is Lambda for the other terms and the identity on X and y. The last diagonal
 element of Lr is r, with r^2 the penalized weighted residual sum of squares. Nothing here loops
 over rows or levels; the cost per theta is one sparse product and one dense Cholesky of size m.
+
+Small systems (q + p + 1 <= 50 rows in all) are where that cost is Python's per-call overhead
+rather than arithmetic. For the objective's value alone (``objective_parts``, what the
+optimizer calls) they keep the whole of Lambda'A Lambda + I as a quadratic polynomial in theta,
+with its coefficient matrices formed once per ``set_data``: an evaluation is one matrix-vector
+product and one dense Cholesky. Their factor (beta, u, variances) is the blocked one above.
 """
 
 from __future__ import annotations
