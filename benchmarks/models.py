@@ -16,14 +16,14 @@ MODELS: dict[str, dict] = {
         "labels": ["Subject"],
         "formula": "Reaction ~ Days + (Days | Subject)",
         "statsmodels": {"fixed": "Reaction ~ Days", "groups": "Subject", "re_formula": "~Days"},
-        "repeats": 5,
+        "repeats": 25,  # fits of a few ms: more of them for a stable median
     },
     "Penicillin": {
         "csv": DATA / "Penicillin.csv",
         "labels": ["plate", "sample"],
         "formula": "diameter ~ 1 + (1 | plate) + (1 | sample)",
         "statsmodels": {"fixed": "diameter ~ 1", "crossed": ["plate", "sample"]},
-        "repeats": 5,
+        "repeats": 25,
     },
     "InstEval": {
         "csv": DATA / "InstEval.csv",
