@@ -460,7 +460,9 @@ class BlockedPLS:
                 rr_flat.append(hi * m + lo)
                 rr_obs.append(np.arange(n))
                 rr_prod.append(zi * zj)
-        self._rr_flat, self._rr_obs, self._rr_prod = _cat(rr_flat), _cat(rr_obs), _cat(rr_prod)
+        self._rr_obs, self._rr_prod = _cat(rr_obs), _cat(rr_prod)
+        # the entries of Z_r'Z_r's lower triangle that occur, and each product's among them
+        self._rr_keys, self._rr_rank = _ranked(_cat(rr_flat), m * m)
 
     @property
     def A_r1(self) -> sp.csc_matrix:
@@ -492,14 +494,21 @@ class BlockedPLS:
         data = data.astype(float, copy=False)
         data[self._r1_xypos] = (self._z1t @ wXy).ravel()
         self._r1_data = data
-        if self._r1_flat is not None:
-            dense = np.zeros(self.m * self.q1)
-            dense[self._r1_flat] = data
-            self._dense_r1 = dense.reshape(self.m, self.l1, self.k1)
+        if self._r1_flat is not None:  # (in place too: the same entries every time)
+            if self._dense_r1 is None:
+                self._dense_r1 = np.zeros((self.m, self.l1, self.k1))
+            self._dense_r1.ravel()[self._r1_flat] = data
         m, qr = self.m, self.qr
-        A_rr = np.zeros((m, m))
+        # refilled in place (PIRLS calls this at every step; factor copies it): the same entries
+        # are written every time, the others stay zero
+        A_rr = getattr(self, "A_rr", None)
+        if A_rr is None:
+            A_rr = np.zeros((m, m))
         if qr:
-            A_rr.ravel()[:] = np.bincount(self._rr_flat, w[self._rr_obs] * self._rr_prod, minlength=m * m)
+            nkeys = len(self._rr_keys)
+            A_rr.ravel()[self._rr_keys] = np.bincount(
+                self._rr_rank, w[self._rr_obs] * self._rr_prod, minlength=nkeys
+            )
             assert self._zrt is not None
             A_rr[qr:, :qr] = (self._zrt @ wXy).T
         A_rr[qr:, qr:] = np.tril(Xy.T @ wXy)
