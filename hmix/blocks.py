@@ -720,17 +720,21 @@ class BlockedPLS:
         B = T1 @ np.swapaxes(L11inv, 1, 2)  # T1 L11^-T per level
         qr, m = self.qr, self.m
         G = (B @ np.swapaxes(B, 1, 2)).ravel()
-        M = self.A_rr.copy()
+        # M = A_rr - S. Only its lower triangle is read from here on (A_rr is lower triangular),
+        # so the dense products are subtracted whole: no tril temporaries (PIRLS factors at
+        # every step, and each fresh m x m array costs page faults)
         if self._P is not None:
+            M = self.A_rr.copy()
             M.ravel()[self._keys] -= self._P @ G
         elif self._dense_r1 is not None:
             A = self._dense_r1
             F = A[:, :, 0] * B[:, 0, 0] if self.k1 == 1 else np.einsum("mja,jab->mjb", A, B).reshape(m, -1)
             F_dense = F
-            M -= np.tril(F @ F.T)
+            M = F @ F.T
+            np.subtract(self.A_rr, M, out=M)
         else:
             F = self.A_r1 @ _blockdiag(B)
-            M -= np.tril((F @ F.T).toarray())
+            M = self.A_rr - (F @ F.T).toarray()
         rscale = None
         if qr:
             lam_diag = theta[self._lam_src] if self._lam_diagonal else None
@@ -739,7 +743,7 @@ class BlockedPLS:
                 M[np.arange(qr), np.arange(qr)] += lam_diag**-2
                 rscale = lam_diag
             else:
-                M = M + np.tril(M, -1).T
+                M = np.tril(M) + np.tril(M, -1).T
                 lam = self.lam_r(theta)
                 M[:qr, :] = lam.T @ M[:qr, :]
                 M[:, :qr] = (lam.T @ M[:, :qr].T).T
