@@ -87,12 +87,16 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 def _tri_solve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
     """x with L x = b (or L'x = b) for lower-triangular L in either memory order: LAPACK's
     trtrs directly (scipy's solve_triangular adds ~7 us of checks, most of a small fit's solve)."""
+    if L.shape[0] == 0:  # (no fixed effects: LAPACK rejects an empty matrix)
+        return np.zeros(np.shape(b))
     if L.flags.c_contiguous and not L.flags.f_contiguous:  # L' is Fortran-ordered, upper
         x, info = sla.lapack.dtrtrs(L.T, b, lower=0, trans=0 if trans else 1)
     else:
         x, info = sla.lapack.dtrtrs(L, b, lower=1, trans=1 if trans else 0)
-    if info:
+    if info > 0:
         raise np.linalg.LinAlgError(f"singular triangular factor (pivot {info})")
+    if info < 0:
+        raise ValueError(f"LAPACK dtrtrs: illegal argument {-info}")
     return np.asarray(x)
 
 
@@ -391,11 +395,11 @@ class BlockedPLS:
         nbasis = 1 + self.ntheta + self.ntheta * (self.ntheta + 1) // 2
         self._small = size <= _DENSE_ALL and nbasis * size * size <= _DENSE_ALL_BASIS
         self._all_basis: np.ndarray | None = None
-        if self._small:
+        self._reweighted = reweighted
+        if self._small and not reweighted:  # (PIRLS only factors: no use for the basis there)
             self._all_pattern()
         self._lam_diagonal = bool(np.all(self._lam_rows == self._lam_cols))
         self._structure()
-        self._reweighted = reweighted
         self._dense_r1: np.ndarray | None = None
         self._pairs()
         self.set_data(X, y, weights)
@@ -518,7 +522,7 @@ class BlockedPLS:
             values = data[e1] * data[e2]
             values[doubled] *= 2.0
             self._P.data = values
-        if self._small:
+        if self._small and not self._reweighted:
             self._all_basis = self._assemble()
 
     def _all_pattern(self) -> None:

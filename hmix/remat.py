@@ -30,7 +30,8 @@ def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
         except (TypeError, ValueError):
             as_int = np.array([np.nan])
         if np.isfinite(as_int).all() and (as_int == np.round(as_int)).all():
-            order = np.argsort(as_int, kind="stable")
+            # ties ("1" and "01", or IDs beyond a double's 16 digits) in text order, as before
+            order = np.lexsort((values.astype(str), as_int))
     if order is None:
         try:
             order = np.argsort(values, kind="stable")

@@ -153,3 +153,23 @@ def test_fixed_spec_codes_new_data_the_same_way() -> None:
         d = build_design("incidence ~ period + (1 | herd)", cbpp)
     new = d.fixed_spec.get_model_matrix(cbpp.iloc[[0, 1]])
     assert list(new.columns) == ["Intercept", "period[T.2]", "period[T.3]", "period[T.4]"]
+
+
+@pytest.mark.parametrize(
+    "labels, expected",
+    [
+        (["b", "a", "10", "2"], ["10", "2", "a", "b"]),  # text: R's sort of strings
+        (["3", "1", "10", "2"], ["1", "2", "3", "10"]),  # integer-like: by value
+        (["1", "01", "2"], ["01", "1", "2"]),  # equal values: text order breaks the tie
+        (["90071992547409931", "90071992547409930"], ["90071992547409930", "90071992547409931"]),
+        ([3, 1, 2], [1, 2, 3]),
+        (["x", 1, "y"], [1, "x", "y"]),  # mixed types: pandas' order
+    ],
+)
+def test_level_order_does_not_depend_on_row_order(labels: list, expected: list) -> None:
+    from hmix.remat import group_codes
+
+    for rows in (labels, labels[::-1]):
+        codes, levels = group_codes(pd.DataFrame({"g": rows}), ("g",))
+        assert list(levels) == expected
+        assert [levels[c] for c in codes] == list(rows)

@@ -221,3 +221,14 @@ def test_set_data_refills_in_place_as_a_fresh_engine(reweighted: bool) -> None:
     theta = np.array([0.8, 0.6, 0.2, 0.4, 0.9])
     a, b = pls.factor(theta), fresh.factor(theta)
     assert (a.logdet_z, a.logdet_x, a.r2) == pytest.approx((b.logdet_z, b.logdet_x, b.r2), rel=1e-12)
+
+
+def test_no_fixed_effects() -> None:
+    """y ~ 0 + (1 | a): an empty X through the triangular solves, for an LMM and a GLMM."""
+    df = pd.DataFrame({"a": (np.arange(60) % 6).astype(str)})
+    df["y"] = np.random.default_rng(1).normal(size=60) + np.arange(60) % 6
+    m = hmix.lmer("y ~ 0 + (1 | a)", df)
+    assert m.vcov.shape == (0, 0) and len(m.fixef) == 0
+    assert "Random effects" in str(m.summary())
+    g = hmix.glmer("c ~ 0 + (1 | a)", df.assign(c=(df["y"] > 3).astype(int)), family="binomial")
+    assert np.isfinite(g.objective) and g.vcov.shape == (0, 0)
