@@ -22,6 +22,7 @@ from .design import ArrayLike, Design, build_design
 from .errors import ConvergenceWarning, DataError, HmixWarning, user_stacklevel
 from .families import Family, Observed, get_family
 from .optimize import (
+    _GRAD_FD_STEP,
     OptSummary,
     check_convergence,
     choose_method,
@@ -539,6 +540,39 @@ def _exact_derivs(
     return derivs
 
 
+def _start_hessian(ntheta: int, factor: Factor) -> Callable[..., np.ndarray | None]:
+    """The quasi-Newton stage's first Hessian, from the gradient differenced along theta alone.
+
+    Its beta-by-beta block is PIRLS's own curvature at the stage-1 solution, 2 L_XX L_XX' (the
+    Laplace deviance is -2 log-likelihood): the exact one differs only by how the modes move
+    with beta, which BFGS then corrects. This saves one gradient per fixed effect (grouseticks:
+    4 of 7) at the start; the final Hessian (vcov, checks) is still differenced in full.
+    """
+    xtx_inv = factor.xtx_inv()
+
+    def start(x: np.ndarray, g: np.ndarray, fg: Callable) -> np.ndarray | None:
+        n = len(x)
+        if n - ntheta != len(xtx_inv):
+            return None
+        H = np.zeros((n, n))
+        for i in range(ntheta):
+            xi = x.copy()
+            xi[i] += _GRAD_FD_STEP
+            _, gi = fg(xi)
+            if gi is None:
+                return None
+            H[:, i] = (gi - g) / _GRAD_FD_STEP
+        H[:ntheta, ntheta:] = H[ntheta:, :ntheta].T
+        H[:ntheta, :ntheta] = 0.5 * (H[:ntheta, :ntheta] + H[:ntheta, :ntheta].T)
+        try:
+            H[ntheta:, ntheta:] = 2.0 * np.linalg.inv(xtx_inv)
+        except np.linalg.LinAlgError:
+            return None
+        return H
+
+    return start
+
+
 def fit_glmm(
     design: Design,
     fam: Family,
@@ -599,7 +633,12 @@ def fit_glmm(
                 return np.concatenate([_rectify(x[: obj.ntheta], design), x[obj.ntheta :]])
 
             params, _, optsum, cg = minimize_newton(
-                obj.value_and_gradient, x0, np.full(len(x0), -np.inf), diagonal=diag, rectify=rectify
+                obj.value_and_gradient,
+                x0,
+                np.full(len(x0), -np.inf),
+                diagonal=diag,
+                rectify=rectify,
+                start_hessian=_start_hessian(obj.ntheta, st.factor),
             )
             found = optsum.return_code > 0
             if found:

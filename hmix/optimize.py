@@ -321,6 +321,7 @@ def minimize_newton(
     rectify: Callable[[np.ndarray], np.ndarray] | None = None,
     tol: float = _NEWTON_TOL,
     maxeval: int = 1000,
+    start_hessian: Callable[..., np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, float, OptSummary, _CountedGrad]:
     """Minimize ``f`` with its exact gradient within lower bounds: BFGS started from a
     finite-difference Hessian, with a backtracking line search and the bounds as an active set.
@@ -332,7 +333,8 @@ def minimize_newton(
     derivative-free method). ``rectify`` maps the optimum to an equivalent point (an objective
     that is even in the sign of each column of Lambda can be minimized without bounds, then
     have its columns' signs flipped); near-zero variances are then snapped to zero as in
-    ``minimize``.
+    ``minimize``. ``start_hessian(x, g, fg)``, when given, makes the first Hessian instead of
+    differencing the gradient along every parameter (None: do that after all).
     """
     x = np.asarray(x0, dtype=float).copy()
     lower = np.asarray(lower, dtype=float)
@@ -344,7 +346,10 @@ def minimize_newton(
         if H is None:
             # a fresh Hessian at the start, and after steps met negative curvature (BFGS keeps
             # its metric positive, so along such a direction its steps stay tiny: a saddle)
-            H0 = hessian_from_gradient(fc.fg, x, g)
+            H0 = start_hessian(x, g, fc.fg) if start_hessian is not None and refreshes == 0 else None
+            if H0 is None:
+                H0 = hessian_from_gradient(fc.fg, x, g)
+            start_hessian = None
             if H0 is None:
                 code = -4
                 break
