@@ -22,7 +22,6 @@ from .design import ArrayLike, Design, build_design
 from .errors import ConvergenceWarning, DataError, HmixWarning, user_stacklevel
 from .families import Family, Observed, get_family
 from .optimize import (
-    _GRAD_FD_STEP,
     OptSummary,
     check_convergence,
     choose_method,
@@ -554,14 +553,11 @@ def _start_hessian(ntheta: int, factor: Factor) -> Callable[..., np.ndarray | No
         n = len(x)
         if n - ntheta != len(xtx_inv):
             return None
+        cols = hessian_from_gradient(fg, x, g, columns=ntheta)
+        if cols is None:
+            return None
         H = np.zeros((n, n))
-        for i in range(ntheta):
-            xi = x.copy()
-            xi[i] += _GRAD_FD_STEP
-            _, gi = fg(xi)
-            if gi is None:
-                return None
-            H[:, i] = (gi - g) / _GRAD_FD_STEP
+        H[:, :ntheta] = cols
         H[:ntheta, ntheta:] = H[ntheta:, :ntheta].T
         H[:ntheta, :ntheta] = 0.5 * (H[:ntheta, :ntheta] + H[:ntheta, :ntheta].T)
         try:

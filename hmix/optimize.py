@@ -254,6 +254,7 @@ def hessian_from_gradient(
     g: np.ndarray,
     step: float = _GRAD_FD_STEP,
     central: np.ndarray | None = None,
+    columns: int | None = None,
 ) -> np.ndarray | None:
     """Forward differences of an exact gradient (one evaluation per parameter, away from the
     lower bounds), symmetrized; None when an evaluation fails.
@@ -261,11 +262,12 @@ def hessian_from_gradient(
     ``central`` marks parameters differenced both ways instead: a variance at an exact zero,
     where the objective is even in it. There the mixed derivatives vanish, and a forward
     difference would leave O(h) in them, which the inverse magnifies when the curvature along
-    the variance is small.
+    the variance is small. ``columns``: difference along the first this many parameters only
+    and return those n x columns columns of the Hessian, unsymmetrized.
     """
     n = len(x)
-    H = np.empty((n, n))
-    for i in range(n):
+    H = np.empty((n, n if columns is None else columns))
+    for i in range(H.shape[1]):
         xi = x.copy()
         xi[i] += step
         _, gi = fg(xi)
@@ -279,7 +281,7 @@ def hessian_from_gradient(
             H[:, i] = (gi - gm) / (2 * step)
         else:
             H[:, i] = (gi - g) / step
-    return 0.5 * (H + H.T)
+    return 0.5 * (H + H.T) if columns is None else H
 
 
 def _positive(H: np.ndarray) -> np.ndarray:
