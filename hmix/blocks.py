@@ -314,14 +314,16 @@ class Factor:
         if isinstance(G, np.ndarray):
             VG = Vrr @ G
             V11 += np.einsum("rja,rjb->jab", G.reshape(qr, l1, k1), VG.reshape(qr, l1, k1))
-            return V11, -VG, Vrr
+            return V11, np.negative(VG, out=VG), Vrr
         VG = np.asarray((G.T @ Vrr).T)  # Vrr G, dense qr x q1
         coo = G.tocoo()
         lev, alpha = np.divmod(coo.col, k1)
         for beta in range(k1):
             vals = coo.data * VG[coo.row, lev * k1 + beta]
             V11[:, :, beta] += np.bincount(lev * k1 + alpha, vals, minlength=l1 * k1).reshape(l1, k1)
-        return V11, -VG, Vrr
+        # negated in place: a second qr x q1 array alive at once costs page faults (a GLMM
+        # gradient computes this at every evaluation)
+        return V11, np.negative(VG, out=VG), Vrr
 
     def cond_var_engine(self) -> list[np.ndarray]:
         """Diagonal blocks of Lambda (L_ZZ L_ZZ')^-1 Lambda' per term and level: (l, k, k) arrays."""
