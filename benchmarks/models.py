@@ -40,13 +40,13 @@ MODELS: dict[str, dict] = {
         "labels": ["id", "item", "Gender", "btype", "situ"],
         "formula": "r2 ~ Anger + Gender + btype + situ + (1 | id) + (1 | item)",
         "family": "binomial",
-        "repeats": 5,
+        "repeats": 11,
     },
     "grouseticks": {
         "csv": DATA / "grouseticks.csv",
         "labels": ["INDEX", "BROOD", "LOCATION", "YEAR"],
         "formula": "TICKS ~ YEAR + sHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
         "family": "poisson",
-        "repeats": 5,
+        "repeats": 11,
     },
 }
