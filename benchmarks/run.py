@@ -203,7 +203,11 @@ def table(results: dict, engines: list[str], machine: dict, vers: dict, cap: flo
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--repeats", type=int, help="timed fits per engine and model (default 25 for sleepstudy and Penicillin, 3 for InstEval, 11 for the GLMMs)")
+    ap.add_argument(
+        "--repeats",
+        type=int,
+        help="timed fits per engine and model (default: 25 for the small LMMs, 3 for InstEval, 11 for GLMMs)",
+    )
     ap.add_argument("--quick", action="store_true", help="one timed fit, no statsmodels")
     ap.add_argument("--only", help="model name(s), comma-separated: " + ", ".join(MODELS))
     ap.add_argument(
