@@ -348,10 +348,10 @@ def minimize_newton(
         if H is None:
             # a fresh Hessian at the start, and after steps met negative curvature (BFGS keeps
             # its metric positive, so along such a direction its steps stay tiny: a saddle)
-            H0 = start_hessian(x, g, fc.fg) if start_hessian is not None and refreshes == 0 else None
+            H0 = None if start_hessian is None else start_hessian(x, g, fc.fg)
+            start_hessian = None  # (refreshes difference the gradient in full)
             if H0 is None:
                 H0 = hessian_from_gradient(fc.fg, x, g)
-            start_hessian = None
             if H0 is None:
                 code = -4
                 break
