@@ -395,10 +395,12 @@ class BlockedPLS:
         self._lam_pattern()
         size = self.q1 + self.m
         nbasis = 1 + self.ntheta + self.ntheta * (self.ntheta + 1) // 2
-        self._small = size <= _DENSE_ALL and nbasis * size * size <= _DENSE_ALL_BASIS
-        self._all_basis: np.ndarray | None = None
         self._reweighted = reweighted
-        if self._small and not reweighted:  # (PIRLS only factors: no use for the basis there)
+        # the objective of a small system comes from its whole dense copy (PIRLS only factors:
+        # reweighted systems have no use for it)
+        self._whole = size <= _DENSE_ALL and nbasis * size * size <= _DENSE_ALL_BASIS and not reweighted
+        self._all_basis: np.ndarray | None = None
+        if self._whole:
             self._all_pattern()
         self._lam_diagonal = bool(np.all(self._lam_rows == self._lam_cols))
         self._structure()
@@ -524,7 +526,7 @@ class BlockedPLS:
             values = data[e1] * data[e2]
             values[doubled] *= 2.0
             self._P.data = values
-        if self._small and not self._reweighted:
+        if self._whole:
             self._all_basis = self._assemble()
 
     def _all_pattern(self) -> None:
@@ -535,15 +537,15 @@ class BlockedPLS:
         sl = self.theta_slices[0]
         rows = np.concatenate([(base + r).ravel(), self.q1 + self._lam_rows])
         cols = np.concatenate([(base + c).ravel(), self.q1 + self._lam_cols])
-        self._all_src = np.concatenate([np.tile(np.arange(sl.start, sl.stop), self.l1), self._lam_src])
+        all_src = np.concatenate([np.tile(np.arange(sl.start, sl.stop), self.l1), self._lam_src])
         size = self.q1 + self.m
         # E_s: where theta_s sits in Lambda (Lambda = sum_s theta_s E_s, plus 1 on X and y).
         # Each column of Lambda holds theta_s at most once, so A E_s is A's columns rows_s moved
         # to cols_s, and E_s'A E_t is A[rows_s, rows_t] moved to [cols_s, cols_t]: the maps from
         # A's entries to the coefficient matrices (see _assemble) are fixed, flat indices.
         nth = self.ntheta
-        order = np.argsort(self._all_src, kind="stable")  # entries grouped by theta index
-        src, r, c = self._all_src[order], rows[order], cols[order]
+        order = np.argsort(all_src, kind="stable")  # entries grouped by theta index
+        src, r, c = all_src[order], rows[order], cols[order]
         count = np.bincount(src, minlength=nth)
         first = np.cumsum(count) - count
         upper = [(a, b) for a in range(nth) for b in range(a, nth)]  # (np.triu_indices, faster)
@@ -649,7 +651,7 @@ class BlockedPLS:
         npairs = int((cnt * (cnt + 1) // 2).sum())
         self._r1_flat: np.ndarray | None = None
         # (a small system is evaluated from its dense copy; its few factors take F densely too)
-        if self._small or (self._reweighted and m * m * self.q1 * k1 <= _DENSE_PER_PAIR * npairs):
+        if self._whole or (self._reweighted and m * m * self.q1 * k1 <= _DENSE_PER_PAIR * npairs):
             self._r1_flat = indices.astype(np.int64) * self.q1 + np.repeat(
                 np.arange(self.q1), np.diff(indptr)
             )

@@ -190,10 +190,15 @@ class GLMMObjective:
             if change <= self.pirls_tol * (abs(pdev) + 0.1):
                 converged = True
                 break
-        self._u, self._u_at = u, (theta.copy(), w)
+        self._keep_modes(theta, u, w)
         if joint:
             self._beta_joint = b
         return PirlsState(u=u, beta=b, eta=eta, mu=mu, factor=fac, converged=converged, w=w, deviance=dev)
+
+    def _keep_modes(self, theta: np.ndarray, u: list[np.ndarray], w: np.ndarray | None) -> None:
+        """Later PIRLS runs start from these modes (at this theta, with these weights)."""
+        self._u = u
+        self._u_at = None if w is None else (theta.copy(), w)
 
     def _rescaled_modes(self, theta: np.ndarray, pls: BlockedPLS) -> list[np.ndarray]:
         """The last modes, moved to ``theta`` (the joint PIRLS's warm start as theta moves).
@@ -672,9 +677,7 @@ def fit_glmm(
     beta = params[obj.ntheta :] if nAGQ > 0 else obj.pirls(theta, None).beta
     if at_optimum is not None:
         final = at_optimum
-        # later evaluations start from the optimum's modes
-        obj._u = [v.copy() for v in final.u]
-        obj._u_at = None if final.w is None else (theta.copy(), final.w)
+        obj._keep_modes(theta, [v.copy() for v in final.u], final.w)  # later PIRLS runs start here
     else:
         final = obj.pirls(theta, beta)
     if not final.converged:
