@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 
+from ._threads import one_blas_thread
 from .blocks import BlockedPLS, Factor
 from .design import ArrayLike, Design, build_design
 from .errors import ConvergenceWarning, DataError, HmixWarning, user_stacklevel
@@ -583,7 +584,17 @@ def fit_glmm(
     check_conv: bool = True,
     data_name: str = "data",
 ) -> Any:
-    """Fit a GLMM to a materialized design (``glmer`` after the formula; refits reuse it)."""
+    """Fit a GLMM to a materialized design (``glmer`` after the formula; refits reuse it).
+
+    BLAS runs on one thread meanwhile (see ``hmix._threads``).
+    """
+    with one_blas_thread():
+        return _fit_glmm(design, fam, nAGQ, vcov_method, check_conv, data_name)
+
+
+def _fit_glmm(
+    design: Design, fam: Family, nAGQ: int, vcov_method: str, check_conv: bool, data_name: str
+) -> Any:
     from .results import GeneralizedLinearMixedModel
 
     wt = np.ones(design.n) if design.weights is None else design.weights

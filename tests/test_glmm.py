@@ -207,3 +207,48 @@ def test_value_and_gradient_reuse_and_warm_starts_do_not_change_values(
     warm = [f.laplace_joint(t) for t in (theta, 2 * theta, 0.5 * theta, theta)]
     cold = [hmix.GLMMObjective(d, fam).laplace_joint(t) for t in (theta, 2 * theta, 0.5 * theta)]
     assert np.allclose(warm[:3], cold, rtol=1e-9) and abs(warm[3] - warm[0]) < 1e-8
+
+
+def _blas_threads() -> set[int]:
+    from threadpoolctl import threadpool_info
+
+    return {lib["num_threads"] for lib in threadpool_info() if lib["user_api"] == "blas"}
+
+
+def test_glmm_fit_runs_blas_on_one_thread_and_restores_it(
+    cbpp: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from threadpoolctl import threadpool_limits
+
+    from hmix import glmm
+
+    seen: list[set[int]] = []
+    inner = glmm._fit_glmm
+
+    def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
+        seen.append(_blas_threads())
+        return inner(*args, **kwargs)
+
+    monkeypatch.setattr(glmm, "_fit_glmm", spy)
+    with threadpool_limits(limits=2, user_api="blas"):
+        assert _blas_threads() == {2}
+        hmix.glmer(CBPP_FORMULA, cbpp, family="binomial")
+        assert seen == [{1}]
+        assert _blas_threads() == {2}  # restored after the fit
+
+
+def test_one_blas_thread_restores_only_when_the_last_of_overlapping_fits_ends() -> None:
+    from threadpoolctl import threadpool_limits
+
+    from hmix._threads import one_blas_thread
+
+    # two fits in two Python threads: entered a, b and left a, b (not last in, first out)
+    a, b = one_blas_thread(), one_blas_thread()
+    with threadpool_limits(limits=2, user_api="blas"):
+        a.__enter__()
+        b.__enter__()
+        assert _blas_threads() == {1}
+        a.__exit__(None, None, None)
+        assert _blas_threads() == {1}  # b still runs
+        b.__exit__(None, None, None)
+        assert _blas_threads() == {2}
