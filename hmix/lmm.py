@@ -229,7 +229,11 @@ def fit_lmm(design: Design, *, REML: bool = True, check_conv: bool = True, data_
     theta, fmin, optsum, fc = minimize(
         f, f.theta0, f.lower, diagonal=f.diagonal, initial_step=step, method=method
     )
-    singular, converged, messages, _ = check_convergence(fc, theta, f.diagonal, check=check_conv, fx=fmin)
+    # the checks step the parameters in the engine's term order (the last ones cost least)
+    order = np.concatenate([np.arange(sl.start, sl.stop) for sl in f.pls.theta_slices])
+    singular, converged, messages, _ = check_convergence(
+        fc, theta, f.diagonal, check=check_conv, fx=fmin, order=order
+    )
     optsum = type(optsum)(**{**optsum.__dict__, "n_evals": fc.n, "warnings": tuple(messages)})
     return LinearMixedModel._from_fit(
         f, theta, optsum, singular=singular, converged=converged, data_name=data_name

@@ -420,7 +420,10 @@ def choose_method(nparams: int, work: float) -> str:
 
 
 def _derivs(
-    f: Callable[[np.ndarray], float], x: np.ndarray, fx: float | None = None
+    f: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    fx: float | None = None,
+    order: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Central finite-difference gradient and Hessian with lme4's step (1e-4).
 
@@ -429,22 +432,34 @@ def _derivs(
     when it is known and exact (an LMM's deterministic objective), saves the centre evaluation
     and one per pair: the mixed differences are then one-sided, O(h) (about 1e-4 relative,
     far inside what the checks resolve).
+
+    ``order`` (parameter indices, the first varying slowest) sorts the points: the LMM engine
+    finishes a factor from the last one's when only the parameters it factors last have changed
+    (``BlockedPLS._finish_tail``). Without it the points keep a fixed order: a GLMM's PIRLS
+    starts from the last modes, so its values depend on the order by ~1e-10.
     """
     n = len(x)
     h = _FD_STEP
     # without fx, f(x) is evaluated here, next to the other points: a GLMM's PIRLS leaves
     # ~1e-10 of noise between evaluations, and the second differences divide by h^2 = 1e-8
     f0 = f(x) if fx is None else fx
-    eye = np.eye(n) * h
-    fp = np.array([f(x + eye[i]) for i in range(n)])
-    fm = np.array([f(x - eye[i]) for i in range(n)])
+    eye = np.eye(n, dtype=int)
+    steps = [eye[i] for i in range(n)] + [-eye[i] for i in range(n)]
+    for i in range(n):
+        for j in range(i):
+            steps += [eye[i] + eye[j]] if fx is not None else [eye[i] + eye[j], -eye[i] - eye[j]]
+    if order is not None:  # (0 first, then -1, then +1: the points next to x come first)
+        steps.sort(key=lambda v: tuple(np.where(v[order] == 0, 0, np.where(v[order] < 0, 1, 2))))
+    val = {tuple(v): f(x + h * v) for v in steps}
+    fp = np.array([val[tuple(eye[i])] for i in range(n)])
+    fm = np.array([val[tuple(-eye[i])] for i in range(n)])
     grad = (fp - fm) / (2 * h)
     hess = np.diag((fp - 2 * f0 + fm) / h**2)
     for i in range(n):
         for j in range(i):
-            fpp = f(x + eye[i] + eye[j])
+            fpp = val[tuple(eye[i] + eye[j])]
             if fx is None:
-                fmm = f(x - eye[i] - eye[j])
+                fmm = val[tuple(-eye[i] - eye[j])]
                 v = (fpp - fp[i] - fp[j] + 2 * f0 - fm[i] - fm[j] + fmm) / (2 * h * h)
             else:
                 v = (fpp - fp[i] - fp[j] + f0) / (h * h)
@@ -461,6 +476,7 @@ def check_convergence(
     hessian: bool = False,
     derivs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None = None,
     fx: float | None = None,
+    order: np.ndarray | None = None,
 ) -> tuple[bool, bool, list[str], np.ndarray | None]:
     """lme4's checks at the optimum: singularity, scaled gradient, Hessian.
 
@@ -469,7 +485,8 @@ def check_convergence(
     as lme4 does) or when asked for (``hessian``, for the GLMM covariance of beta). ``derivs``,
     when given, returns the gradient and Hessian at ``x`` instead (from an exact gradient; None
     when it cannot, and the differences of values are used). ``fx`` is the objective at ``x``
-    when it is exact and known (see ``_derivs``).
+    when it is exact and known, and ``order`` the order in which to step the parameters (see
+    ``_derivs``).
     """
     messages: list[str] = []
     singular = bool(np.any(x[diagonal] < SINGULAR_TOL))
@@ -480,7 +497,7 @@ def check_convergence(
     if not (hessian or (check and not singular)):
         return singular, True, messages, None
     exact = None if derivs is None else derivs(x)
-    grad, hess = _derivs(f, x, fx) if exact is None else exact
+    grad, hess = _derivs(f, x, fx, order) if exact is None else exact
     if singular or not check:
         return singular, True, messages, hess
     converged = True

@@ -107,6 +107,45 @@ def test_whole_system_path_matches_dense(formula: str, whole: bool, monkeypatch:
             assert f.from_factor(f.pls.factor(theta)) == pytest.approx(ref, rel=1e-10)
 
 
+def balanced_frame(seed: int) -> pd.DataFrame:
+    """Every level of a has the same x values (as sleepstudy's subjects have the same days):
+    equal A11 blocks for a scalar and for a vector first term."""
+    rng = np.random.default_rng(seed)
+    a = np.repeat(np.arange(40), 6)
+    n = len(a)
+    df = pd.DataFrame(
+        {
+            "a": a.astype(str),
+            "b": rng.integers(0, 15, n).astype(str),
+            "c": rng.integers(0, 5, n).astype(str),
+            "x": np.tile(np.arange(6.0), 40),
+        }
+    )
+    df["y"] = df["x"] + rng.normal(size=n) + a % 3
+    return df
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (1 | a) + (1 | b) + (1 | c)", "y ~ x + (x | a) + (x | b)"])
+def test_levels_with_equal_blocks_share_a_column_of_p(formula: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Levels of the first term with equal A11 blocks share G_j, so P's columns for them are
+    summed once (``_merge_pairs``); the objective is the dense reference's, as without it."""
+    monkeypatch.setattr(hmix.blocks, "_DENSE_ALL", 0)
+    d = build_design(formula, balanced_frame(2))
+    f = LMMObjective(d, REML=True)
+    pls = f.pls
+    assert pls._P_sum is not None and pls._P_rep is not None and len(pls._P_rep) == 1
+    assert pls._P_sum.nnz < pls._P.nnz
+    theta = np.where(f.diagonal, 0.8, 0.3)
+    ref, _, _ = dense_objective(d, theta, True)
+    assert f(theta) == pytest.approx(ref, rel=1e-10)
+    pls._P_sum = None  # the unmerged P
+    assert f(theta) == pytest.approx(ref, rel=1e-10)
+    weighted = LMMObjective(
+        build_design(formula, balanced_frame(2).assign(w=np.linspace(1, 2, 240)), weights="w")
+    )
+    assert weighted.pls._P_sum is None  # every block differs
+
+
 def test_whole_system_path_follows_new_data() -> None:
     """set_data (bootstrap refits) refreshes the dense copy of the whole system too."""
     df = random_frame(4)
@@ -169,6 +208,68 @@ def test_zero_variance_in_a_later_term_matches_dense(formula: str) -> None:
     np.testing.assert_allclose(f.pls.factor(theta).beta, beta, rtol=1e-8, atol=1e-10)
 
 
+def test_factor_finishes_the_tail_of_the_last_factor_when_only_late_terms_change(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A factor whose theta differs from the last one's only in the rest block's last term
+    refactors that term's rows alone (``_finish_tail``): it is the fresh factor, to 1e-10, and a
+    change in an earlier term or a zero variance take the full path."""
+    from hmix.blocks import BlockedPLS
+
+    rng = np.random.default_rng(5)
+    n = 600
+    df = pd.DataFrame(
+        {
+            "a": rng.integers(0, 60, n).astype(str),
+            "b": rng.integers(0, 40, n).astype(str),
+            "c": rng.integers(0, 4, n).astype(str),
+            "x": rng.normal(size=n),
+        }
+    )
+    df["y"] = df["x"] + rng.normal(size=n) + df["c"].astype(int)
+    d = build_design("y ~ x + (1 | a) + (1 | b) + (1 | c)", df)
+    f = LMMObjective(d, REML=True)
+    pls = f.pls
+    assert pls._tail0 == 40  # c's rows: 7 of the rest block's 47 (b's 40, c's 4, x, 1, y)
+    finished: list[bool] = []
+    inner = BlockedPLS._finish_tail
+
+    def spy(self: BlockedPLS, theta: np.ndarray) -> np.ndarray | None:
+        out = inner(self, theta)
+        finished.append(out is not None)
+        return out
+
+    monkeypatch.setattr(BlockedPLS, "_finish_tail", spy)
+    fresh = BlockedPLS(d.terms, d.X, d.y)
+    steps = [
+        ([0.8, 0.5, 0.3], None),  # the first factor: nothing to finish from
+        ([0.8, 0.5, 0.6], True),  # c alone
+        ([0.8, 0.5, 0.6], True),  # the same theta
+        ([0.8, 0.7, 0.6], False),  # b: before the tail
+        ([0.9, 0.7, 0.6], False),  # a: the first term
+        ([0.9, 0.7, 0.0], False),  # c at zero: the general scaling
+        ([0.9, 0.7, 1.2], None),  # (the last factor was at a zero: not kept)
+        ([0.9, 0.7, 0.2], True),
+    ]
+    for theta_list, tail in steps:
+        theta = np.array(theta_list)
+        finished.clear()
+        a, b = pls.factor(theta), fresh.factor(theta)
+        assert finished == ([] if tail is None else [tail])
+        assert (a.logdet_z, a.logdet_x, a.r2) == pytest.approx((b.logdet_z, b.logdet_x, b.r2), rel=1e-10)
+        np.testing.assert_allclose(a.beta, b.beta, rtol=1e-10)
+        np.testing.assert_allclose(
+            np.concatenate(a.u_engine), np.concatenate(b.u_engine), rtol=1e-9, atol=1e-12
+        )
+        fresh._last = None  # (the reference always factors in full)
+        ref, _, _ = dense_objective(d, theta, True)
+        assert f.from_factor(a) == pytest.approx(ref, rel=1e-10)
+    pls.set_data(d.X, d.y + 1.0, None)  # new data: the last factor is forgotten
+    finished.clear()
+    pls.factor(np.array([0.9, 0.7, 0.3]))
+    assert finished == []
+
+
 def test_too_large_dense_block_is_a_clear_error() -> None:
     rng = np.random.default_rng(0)
     n = 50_000
@@ -202,6 +303,32 @@ def test_check_derivatives_of_a_known_function(fx_known: bool) -> None:
     np.testing.assert_allclose(grad, g, atol=1e-6)
     np.testing.assert_allclose(hess, H, atol=1e-3)  # O(h) = 1e-4 off-diagonal when one-sided
     assert len(calls) == (9 if fx_known else 13)
+
+
+def test_check_derivatives_step_the_last_parameters_fastest_when_ordered() -> None:
+    """With ``order`` the same points are visited so that the parameters the engine factors last
+    vary fastest (runs of points that differ from the one before in those alone); the
+    derivatives are the unordered ones exactly."""
+    from hmix.optimize import _derivs
+
+    def f(x: np.ndarray) -> float:
+        return float(np.sin(x).sum() + x[0] * x[1] * x[2])
+
+    x = np.array([0.4, 0.9, 1.3])
+    seen: list[np.ndarray] = []
+
+    def logged(v: np.ndarray) -> float:
+        seen.append(np.round((v - x) / 1e-4).astype(int))
+        return f(v)
+
+    plain = _derivs(f, x, f(x))
+    order = np.array([2, 0, 1])  # parameter 2 varies slowest, then 0, then 1
+    ordered = _derivs(logged, x, f(x), order)
+    np.testing.assert_array_equal(plain[0], ordered[0])
+    np.testing.assert_array_equal(plain[1], ordered[1])
+    code = {0: 0, -1: 1, 1: 2}  # x's own coordinate first, then a step down, then up
+    keys = [tuple(code[int(v[i])] for i in order) for v in seen]
+    assert keys == sorted(keys) and len(keys) == 9
 
 
 @pytest.mark.parametrize("reweighted", [False, True])
