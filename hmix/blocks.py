@@ -419,7 +419,60 @@ class BlockedPLS:
         self._P_sum: sp.csc_matrix | None = None  # (see _merge_pairs)
         self._P_rep: np.ndarray | None = None
         self._pairs()
+        self._diag = self._diagonal_rows()
         self.set_data(X, y, weights)
+
+    def _diagonal_rows(self) -> int:
+        """How many leading rows of the rest block have a diagonal block in the middle matrix:
+        the second term's, when it is scalar and the first term is nested in it (each level of
+        the first term meets one level of the second: grouseticks' INDEX in BROOD), else 0.
+
+        Its Z'WZ block is diagonal then, and so is S's (a level of the first term contributes
+        to one of its rows only), so ``_chol_rest`` eliminates those rows by a scaling and
+        factors only the rows after them.
+        """
+        if len(self.terms) < 2 or self.terms[1].k != 1:
+            return 0
+        kd = self.terms[1].q
+        sel = self._r1_indices < kd
+        level = self._r1_col[sel] // self.k1
+        row = self._r1_indices[sel]
+        if self.k1 == 1:
+            return kd if np.bincount(level, minlength=self.l1).max(initial=0) <= 1 else 0
+        lo = np.full(self.l1, kd)
+        hi = np.full(self.l1, -1)
+        np.minimum.at(lo, level, row)
+        np.maximum.at(hi, level, row)
+        met = hi >= 0
+        return kd if np.array_equal(lo[met], hi[met]) else 0
+
+    def _chol_rest(self, M: np.ndarray) -> int:
+        """Factor the middle matrix in place (its lower triangle, C order, becomes L's): LAPACK's
+        info (0, or the 1-based row of the first pivot that is not positive).
+
+        The first ``_diag`` rows, a diagonal block, are eliminated by a square root and a
+        scaling of their columns; LAPACK factors the Schur complement of the rows after them
+        (grouseticks: 68 rows instead of 186, a tenth of the flops).
+        """
+        kd = self._diag
+        if not kd:
+            # M's lower triangle (C order) is the upper triangle of the Fortran-ordered M':
+            # factoring that in place spares LAPACK a transposing copy (a tenth of the time at
+            # m = 1,000)
+            return int(sla.lapack.dpotrf(M.T, lower=0, clean=0, overwrite_a=1)[1])
+        idx = np.arange(kd)
+        d = M[idx, idx]
+        if not d.min() > 0:
+            return int(np.argmin(d > 0)) + 1
+        d = np.sqrt(d)
+        M[idx, idx] = d
+        C = M[kd:, :kd]
+        C /= d
+        E = C @ C.T
+        np.subtract(M[kd:, kd:], E, out=E)
+        info = int(sla.lapack.dpotrf(E.T, lower=0, clean=0, overwrite_a=1)[1])
+        M[kd:, kd:] = E
+        return info + kd if info else 0
 
     def _lam_pattern(self) -> None:
         rows, cols, src = [], [], []
@@ -804,10 +857,8 @@ class BlockedPLS:
                 M[:qr, :] = lam.T @ M[:qr, :]
                 M[:, :qr] = (lam.T @ M[:, :qr].T).T
                 M[np.arange(qr), np.arange(qr)] += 1.0
-        # M's lower triangle (C order) is the upper triangle of the Fortran-ordered M': factoring
-        # that in place spares LAPACK a transposing copy (a tenth of the time at m = 1,000)
-        U, info = sla.lapack.dpotrf(M.T, lower=0, clean=0, overwrite_a=1)
-        Lr = U.T
+        info = self._chol_rest(M)
+        Lr = M
         if info == m:  # y lies in the column space: a zero residual
             Lr[-1, -1] = 0.0
         if 0 < info < m or not (np.isfinite(np.diag(Lr)).all() and np.isfinite(Lr[-1]).all()):

@@ -270,6 +270,43 @@ def test_factor_finishes_the_tail_of_the_last_factor_when_only_late_terms_change
     assert finished == []
 
 
+@pytest.mark.parametrize(
+    "formula, nested",
+    [
+        ("y ~ x + (1 | c/b)", True),
+        ("y ~ x + (x | b:c) + (1 | c)", True),
+        ("y ~ x + (1 | a) + (1 | b)", False),  # crossed
+        ("y ~ x + (1 | b:c) + (x | c)", False),  # a vector second term
+    ],
+)
+def test_second_term_the_first_is_nested_in_is_eliminated_as_a_diagonal(
+    formula: str, nested: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """When the first term is nested in a scalar second term, the second term's rows of the rest
+    block are eliminated by a scaling (``_chol_rest``): the objective is the dense reference's,
+    for fixed and for PIRLS weights, at interior points and with the second term at zero."""
+    from hmix.blocks import BlockedPLS
+
+    monkeypatch.setattr(hmix.blocks, "_DENSE_ALL", 0)
+    df = random_frame(8)
+    d = build_design(formula, df, weights="w")
+    f = LMMObjective(d, REML=False)
+    assert (f.pls._diag > 0) == nested
+    second = f.pls.theta_slices[1].start  # (the engine's second term, in lme4's theta)
+    for at_zero in (False, True):
+        theta = np.where(f.diagonal, 0.9, 0.25)
+        if at_zero:
+            theta[second] = 0.0
+        ref, beta, _ = dense_objective(d, theta, False)
+        assert f(theta) == pytest.approx(ref, rel=1e-10)
+        np.testing.assert_allclose(f.pls.factor(theta).beta, beta, rtol=1e-8)
+        pirls = BlockedPLS(d.terms, d.X, d.y, d.weights, reweighted=True)
+        plain = BlockedPLS(d.terms, d.X, d.y, d.weights, reweighted=True)
+        plain._diag = 0
+        a, b = pirls.factor(theta), plain.factor(theta)
+        assert (a.logdet_z, a.logdet_x, a.r2) == pytest.approx((b.logdet_z, b.logdet_x, b.r2), rel=1e-11)
+
+
 def test_too_large_dense_block_is_a_clear_error() -> None:
     rng = np.random.default_rng(0)
     n = 50_000
