@@ -317,26 +317,6 @@ class GLMMObjective:
             th_r[sl], th_c[sl] = kstart[i] + r, kstart[i] + c
         return np.stack(cols, axis=1), np.stack(zs, axis=1), th_r, th_c
 
-    def _row_inverse(self, fac: Factor, cols: np.ndarray) -> np.ndarray:
-        """M^-1 restricted to each row's columns: (n, K, K)."""
-        pls = self.pls_u
-        V11, Vr1, Vrr = fac.inverse_blocks()
-        q1, k1 = pls.q1, pls.k1
-        n, K = cols.shape
-        V = np.empty((n, K, K))
-        for a in range(K):
-            ca = cols[:, a]
-            for b in range(a, K):
-                cb = cols[:, b]
-                if b < k1:
-                    vals = V11[ca // k1, a, b]
-                elif a < k1:
-                    vals = Vr1[cb - q1, ca]
-                else:
-                    vals = Vrr[ca - q1, cb - q1]
-                V[:, a, b] = V[:, b, a] = vals
-        return V
-
     def _gradient(self, theta: np.ndarray, st: PirlsState) -> np.ndarray:
         pls = self.pls_u
         cols, zt, th_r, th_c = self._rows
@@ -349,7 +329,7 @@ class GLMMObjective:
         for t, T in zip(pls.terms, tmats):
             lam[k0 : k0 + t.k, k0 : k0 + t.k] = T
             k0 += t.k
-        V = self._row_inverse(fac, cols)
+        V = fac.row_inverse(cols)
         zeta = zt @ lam
         Vz = np.einsum("iab,ib->ia", V, zeta)
         r, dw, w_obs = self.obs.score(st.eta, st.mu, w)

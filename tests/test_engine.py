@@ -307,6 +307,46 @@ def test_second_term_the_first_is_nested_in_is_eliminated_as_a_diagonal(
         assert (a.logdet_z, a.logdet_x, a.r2) == pytest.approx((b.logdet_z, b.logdet_x, b.r2), rel=1e-11)
 
 
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y ~ x + (1 | a) + (1 | b) + (1 | c)",
+        "y ~ x + (x | a) + (1 | b)",
+        "y ~ x + (1 | c/b)",  # nested: the diagonal rows of _rest_inverse are all of them
+        "y ~ x + (1 | c/b) + (1 | e)",  # ... and rows after them
+        "y ~ x + (x | b:c) + (1 | c)",
+        "y ~ x + (1 | a) + (x | b)",
+    ],
+)
+@pytest.mark.parametrize("dense_g", [False, True])
+def test_row_inverse_matches_the_dense_inverse(
+    formula: str, dense_g: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The entries of (Lambda'Z'WZ Lambda + I)^-1 each row touches (the GLMM gradient's), from
+    a sparse G (only those entries) and from a dense one, against the inverted dense matrix."""
+    from hmix.blocks import BlockedPLS
+
+    monkeypatch.setattr(hmix.blocks, "_DENSE_ALL", 0)
+    monkeypatch.setattr(hmix.blocks, "_DENSE_PER_PAIR", 1e12 if dense_g else 0)
+    df = random_frame(11).assign(e=lambda f: (np.arange(len(f)) % 3).astype(str))
+    d = build_design(formula, df, weights="w")
+    pls = BlockedPLS(d.terms, d.X, d.y, d.weights, reweighted=True)
+    assert pls._diag == (4 if "c/b" in formula or "b:c" in formula else 0)
+    theta = np.where(np.concatenate([t.diagonal for t in d.terms]), 0.8, 0.3)
+    fac = pls.factor(theta)
+    assert isinstance(fac.G, np.ndarray) == dense_g
+    Zs = [t.zmatrix.toarray() for t in pls.terms]
+    Ls = [np.kron(np.eye(t.nlevels), T) for t, T in zip(pls.terms, fac.tmats)]
+    ZL = np.hstack(Zs) @ sla.block_diag(*Ls)
+    Minv = np.linalg.inv(ZL.T @ (d.weights[:, None] * ZL) + np.eye(ZL.shape[1]))
+    cols = np.stack(
+        [off + t.refs * t.k + a for off, t in zip(pls.offsets, pls.terms) for a in range(t.k)], axis=1
+    )
+    np.testing.assert_allclose(
+        fac.row_inverse(cols), Minv[cols[:, :, None], cols[:, None, :]], rtol=1e-9, atol=1e-12
+    )
+
+
 def test_too_large_dense_block_is_a_clear_error() -> None:
     rng = np.random.default_rng(0)
     n = 50_000
