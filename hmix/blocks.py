@@ -462,8 +462,6 @@ class BlockedPLS:
                 "supported yet"
             )
         self.n = len(y)
-        self._zr = sp.hstack([t.zmatrix for t in self.terms[1:]], format="csr") if self.qr else None
-        self._zrt = self._zr.T if self._zr is not None else None  # Z_r' (CSC), for Z_r'W[X y]
         self._lam_pattern()
         size = self.q1 + self.m
         nbasis = 1 + self.ntheta + self.ntheta * (self.ntheta + 1) // 2
@@ -569,7 +567,7 @@ class BlockedPLS:
         n, m, qr, k1 = self.n, self.m, self.qr, self.k1
         t1 = self.terms[0]
         cols1 = [t1.refs * k1 + al for al in range(k1)]
-        rest = self._rest_columns()
+        rest = self._rest = self._rest_columns()
         zr_keys, zr_obs, zr_prod = [], [], []
         for row, z in rest:
             for al in range(k1):
@@ -590,7 +588,6 @@ class BlockedPLS:
         self._r1z = (zsel, (keys[zsel] % m).astype(np.int32), (keys[zsel] // m).astype(np.int64))
         self._r1z_indptr = np.concatenate([[0], np.cumsum(np.bincount(keys[zsel] // m, minlength=self.q1))])
         self._r1_xypos = rank[len(zkeys) :]  # (q1, p + 1) entries of X, y, row-major
-        self._z1t = t1.zmatrix.T  # CSC: as fast in products as CSR, without the conversion
         self._r1_zobs = _cat(zr_obs)
         self._r1_zprod = _cat(zr_prod)
         rr_flat, rr_obs, rr_prod = [], [], []
@@ -615,7 +612,7 @@ class BlockedPLS:
 
     def r1_rmatvec(self, data: np.ndarray, v: np.ndarray) -> np.ndarray:
         """A_r1' v for A_r1 with the given values (no sparse-matrix object on the hot path)."""
-        return np.bincount(self._r1_col, data * v[self._r1_indices], minlength=self.q1)
+        return np.bincount(self._r1_col, data * np.take(v, self._r1_indices), minlength=self.q1)
 
     def set_data(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> None:
         """Compute the blocks of A for new data or weights (once for an LMM, per PIRLS step for a GLMM)."""
@@ -633,7 +630,8 @@ class BlockedPLS:
         # (no rest terms: bincount of nothing is an integer array)
         data = np.bincount(self._r1_zentry, w[self._r1_zobs] * self._r1_zprod, minlength=self._r1_nnz)
         data = data.astype(float, copy=False)
-        data[self._r1_xypos] = (self._z1t @ wXy).ravel()
+        z1_wxy, zr_wxy = self._z_wxy(wXy)
+        data[self._r1_xypos] = z1_wxy.ravel()
         self._r1_data = data
         if self._r1_flat is not None:  # (in place too: the same entries every time)
             if self._dense_r1 is None:
@@ -650,13 +648,13 @@ class BlockedPLS:
             A_rr.ravel()[self._rr_keys] = np.bincount(
                 self._rr_rank, w[self._rr_obs] * self._rr_prod, minlength=nkeys
             )
-            assert self._zrt is not None
-            A_rr[qr:, :qr] = (self._zrt @ wXy).T
+            A_rr[qr:, :qr] = zr_wxy.T
         A_rr[qr:, qr:] = np.tril(Xy.T @ wXy)
         self.A_rr = A_rr
         if self._P is not None:
             e1, e2, doubled = self._pair_map
-            values = data[e1] * data[e2]
+            # (np.take: indexing with int32 arrays would first convert them, at twice the cost)
+            values = np.take(data, e1) * np.take(data, e2)
             values[doubled] *= 2.0
             self._P.data = values
             self._merge_pairs()
@@ -684,6 +682,44 @@ class BlockedPLS:
             (np.ones(len(cols)), (np.arange(len(cols)), cols)), shape=(len(cols), len(rep) * kk)
         )
         self._P_sum, self._P_rep = (self._P @ C).tocsc(), rep
+
+    def _z_wxy(self, wXy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Z_1'W[X y] (q1 x (p + 1)) and Z_r'W[X y] (qr x (p + 1)).
+
+        A system refilled at every PIRLS step multiplies by sparse Z' built once; one filled
+        once (an LMM) takes a bincount per column of Z and of [X y] instead, as fast as the
+        product and without building the sparse matrices (~0.1 ms, a twentieth of a small fit).
+        """
+        if self._reweighted:
+            z1 = np.asarray(self._z1t @ wXy)
+            zr = np.asarray(self._zrt @ wXy) if self.qr else np.zeros((0, wXy.shape[1]))
+            return z1, zr
+        t1 = self.terms[0]
+        first = [(t1.refs * self.k1 + a, t1.z[:, a]) for a in range(self.k1)]
+        out = []
+        for columns, size in ((first, self.q1), (self._rest, self.qr)):
+            s = np.zeros((size, wXy.shape[1]))
+            for row, z in columns:
+                for c in range(wXy.shape[1]):
+                    s[:, c] += np.bincount(row, z * wXy[:, c], minlength=size)
+            out.append(s)
+        return out[0], out[1]
+
+    @cached_property
+    def _z1t(self) -> sp.csc_matrix:
+        """Z_1' (CSC: as fast in products as CSR, without the conversion)."""
+        return self.terms[0].zmatrix.T
+
+    @cached_property
+    def _zr(self) -> sp.csr_matrix | None:
+        """Z of the rest terms (n x qr)."""
+        return sp.hstack([t.zmatrix for t in self.terms[1:]], format="csr") if self.qr else None
+
+    @cached_property
+    def _zrt(self) -> sp.csc_matrix:
+        """Z_r' (CSC)."""
+        assert self._zr is not None
+        return self._zr.T
 
     def _all_pattern(self) -> None:
         """Where theta goes in the dense Lambda of the whole system (engine order; X, y: 1)."""
@@ -831,7 +867,7 @@ class BlockedPLS:
         e2 = np.arange(len(e1), dtype=np.int32) - np.repeat(
             (np.cumsum(reps) - reps - start).astype(np.int32), reps
         )
-        key = rows[e1] * m + rows[e2]
+        key = np.take(rows, e1) * m + np.take(rows, e2)
         self._keys, inv = _ranked(key, m * m)
         self._key_rows, self._key_cols = np.divmod(self._keys, m)
         ncol = l1 * k1 * k1
@@ -931,6 +967,14 @@ class BlockedPLS:
             raise NotPositiveDefinite(f"rest block, pivot {info}")
         self._last = (theta.copy(), Lr, tail) if tail is not None else None
         return Factor(self, theta, tmats, L11, L11inv, B, Lr, self._r1_data, rscale, F_dense)
+
+    @property
+    def step_order(self) -> np.ndarray | None:
+        """theta's indices term by term in the engine's order, when stepping the last terms'
+        alone lets a factor be finished from the last one's (``_finish_tail``); else None."""
+        if self._tail0 is None:
+            return None
+        return np.concatenate([np.arange(sl.start, sl.stop) for sl in self.theta_slices])
 
     def _finish_tail(self, theta: np.ndarray) -> np.ndarray | None:
         """The rest factor at ``theta`` from the last one's, or None when it cannot be had so.

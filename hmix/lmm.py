@@ -230,9 +230,8 @@ def fit_lmm(design: Design, *, REML: bool = True, check_conv: bool = True, data_
         f, f.theta0, f.lower, diagonal=f.diagonal, initial_step=step, method=method
     )
     # the checks step the parameters in the engine's term order (the last ones cost least)
-    order = np.concatenate([np.arange(sl.start, sl.stop) for sl in f.pls.theta_slices])
     singular, converged, messages, _ = check_convergence(
-        fc, theta, f.diagonal, check=check_conv, fx=fmin, order=order
+        fc, theta, f.diagonal, check=check_conv, fx=fmin, order=f.pls.step_order
     )
     optsum = type(optsum)(**{**optsum.__dict__, "n_evals": fc.n, "warnings": tuple(messages)})
     return LinearMixedModel._from_fit(

@@ -443,23 +443,27 @@ def _derivs(
     # without fx, f(x) is evaluated here, next to the other points: a GLMM's PIRLS leaves
     # ~1e-10 of noise between evaluations, and the second differences divide by h^2 = 1e-8
     f0 = f(x) if fx is None else fx
-    eye = np.eye(n, dtype=int)
-    steps = [eye[i] for i in range(n)] + [-eye[i] for i in range(n)]
+    unit = [tuple(int(k == i) for k in range(n)) for i in range(n)]
+    steps = unit + [tuple(-a for a in u) for u in unit]
     for i in range(n):
         for j in range(i):
-            steps += [eye[i] + eye[j]] if fx is not None else [eye[i] + eye[j], -eye[i] - eye[j]]
+            both = tuple(a + b for a, b in zip(unit[i], unit[j]))
+            steps += [both] if fx is not None else [both, tuple(-a for a in both)]
     if order is not None:  # (0 first, then -1, then +1: the points next to x come first)
-        steps.sort(key=lambda v: tuple(np.where(v[order] == 0, 0, np.where(v[order] < 0, 1, 2))))
-    val = {tuple(v): f(x + h * v) for v in steps}
-    fp = np.array([val[tuple(eye[i])] for i in range(n)])
-    fm = np.array([val[tuple(-eye[i])] for i in range(n)])
+        rank = {0: 0, -1: 1, 1: 2}
+        slow_first = [int(k) for k in order]
+        steps.sort(key=lambda v: [rank[v[k]] for k in slow_first])
+    val = {v: f(x + h * np.array(v, dtype=float)) for v in steps}
+    fp = np.array([val[u] for u in unit])
+    fm = np.array([val[tuple(-a for a in u)] for u in unit])
     grad = (fp - fm) / (2 * h)
     hess = np.diag((fp - 2 * f0 + fm) / h**2)
     for i in range(n):
         for j in range(i):
-            fpp = val[tuple(eye[i] + eye[j])]
+            both = tuple(a + b for a, b in zip(unit[i], unit[j]))
+            fpp = val[both]
             if fx is None:
-                fmm = val[tuple(-eye[i] - eye[j])]
+                fmm = val[tuple(-a for a in both)]
                 v = (fpp - fp[i] - fp[j] + 2 * f0 - fm[i] - fm[j] + fmm) / (2 * h * h)
             else:
                 v = (fpp - fp[i] - fp[j] + f0) / (h * h)

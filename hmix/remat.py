@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from functools import cached_property
+from functools import cache, cached_property
 from typing import Any
 
 import numpy as np
@@ -66,6 +66,15 @@ def group_codes(data: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarra
     return codes, pd.Index(joined.astype(str))
 
 
+@cache
+def _tril(k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(row, column) of the lower triangle of a k x k matrix, column-major; read-only, shared by
+    every term with k columns (np.triu_indices costs tens of microseconds a call)."""
+    cols, rows = np.triu_indices(k)
+    rows.flags.writeable = cols.flags.writeable = False
+    return rows, cols
+
+
 @dataclass(frozen=True, eq=False)
 class ReTerm:
     """A random-effects term ``(lhs | group)`` materialized on the model's rows.
@@ -124,11 +133,10 @@ class ReTerm:
         """Number of covariance parameters of the term."""
         return self.k * (self.k + 1) // 2
 
-    @cached_property
+    @property
     def tril(self) -> tuple[np.ndarray, np.ndarray]:
         """(row, column) of each theta element in ``T``: the lower triangle, column-major."""
-        cols, rows = np.triu_indices(self.k)
-        return rows, cols
+        return _tril(self.k)
 
     @cached_property
     def diagonal(self) -> np.ndarray:

@@ -425,6 +425,11 @@ def test_set_data_refills_in_place_as_a_fresh_engine(reweighted: bool) -> None:
     theta = np.array([0.8, 0.6, 0.2, 0.4, 0.9])
     a, b = pls.factor(theta), fresh.factor(theta)
     assert (a.logdet_z, a.logdet_x, a.r2) == pytest.approx((b.logdet_z, b.logdet_x, b.r2), rel=1e-12)
+    # the other layout (sparse Z' products when reweighted, bincounts when not): the same system
+    other = BlockedPLS(d.terms, d.X, y2, w2, reweighted=not reweighted).factor(theta)
+    assert (a.logdet_z, a.logdet_x, a.r2) == pytest.approx(
+        (other.logdet_z, other.logdet_x, other.r2), rel=1e-11
+    )
 
 
 def test_no_fixed_effects() -> None:
