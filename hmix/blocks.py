@@ -66,12 +66,14 @@ _MAX_DENSE = 20_000  # largest dense rest block (3.2 GB a copy) the engine takes
 # scalar, vector and crossed terms). Everything else (beta, u, variances) comes from the factor.
 _DENSE_ALL = 50
 _DENSE_ALL_BASIS = 2_000_000  # ... and while the coefficient matrices hold at most this many values
-# A factor whose theta differs from the last one's only in the rest terms at the end of the
-# rest block (the last rows: InstEval's dept) reuses the last factor's leading rows and finishes
-# the tail alone (see BlockedPLS._finish_tail): tails of at most this fraction of the rest block,
-# in rest blocks of at most _TAIL_MAX rows (the last factor is kept alive, m^2 doubles).
+# A factor whose theta differs from a recent one's only in the rest terms at the end of the
+# rest block (the last rows: InstEval's dept) reuses that factor's leading rows and finishes the
+# tail alone (see BlockedPLS._finish_tail): tails of at most this fraction of the rest block.
+# The factors of the last three distinct values of the other terms' theta are kept (NEWUOA's
+# first steps go out and back along each coordinate), within this many bytes in all.
 _TAIL_FRACTION = 0.25
-_TAIL_MAX = 4_000
+_TAIL_KEEP = 3
+_TAIL_BYTES = 100_000_000
 _MAX_PAIRS = 40_000_000  # entries of P (about 0.5 GB); beyond it S is formed as F F'
 # Reweighted systems (PIRLS) refill P's values at every step: there a dense S = F F' (BLAS, about
 # 0.1 ns a flop) is cheaper whenever its flops stay below this many times P's entries (a refill
@@ -475,9 +477,18 @@ class BlockedPLS:
         self._lam_diagonal = bool(np.all(self._lam_rows == self._lam_cols))
         # the first row of the rest block from which a factor may be finished on its own
         tails = [o - self.q1 for o in self.offsets[1:] if self.m - (o - self.q1) <= _TAIL_FRACTION * self.m]
-        reusable = tails and self._lam_diagonal and not reweighted and self.m <= _TAIL_MAX
+        reusable = tails and self._lam_diagonal and not reweighted
         self._tail0: int | None = min(tails) if reusable else None
-        self._last: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # (theta, Lr, tail)
+        self._keep = min(_TAIL_KEEP, _TAIL_BYTES // (8 * self.m * self.m)) if reusable else 0
+        # theta's indices in the terms before the tail: a kept factor's key
+        self._head = np.concatenate(
+            [
+                np.arange(sl.start, sl.stop)
+                for e, sl in enumerate(self.theta_slices)
+                if e == 0 or self.offsets[e] - self.q1 < (self._tail0 or 0)
+            ]
+        )
+        self._kept: dict[bytes, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}  # (theta, Lr, tail)
         self._structure()
         self._dense_r1: np.ndarray | None = None
         self._P_sum: sp.csc_matrix | None = None  # (see _merge_pairs)
@@ -617,7 +628,7 @@ class BlockedPLS:
     def set_data(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> None:
         """Compute the blocks of A for new data or weights (once for an LMM, per PIRLS step for a GLMM)."""
         w = np.ones(self.n) if weights is None else np.asarray(weights, dtype=float)
-        self._last = None
+        self._kept.clear()
         t1 = self.terms[0]
         wz = t1.z * w[:, None]
         A11 = np.empty((self.l1, self.k1, self.k1))
@@ -919,7 +930,7 @@ class BlockedPLS:
             raise NotPositiveDefinite("first block")
         B = T1 @ np.swapaxes(L11inv, 1, 2)  # T1 L11^-T per level
         qr, m = self.qr, self.m
-        if self._last is not None:
+        if self._kept:
             Lr_tail = self._finish_tail(theta)
             if Lr_tail is not None:
                 return Factor(
@@ -948,7 +959,7 @@ class BlockedPLS:
         if qr:
             lam_diag = theta[self._lam_src] if self._lam_diagonal else None
             if lam_diag is not None and lam_diag.min() > 0:
-                if self._tail0 is not None:
+                if self._keep:
                     tail = M[self._tail0 :, self._tail0 :].copy()  # (A - S there: _finish_tail)
                 # D (A - S) D + I = D (A - S + D^-2) D: factor the middle, scale R's rows later
                 M[np.arange(qr), np.arange(qr)] += lam_diag**-2
@@ -965,42 +976,48 @@ class BlockedPLS:
             Lr[-1, -1] = 0.0
         if 0 < info < m or not (np.isfinite(np.diag(Lr)).all() and np.isfinite(Lr[-1]).all()):
             raise NotPositiveDefinite(f"rest block, pivot {info}")
-        self._last = (theta.copy(), Lr, tail) if tail is not None else None
+        if tail is not None:
+            self._keep_factor(theta, Lr, tail)
         return Factor(self, theta, tmats, L11, L11inv, B, Lr, self._r1_data, rscale, F_dense)
 
     @property
     def step_order(self) -> np.ndarray | None:
         """theta's indices term by term in the engine's order, when stepping the last terms'
         alone lets a factor be finished from the last one's (``_finish_tail``); else None."""
-        if self._tail0 is None:
+        if not self._keep:
             return None
         return np.concatenate([np.arange(sl.start, sl.stop) for sl in self.theta_slices])
 
-    def _finish_tail(self, theta: np.ndarray) -> np.ndarray | None:
-        """The rest factor at ``theta`` from the last one's, or None when it cannot be had so.
+    def _keep_factor(self, theta: np.ndarray, Lr: np.ndarray, tail: np.ndarray) -> None:
+        """Keep a factor for ``_finish_tail`` under its head terms' theta (the oldest goes)."""
+        key = theta[self._head].tobytes()
+        self._kept.pop(key, None)
+        self._kept[key] = (theta.copy(), Lr, tail)
+        while len(self._kept) > self._keep:
+            del self._kept[next(iter(self._kept))]
 
-        When theta differs from the last factor's only in rest terms whose rows all lie in the
+    def _finish_tail(self, theta: np.ndarray) -> np.ndarray | None:
+        """The rest factor at ``theta`` from a kept one's, or None when it cannot be had so.
+
+        When theta differs from a kept factor's only in rest terms whose rows all lie in the
         tail (rows k and after, k >= ``_tail0``), the middle matrix A - S + D^-2 (see ``factor``)
         is unchanged in its first k rows: so are the factor's first k columns, and only the
-        tail, (A - S)[k:, k:] + D^-2 - L[k:, :k] L[k:, :k]', is factored anew. lme4's
-        convergence checks step one parameter at a time (``check_convergence``, ``order``): for
-        InstEval's dept, 17 rows instead of 1,145.
+        tail, (A - S)[k:, k:] + D^-2 - L[k:, :k] L[k:, :k]', is factored anew. For InstEval's
+        dept, 17 rows instead of 1,145: NEWUOA's first steps along dept's theta, and the
+        convergence checks, which step the parameters in the engine's order (``step_order``).
         """
-        assert self._last is not None and self._tail0 is not None
-        last_theta, last_Lr, last_tail = self._last
+        assert self._tail0 is not None
         lam = theta[self._lam_src]
-        if lam.min() <= 0:
+        kept = self._kept.get(theta[self._head].tobytes())
+        if kept is None or lam.min() <= 0:
             return None
+        last_theta, last_Lr, last_tail = kept
         changed = theta != last_theta
         k = self.qr  # (the same theta: only the rows of X and y are refactored)
         for e, sl in enumerate(self.theta_slices):
             if changed[sl].any():
-                if e == 0:
-                    return None
                 k = int(self.offsets[e]) - self.q1
                 break
-        if k < self._tail0:
-            return None
         Lr = last_Lr.copy()
         j = k - self._tail0
         T = last_tail[j:, j:].copy()
@@ -1017,7 +1034,7 @@ class BlockedPLS:
             Lr[-1, -1] = 0.0
         if not (np.isfinite(np.diag(Lr)).all() and np.isfinite(Lr[-1]).all()):
             raise NotPositiveDefinite(f"rest block, pivot {info}")
-        self._last = (theta.copy(), Lr, last_tail)
+        self._keep_factor(theta, Lr, last_tail)
         return Lr
 
     def to_lme4(self, per_term: list[np.ndarray]) -> list[np.ndarray]:

@@ -211,9 +211,10 @@ def test_zero_variance_in_a_later_term_matches_dense(formula: str) -> None:
 def test_factor_finishes_the_tail_of_the_last_factor_when_only_late_terms_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """A factor whose theta differs from the last one's only in the rest block's last term
-    refactors that term's rows alone (``_finish_tail``): it is the fresh factor, to 1e-10, and a
-    change in an earlier term or a zero variance take the full path."""
+    """A factor whose theta differs from a kept one's only in the rest block's last term
+    refactors that term's rows alone (``_finish_tail``): it is the fresh factor, to 1e-10; a
+    change in an earlier term or a zero variance take the full path, and the factors of the
+    last three values of the earlier terms' theta are kept."""
     from hmix.blocks import BlockedPLS
 
     rng = np.random.default_rng(5)
@@ -247,9 +248,15 @@ def test_factor_finishes_the_tail_of_the_last_factor_when_only_late_terms_change
         ([0.8, 0.5, 0.6], True),  # the same theta
         ([0.8, 0.7, 0.6], False),  # b: before the tail
         ([0.9, 0.7, 0.6], False),  # a: the first term
-        ([0.9, 0.7, 0.0], False),  # c at zero: the general scaling
-        ([0.9, 0.7, 1.2], None),  # (the last factor was at a zero: not kept)
-        ([0.9, 0.7, 0.2], True),
+        ([0.9, 0.7, 0.0], False),  # c at zero: the general scaling (and not kept)
+        ([0.9, 0.7, 1.2], True),  # from the factor two steps back, kept under a's and b's theta
+        # three heads (a's and b's theta) are kept, the least recently used goes first
+        ([1.0, 0.7, 0.2], False),  # kept: (0.8, 0.7), (0.9, 0.7), (1.0, 0.7)
+        ([0.9, 0.7, 0.5], True),  # (0.8, 0.7), (1.0, 0.7), (0.9, 0.7)
+        ([1.1, 0.7, 0.2], False),  # (1.0, 0.7), (0.9, 0.7), (1.1, 0.7)
+        ([0.8, 0.7, 0.3], False),  # gone
+        ([1.0, 0.7, 0.9], False),  # gone too: the line before kept (0.8, 0.7) in its place
+        ([1.1, 0.7, 0.9], True),
     ]
     for theta_list, tail in steps:
         theta = np.array(theta_list)
@@ -261,7 +268,7 @@ def test_factor_finishes_the_tail_of_the_last_factor_when_only_late_terms_change
         np.testing.assert_allclose(
             np.concatenate(a.u_engine), np.concatenate(b.u_engine), rtol=1e-9, atol=1e-12
         )
-        fresh._last = None  # (the reference always factors in full)
+        fresh._kept.clear()  # (the reference always factors in full)
         ref, _, _ = dense_objective(d, theta, True)
         assert f.from_factor(a) == pytest.approx(ref, rel=1e-10)
     pls.set_data(d.X, d.y + 1.0, None)  # new data: the last factor is forgotten
