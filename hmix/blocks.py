@@ -660,7 +660,7 @@ class BlockedPLS:
                 self._rr_rank, w[self._rr_obs] * self._rr_prod, minlength=nkeys
             )
             A_rr[qr:, :qr] = zr_wxy.T
-        A_rr[qr:, qr:] = np.tril(Xy.T @ wXy)
+        A_rr[qr:, qr:] = Xy.T @ wXy  # (whole: nothing reads A_rr's upper triangle)
         self.A_rr = A_rr
         if self._P is not None:
             e1, e2, doubled = self._pair_map
@@ -702,9 +702,8 @@ class BlockedPLS:
         product and without building the sparse matrices (~0.1 ms, a twentieth of a small fit).
         """
         if self._reweighted:
-            z1 = np.asarray(self._z1t @ wXy)
-            zr = np.asarray(self._zrt @ wXy) if self.qr else np.zeros((0, wXy.shape[1]))
-            return z1, zr
+            zx = np.asarray(self._zt @ wXy)
+            return zx[: self.q1], zx[self.q1 :]
         t1 = self.terms[0]
         first = [(t1.refs * self.k1 + a, t1.z[:, a]) for a in range(self.k1)]
         out = []
@@ -717,20 +716,14 @@ class BlockedPLS:
         return out[0], out[1]
 
     @cached_property
-    def _z1t(self) -> sp.csc_matrix:
-        """Z_1' (CSC: as fast in products as CSR, without the conversion)."""
-        return self.terms[0].zmatrix.T
+    def _zt(self) -> sp.csc_matrix:
+        """Z' in engine order (CSC: as fast in products as CSR, without the conversion)."""
+        return sp.hstack([t.zmatrix for t in self.terms], format="csr").T
 
     @cached_property
     def _zr(self) -> sp.csr_matrix | None:
-        """Z of the rest terms (n x qr)."""
+        """Z of the rest terms (n x qr), for leave-one-out leverages."""
         return sp.hstack([t.zmatrix for t in self.terms[1:]], format="csr") if self.qr else None
-
-    @cached_property
-    def _zrt(self) -> sp.csc_matrix:
-        """Z_r' (CSC)."""
-        assert self._zr is not None
-        return self._zr.T
 
     def _all_pattern(self) -> None:
         """Where theta goes in the dense Lambda of the whole system (engine order; X, y: 1)."""

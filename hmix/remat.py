@@ -146,6 +146,8 @@ class ReTerm:
 
     def tmat(self, theta: np.ndarray) -> np.ndarray:
         """The ``k x k`` lower-triangular relative covariance factor for this term's theta."""
+        if self.k == 1:  # (a fresh 1 x 1 copy: PIRLS builds these at every step)
+            return np.array(theta, dtype=float).reshape(1, 1)
         t = np.zeros((self.k, self.k))
         t[self.tril] = theta
         return t
