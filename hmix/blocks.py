@@ -278,12 +278,22 @@ class Factor:
         qr = pls.qr
         if self.F_dense is not None:
             return self._lam_t(self.F_dense[:qr])
-        if pls.k1 == 1 and pls._lam_diagonal:
-            # Lambda_r' A_Z1 B: a scaling of A_r1's values, on its own pattern
-            sel, rows, cols = pls._r1z
-            vals = self.r1_data[sel] * self.theta[pls._lam_src][rows] * self.B[cols, 0, 0]
-            return sp.csc_matrix((vals, rows, pls._r1z_indptr), shape=(qr, pls.q1))
+        entries = self._l21_entries
+        if entries is not None:
+            return sp.csc_matrix((entries[0], entries[1], pls._r1z_indptr), shape=(qr, pls.q1))
         return (self.lam_r.T @ self.F[:qr]).tocsr()
+
+    @cached_property
+    def _l21_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """L21's ``(values, rows, columns)`` on A_r1's pattern (CSC order) for a scalar first term
+        and diagonal Lambda_r, where L21 = Lambda_r' A_Z1 B is a scaling of A_r1's values; else
+        None. The GLMM gradient works on these directly: a scipy matrix costs tens of us to build."""
+        pls = self.pls
+        if self.F_dense is not None or pls.k1 != 1 or not pls._lam_diagonal:
+            return None
+        sel, rows, cols = pls._r1z
+        vals = self.r1_data[sel] * self.theta[pls._lam_src][rows] * self.B[cols, 0, 0]
+        return vals, rows, cols
 
     @cached_property
     def G(self) -> sp.csr_matrix | np.ndarray:
@@ -293,10 +303,10 @@ class Factor:
         if isinstance(L21, np.ndarray):
             G = np.einsum("rja,jab->rjb", L21.reshape(pls.qr, pls.l1, pls.k1), self.L11inv)
             return G.reshape(pls.qr, pls.q1)
-        if isinstance(L21, sp.csc_matrix) and pls.k1 == 1:
-            _, rows, cols = pls._r1z
-            vals = L21.data * self.L11inv[cols, 0, 0]
-            return sp.csc_matrix((vals, rows, pls._r1z_indptr), shape=L21.shape)
+        entries = self._l21_entries
+        if entries is not None:
+            vals, rows, cols = entries
+            return sp.csc_matrix((vals * self.L11inv[cols, 0, 0], rows, pls._r1z_indptr), shape=L21.shape)
         return (L21 @ _blockdiag(self.L11inv)).tocsr()
 
     def solve(self, b: np.ndarray) -> np.ndarray:
@@ -306,11 +316,18 @@ class Factor:
         y1 = np.einsum("jab,jb->ja", self.L11inv, b[:q1].reshape(pls.l1, k1)).ravel()
         if not pls.qr:
             return np.einsum("jba,jb->ja", self.L11inv, y1.reshape(pls.l1, k1)).ravel()
-        L21 = self.L21
         Lrr = self.L_rr
-        yr = _tri_solve(Lrr, b[q1:] - L21 @ y1)
-        xr = _tri_solve(Lrr, yr, trans=True)
-        t = (y1 - L21.T @ xr).reshape(pls.l1, k1)
+        entries = self._l21_entries
+        if entries is not None:  # (L21's products from its entries)
+            vals, rows, cols = entries
+            yr = _tri_solve(Lrr, b[q1:] - np.bincount(rows, vals * y1[cols], minlength=pls.qr))
+            xr = _tri_solve(Lrr, yr, trans=True)
+            t = (y1 - np.bincount(cols, vals * xr[rows], minlength=q1)).reshape(pls.l1, k1)
+        else:
+            L21 = self.L21
+            yr = _tri_solve(Lrr, b[q1:] - L21 @ y1)
+            xr = _tri_solve(Lrr, yr, trans=True)
+            t = (y1 - L21.T @ xr).reshape(pls.l1, k1)
         x1 = np.einsum("jba,jb->ja", self.L11inv, t).ravel()
         return np.concatenate([x1, xr])
 
@@ -319,7 +336,8 @@ class Factor:
 
         With the engine's diagonal rows (``BlockedPLS._diagonal_rows``), L_rr = [D 0; C L22]
         and, with W = L22^-T L22^-1 C D^-1, Vrr = [D^-2 + D^-1 C'W, -W'; -W, (L22 L22')^-1]:
-        LAPACK inverts only L22 (grouseticks: 63 rows instead of 181).
+        LAPACK inverts only L22 (grouseticks: 63 rows instead of 181), and of the first block
+        only the diagonal is formed (``row_inverse`` reads nothing else there).
         """
         kd, L = self.pls._diag, self.L_rr
         if not kd:
@@ -327,17 +345,20 @@ class Factor:
             if info:
                 raise NotPositiveDefinite("inverse of the rest block")
             return np.asarray(Vrr)
-        V22, info = sla.lapack.dpotri(L[kd:, kd:], lower=1) if len(L) > kd else (np.zeros((0, 0)), 0)
-        if info:
-            raise NotPositiveDefinite("inverse of the rest block")
-        V22 = np.tril(V22) + np.tril(V22, -1).T
         d = L.diagonal()[:kd]
         Cd = L[kd:, :kd] / d
-        W = V22 @ Cd
-        Vrr = np.empty(L.shape)
-        Vrr[kd:, kd:] = V22
-        Vrr[kd:, :kd] = -W
-        Vrr[:kd, :kd] = Cd.T @ W
+        Vrr = np.zeros(L.shape)
+        if len(L) > kd:
+            V22, info = sla.lapack.dpotri(L[kd:, kd:], lower=1)
+            if info:
+                raise NotPositiveDefinite("inverse of the rest block")
+            W = sla.blas.dsymm(1.0, V22, Cd, lower=1)  # V22 Cd, from V22's lower triangle
+            Vrr[kd:, kd:] = V22
+            Vrr[kd:, :kd] = -W
+            # of D^-2 + Cd'W only the diagonal: no row of Z and no level of the first term meets
+            # two of the diagonal rows (the first term is nested in their term), so nothing
+            # reads the rest of that block, which stays zero
+            Vrr[np.arange(kd), np.arange(kd)] = np.einsum("ij,ij->j", Cd, W)
         Vrr[np.arange(kd), np.arange(kd)] += d**-2.0
         return Vrr
 
@@ -363,14 +384,20 @@ class Factor:
             def vrr(i: np.ndarray, j: np.ndarray) -> np.ndarray:
                 return np.asarray(Vrr[np.maximum(i, j), np.minimum(i, j)])
 
-            G = self.G
+            entries = self._l21_entries
+            G = self.G if entries is None else None
             if isinstance(G, np.ndarray):  # (dense: a small rest block)
                 VG = vrr(np.arange(qr)[:, None], np.arange(qr)[None, :]) @ G
                 V11 += np.einsum("rja,rjb->jab", G.reshape(qr, l1, k1), VG.reshape(qr, l1, k1))
             else:
-                G = G.tocsc()
-                rows, data = G.indices, G.data
-                start, count = G.indptr[:-1], np.diff(G.indptr)
+                if entries is not None:  # G = L21 L11^-1 on L21's entries, CSC order
+                    vals, rows, ecols = entries
+                    data, indptr = vals * self.L11inv[ecols, 0, 0], pls._r1z_indptr
+                else:
+                    assert G is not None
+                    G = G.tocsc()
+                    rows, data, indptr = G.indices, G.data, G.indptr
+                start, count = indptr[:-1], np.diff(indptr)
                 levels = np.arange(l1) * k1
                 for a in range(k1):
                     for b in range(a, k1):

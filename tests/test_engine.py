@@ -330,7 +330,8 @@ def test_row_inverse_matches_the_dense_inverse(
     formula: str, dense_g: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The entries of (Lambda'Z'WZ Lambda + I)^-1 each row touches (the GLMM gradient's), from
-    a sparse G (only those entries) and from a dense one, against the inverted dense matrix."""
+    a sparse G (only those entries) and from a dense one, and solves with the whole matrix,
+    against the inverted dense matrix."""
     from hmix.blocks import BlockedPLS
 
     monkeypatch.setattr(hmix.blocks, "_DENSE_ALL", 0)
@@ -352,6 +353,8 @@ def test_row_inverse_matches_the_dense_inverse(
     np.testing.assert_allclose(
         fac.row_inverse(cols), Minv[cols[:, :, None], cols[:, None, :]], rtol=1e-9, atol=1e-12
     )
+    b = np.random.default_rng(2).normal(size=len(Minv))
+    np.testing.assert_allclose(fac.solve(b), Minv @ b, rtol=1e-9, atol=1e-12)
 
 
 def test_too_large_dense_block_is_a_clear_error() -> None:
