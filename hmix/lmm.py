@@ -239,6 +239,8 @@ def fit_lmm(design: Design, *, REML: bool = True, check_conv: bool = True, data_
         fc, theta, f.diagonal, check=check_conv, fx=fmin, order=f.pls.step_order
     )
     optsum = type(optsum)(**{**optsum.__dict__, "n_evals": fc.n, "warnings": tuple(messages)})
-    return LinearMixedModel._from_fit(
+    fit = LinearMixedModel._from_fit(
         f, theta, optsum, singular=singular, converged=converged, data_name=data_name
     )
+    f.pls._kept.clear()  # (the kept factors serve the optimizer only; a fitted model keeps its own)
+    return fit
