@@ -70,7 +70,8 @@ _DENSE_ALL_BASIS = 2_000_000  # ... and while the coefficient matrices hold at m
 # rest block (the last rows: InstEval's dept) reuses that factor's leading rows and finishes the
 # tail alone (see BlockedPLS._finish_tail): tails of at most this fraction of the rest block.
 # The factors of the last three distinct values of the other terms' theta are kept (NEWUOA's
-# first steps go out and back along each coordinate), within this many bytes in all.
+# first steps go out and back along each coordinate), while their Lr take at most this many
+# bytes (the tails are small). fit_lmm clears them after the fit.
 _TAIL_FRACTION = 0.25
 _TAIL_KEEP = 3
 _TAIL_BYTES = 100_000_000
@@ -337,7 +338,8 @@ class Factor:
         With the engine's diagonal rows (``BlockedPLS._diagonal_rows``), L_rr = [D 0; C L22]
         and, with W = L22^-T L22^-1 C D^-1, Vrr = [D^-2 + D^-1 C'W, -W'; -W, (L22 L22')^-1]:
         LAPACK inverts only L22 (grouseticks: 63 rows instead of 181), and of the first block
-        only the diagonal is formed (``row_inverse`` reads nothing else there).
+        only the diagonal is formed: the pair sums of ``row_inverse`` read nothing else there,
+        and its dense product meets those zeros only where G is zero.
         """
         kd, L = self.pls._diag, self.L_rr
         if not kd:
@@ -600,7 +602,7 @@ class BlockedPLS:
 
         A_r1 (m x q1, CSC) has the sparsity of Z_r'Z_1 in its first qr rows and dense rows for X
         and y; the lower triangle of Z_r'Z_r is scattered into the dense A_rr. With these maps,
-        new weights or a new working response cost a few bincounts and one product Z_1'W[X y].
+        new weights or a new working response cost a few bincounts and Z'W[X y] (``_z_wxy``).
         """
         n, m, qr, k1 = self.n, self.m, self.qr, self.k1
         t1 = self.terms[0]
@@ -957,7 +959,7 @@ class BlockedPLS:
                     self, theta, tmats, L11, L11inv, B, Lr_tail, self._r1_data, theta[self._lam_src]
                 )
         G = (B @ np.swapaxes(B, 1, 2)).ravel()
-        # M = A_rr - S. Only its lower triangle is read from here on (A_rr is lower triangular),
+        # M = A_rr - S. Only its lower triangle is read from here on (nothing reads A_rr's upper),
         # so the dense products are subtracted whole: no tril temporaries (PIRLS factors at
         # every step, and each fresh m x m array costs page faults)
         if self._P is not None:
