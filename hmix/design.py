@@ -6,27 +6,33 @@ variable is missing, and the count is reported. The caller's DataFrame is only r
 
 from __future__ import annotations
 
-import builtins
-import difflib
-import re
 import warnings
-from dataclasses import dataclass, replace
-from functools import lru_cache
+from collections.abc import Collection
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.linalg as sla
-from formulaic import Formula, model_matrix
 
+from .columns import (
+    ArrayLike,
+    as_vector,
+    check_finite,
+    evaluate,
+    formula_expressions,
+    isna_mask,
+    materialize,
+    names_in,
+    no_column,
+    unknown_names,
+)
 from .errors import DataError, FormulaError, HmixWarning, MissingDataWarning, user_stacklevel
 from .formula import ParsedFormula, as_code, parse_formula
+from .newdata import ColumnCoding, code_columns
 from .remat import ReTerm, group_codes
 
 __all__ = ["Design", "build_design", "ArrayLike"]
-
-ArrayLike = Any
-_IDENT = re.compile(r"`([^`]+)`|([A-Za-z_.][A-Za-z0-9_.]*)")
 
 
 @dataclass(frozen=True, eq=False)
@@ -57,6 +63,9 @@ class Design:
     response_name : str
     offset_arg : bool
         Whether an ``offset=`` argument was given (besides ``offset(...)`` in the formula).
+    codings : dict
+        Per data column the formula uses, its ``ColumnCoding``: the fit's dtype and levels, with
+        which new data are coded by value.
 
     Examples
     --------
@@ -79,6 +88,7 @@ class Design:
     fixed_spec: Any
     response_name: str
     offset_arg: bool = False  # an offset= argument was given (new data must give one too)
+    codings: dict[str, ColumnCoding] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -166,199 +176,109 @@ class Design:
             raise DataError(f"the response must have {self.n} values, not {y.shape}")
         return replace(self, y=y)
 
+    # ----- new data, coded as the fit coded its data ------------------------------------------
+    def complete_rows(self, newdata: pd.DataFrame, *, random: bool = True, hint: str = "") -> np.ndarray:
+        """Mask of the rows of ``newdata`` with a value in every variable the prediction uses.
 
-def lme4_name(name: str) -> str:
-    """formulaic's ``Intercept`` is lme4's ``(Intercept)``."""
-    return "(Intercept)" if name == "Intercept" else name
+        Parameters
+        ----------
+        newdata : pandas.DataFrame
+        random : bool, default True
+            Whether the random-effects terms (their columns and grouping factors) are used too.
+        hint : str
+            Ends the message of the error for an absent grouping column (what else to do).
 
+        Raises
+        ------
+        DataError
+            When a column the prediction needs is absent from ``newdata``.
 
-def _names_in(expr: str, columns: pd.Index) -> set[str]:
-    """Data columns an expression mentions (identifiers and back-quoted names)."""
-    found = set()
-    for m in _IDENT.finditer(expr):
-        name = m.group(1) or m.group(2)
-        if name in columns:
-            found.add(name)
-    return found
-
-
-@lru_cache(maxsize=512)
-def _formula(expr: str) -> Formula:
-    """formulaic's parse of an expression, cached: parsing costs more than materializing."""
-    return Formula(expr)
-
-
-@lru_cache(maxsize=512)
-def _required_names(expr: str) -> tuple[str, ...]:
-    """The variables an expression needs (formulaic's analysis, cached with the parse)."""
-    try:
-        required = _formula(expr).required_variables
-    except Exception:  # parse problems were reported by parse_formula already
-        return ()
-    return tuple(sorted({str(v) for v in required}))
-
-
-def _unknown_names(expr: str, columns: pd.Index) -> list[str]:
-    return [n for n in _required_names(expr) if n not in columns and not hasattr(builtins, n)]
-
-
-def _isna(col: pd.Series) -> np.ndarray:
-    """Missing-value mask of a column (numpy's isnan for float columns: a tenth of pandas' cost)."""
-    dtype = col.dtype
-    if isinstance(dtype, np.dtype):
-        if dtype.kind == "f":
-            return np.isnan(col.to_numpy())
-        if dtype.kind in "iub":
-            return np.zeros(len(col), dtype=bool)
-        return np.asarray(pd.isna(col.to_numpy()), dtype=bool)
-    return np.asarray(col.array.isna(), dtype=bool)  # extension arrays (strings, categories, ...)
-
-
-def _no_column(name: str, formula: str, columns: pd.Index) -> FormulaError:
-    close = difflib.get_close_matches(name, [str(c) for c in columns], n=3, cutoff=0.5)
-    hint = (
-        f"; did you mean {' or '.join(repr(c) for c in close)}?"
-        if close
-        else (
-            f"; the data have {', '.join(repr(str(c)) for c in list(columns)[:8])}"
-            + (", ..." if len(columns) > 8 else "")
-        )
-    )
-    pos = formula.find(name)
-    return FormulaError(f"no column '{name}' in the data{hint}", formula, pos if pos >= 0 else None)
-
-
-def _pieces(parsed: ParsedFormula) -> list[str]:
-    """Every formulaic expression of the formula, for column checks."""
-    exprs = [parsed.fixed] + [b.lhs for b in parsed.bars]
-    exprs += [as_code(o) for o in parsed.offsets]
-    if parsed.cbind is not None:
-        exprs += [as_code(a) for a in parsed.cbind]
-    else:
-        exprs.append(as_code(parsed.response))
-    return exprs
-
-
-def _vector(value: ArrayLike, data: pd.DataFrame, what: str) -> np.ndarray:
-    """A weights/offset argument: a column name or one number per row."""
-    if isinstance(value, str):
-        if value not in data.columns:
-            raise _no_column(value, value, data.columns)
-        arr = data[value].to_numpy()
-    else:
-        arr = np.asarray(value)
-    if arr.ndim != 1 or len(arr) != len(data):
-        raise DataError(
-            f"{what} must have one value per row of the data ({len(data)}), got shape {arr.shape}"
-        )
-    try:
-        return arr.astype(float)
-    except (TypeError, ValueError):
-        raise DataError(f"{what} must be numeric") from None
-
-
-class NumericSpec:
-    """The model spec of a formula whose terms are plain numeric columns (and the intercept).
-
-    formulaic's machinery costs about a millisecond a call, most of a small model's fit; such
-    formulas need none of it. This offers the two things hmix uses from a formulaic
-    ``ModelSpec``: ``get_model_matrix`` for new data and ``encoder_state`` (no categories).
-    """
-
-    def __init__(self, columns: tuple[str, ...], intercept: bool):
-        self.columns = columns
-        self.intercept = intercept
-        self.encoder_state: dict[str, Any] = {}
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        return (("Intercept",) if self.intercept else ()) + self.columns
-
-    def matrix(self, data: pd.DataFrame) -> np.ndarray:
-        """The columns as an (n, k) array."""
-        out = np.empty((len(data), len(self.column_names)))
-        j = 0
-        if self.intercept:
-            out[:, 0] = 1.0
-            j = 1
-        for c in self.columns:
-            try:
-                out[:, j] = data[c].to_numpy(dtype=float)
-            except (TypeError, ValueError):
+        Examples
+        --------
+        >>> import hmix, pandas as pd
+        >>> d = hmix.build_design("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> d.complete_rows(pd.DataFrame({"Days": [1, None], "Subject": ["308", "309"]})).tolist()
+        [True, False]
+        """
+        used: set[str] = set()
+        for what, expr in self._new_data_expressions(random):
+            for name in unknown_names(expr, newdata.columns):
+                raise DataError(f"newdata has no column {name!r}, which {what} use(s); add it")
+            used |= names_in(expr, newdata.columns)
+        for t in self.terms if random else ():
+            absent = [c for c in t.group_columns if c not in newdata.columns]
+            if absent:
                 raise DataError(
-                    f"column '{c}' must be numeric, as it was in the data the model was fitted to "
-                    f"(it has dtype {data[c].dtype})"
-                ) from None
-            j += 1
-        return out
+                    f"newdata has no column {absent[0]!r} for the random effects of {t.group}; {hint}"
+                )
+            used |= set(t.group_columns)
+        complete = np.ones(len(newdata), bool)
+        for c in used:
+            complete &= ~isna_mask(newdata[c])
+        return complete
 
-    def get_model_matrix(self, data: pd.DataFrame, na_action: str = "ignore") -> pd.DataFrame:
-        return pd.DataFrame(self.matrix(data), index=data.index, columns=list(self.column_names))
+    def _new_data_expressions(self, random: bool) -> list[tuple[str, str]]:
+        f = self.formula
+        out = [("the fixed effects", f.fixed)] + [(f"offset({o})", as_code(o)) for o in f.offsets]
+        return out + [(f"the term {t.lhs} | {t.group}", t.lhs) for t in self.terms if random]
 
+    def fixed_matrix(self, newdata: pd.DataFrame) -> np.ndarray:
+        """The fixed-effects model matrix (n, p) of complete rows of new data, aliased columns dropped.
 
-def _numeric_spec(expr: str, data: pd.DataFrame) -> NumericSpec | None:
-    """A NumericSpec when every term of ``expr`` is the intercept or one numeric column."""
-    try:
-        terms = list(_formula(expr))
-    except Exception:
-        return None
-    intercept, columns = False, []
-    for term in terms:
-        factors = list(term.factors)
-        if len(factors) != 1:
-            return None
-        (f,) = factors
-        method = getattr(f.eval_method, "value", f.eval_method)
-        if method == "literal" and f.expr == "1":
-            intercept = True
-        elif method == "lookup" and f.expr in data.columns:
-            dtype = data[f.expr].dtype
-            if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
-                return None
-            columns.append(f.expr)
-        else:
-            return None
-    if intercept and terms and str(terms[0]) != "1":
-        return None  # formulaic puts the intercept first; anything else is not this simple case
-    return NumericSpec(tuple(columns), intercept)
+        Examples
+        --------
+        >>> import hmix, pandas as pd
+        >>> d = hmix.build_design("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> d.fixed_matrix(pd.DataFrame({"Days": [2, 3]})).tolist()
+        [[1.0, 2.0], [1.0, 3.0]]
+        """
+        frame = self._coded(newdata, self.formula.fixed, strict=True)
+        mm = self.fixed_spec.get_model_matrix(frame, na_action="ignore")
+        cols = ["(Intercept)" if c == "Intercept" else str(c) for c in mm.columns]
+        X = pd.DataFrame(np.asarray(mm, dtype=float), columns=cols)[list(self.fixef_names)].to_numpy()
+        check_finite(X, list(self.fixef_names), "fixed-effects column", newdata.index)
+        return X
 
+    def offset_terms(self, newdata: pd.DataFrame) -> np.ndarray:
+        """The sum of the formula's ``offset(...)`` terms on complete rows of new data (zeros without)."""
+        total = np.zeros(len(newdata))
+        for expr in self.formula.offsets:
+            code = "0 + " + as_code(expr)
+            vals = np.asarray(materialize(code, self._coded(newdata, code, strict=True), expr), dtype=float)
+            total += vals[:, 0]
+        return total
 
-def _model_matrix(expr: str, data: pd.DataFrame, formula: str) -> tuple[np.ndarray, list[str], Any]:
-    """The columns of ``expr`` on ``data``, their lme4 names and the spec that codes new data."""
-    spec = _numeric_spec(expr, data)
-    if spec is not None:
-        return spec.matrix(data), [lme4_name(c) for c in spec.column_names], spec
-    mm = _materialize(expr, data, formula)
-    names = [lme4_name(str(c)) for c in mm.columns]
-    return np.asarray(mm, dtype=float).reshape(len(data), len(names)), names, mm.model_spec
+    def re_columns(self, term: ReTerm, newdata: pd.DataFrame) -> np.ndarray:
+        """A random-effects term's model-matrix columns (n, k) on complete rows of new data."""
+        frame = self._coded(newdata, term.lhs, strict=True)
+        return np.asarray(term.spec.get_model_matrix(frame, na_action="ignore"), dtype=float)
 
+    def group_labels(self, term: ReTerm, newdata: pd.DataFrame) -> pd.Index:
+        """Each row's level label of the term's grouping factor (``"a:b"`` for an interaction)."""
+        frame = code_columns(self.codings, newdata, set(term.group_columns), strict=False)
+        parts = [frame[c].astype(str).to_numpy(dtype=object) for c in term.group_columns]
+        labels = parts[0]
+        for p in parts[1:]:
+            labels = labels + ":" + p
+        return pd.Index(labels)
 
-def _materialize(expr: str, data: pd.DataFrame, formula: str, **kw: Any) -> Any:
-    try:
-        # log(0) and the like give inf with a RuntimeWarning; the finite checks report them
-        with np.errstate(all="ignore"), warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            return model_matrix(_formula(expr), data, na_action="raise", **kw)
-    except FormulaError:
-        raise
-    except Exception as exc:
-        msg = str(exc)
-        m = re.search(r"`(.+?)` is not present in the dataset", msg)
-        if m:
-            raise _no_column(m.group(1), formula, data.columns) from None
-        first = msg.strip().split("\n")[0]
-        raise FormulaError(f"cannot evaluate '{expr}': {first}", formula) from None
+    def level_index(self, term: ReTerm, newdata: pd.DataFrame) -> np.ndarray:
+        """Index of each row's level among the term's fitted levels (-1 for a level not fitted).
 
+        Levels are matched by value: ``308``, ``"308"`` and ``308.0`` name the same subject.
 
-def _finite(values: np.ndarray, names: list[str], what: str, index: pd.Index) -> None:
-    bad = ~np.isfinite(values)
-    if bad.any():
-        col = int(np.nonzero(bad.any(axis=0))[0][0]) if values.ndim == 2 else 0
-        rows = index[np.nonzero(bad if values.ndim == 1 else bad[:, col])[0][:5]].tolist()
-        raise DataError(
-            f"{what} '{names[col]}' has non-finite values (inf or NaN after transformation) "
-            f"at rows {rows}: fix or drop those rows"
-        )
+        Examples
+        --------
+        >>> import hmix, pandas as pd
+        >>> d = hmix.build_design("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> d.level_index(d.terms[0], pd.DataFrame({"Subject": [309, "308", "NEW"]})).tolist()
+        [1, 0, -1]
+        """
+        lookup = pd.Index(term.levels.astype(str))
+        return np.asarray(lookup.get_indexer(self.group_labels(term, newdata)), dtype=np.int64)
+
+    def _coded(self, newdata: pd.DataFrame, expr: str, *, strict: bool) -> pd.DataFrame:
+        return code_columns(self.codings, newdata, names_in(expr, newdata.columns), strict=strict)
 
 
 def _response(
@@ -369,13 +289,13 @@ def _response(
     if parsed.cbind is not None:
         parts = []
         for arg in parsed.cbind:
-            mm = _materialize("0 + " + as_code(arg), data, text)
+            mm = materialize("0 + " + as_code(arg), data, text)
             vals = np.asarray(mm, dtype=float)
             if vals.shape[1] != 1:
                 raise FormulaError(f"cbind() argument '{arg}' must be one numeric column", text)
             parts.append(vals[:, 0])
         succ, fail = parts
-        _finite(np.column_stack(parts), list(parsed.cbind), "cbind() argument", data.index)
+        check_finite(np.column_stack(parts), list(parsed.cbind), "cbind() argument", data.index)
         trials = succ + fail
         if (succ < 0).any() or (fail < 0).any():
             raise DataError("cbind(successes, failures) needs non-negative counts in both columns")
@@ -400,7 +320,7 @@ def _response(
             + ("; a binomial response may be 0/1, boolean, or a factor with two levels" if binary_ok else "")
         )
     # an expression on the left is arithmetic, as in R (incidence/size, log(y)), not a formula
-    mm = _materialize("0 + " + as_code(name), data, text)
+    mm = materialize("0 + " + as_code(name), data, text)
     if mm.shape[1] != 1:
         raise DataError(f"the response '{name}' must be one numeric column, it gives {mm.shape[1]}")
     return np.asarray(mm, dtype=float)[:, 0], None, name
@@ -469,24 +389,24 @@ def build_design(
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
     text = parsed.text
     columns = data.columns
-    for expr in _pieces(parsed):
-        for name in _unknown_names(expr, columns):
-            raise _no_column(name, text, columns)
+    for expr in formula_expressions(parsed):
+        for name in unknown_names(expr, columns):
+            raise no_column(name, text, columns)
     for bar in parsed.bars:
         for name in bar.group:
             if name not in columns:
-                raise _no_column(name, text, columns)
+                raise no_column(name, text, columns)
 
     used: set[str] = set()
-    for expr in _pieces(parsed):
-        used |= _names_in(expr, columns)
+    for expr in formula_expressions(parsed):
+        used |= names_in(expr, columns)
     for bar in parsed.bars:
         used |= set(bar.group)
-    w_arg = None if weights is None else _vector(weights, data, "weights")
-    o_arg = None if offset is None else _vector(offset, data, "offset")
+    w_arg = None if weights is None else as_vector(weights, data, "weights")
+    o_arg = None if offset is None else as_vector(offset, data, "offset")
     missing = np.zeros(len(data), bool)
     for c in used:
-        missing |= _isna(data[c])
+        missing |= isna_mask(data[c])
     for arr in (w_arg, o_arg):
         if arr is not None:
             missing |= np.isnan(arr)
@@ -503,21 +423,21 @@ def build_design(
         )
     keep = ~missing
     # only read: without missing values the caller's frame itself, no copy
-    frame = data.loc[keep, sorted(used)] if n_dropped else data
+    frame = _formulaic_types(data.loc[keep, sorted(used)] if n_dropped else data, used)
     index = frame.index
 
     y, trials, response_name = _response(parsed, frame, binary_ok)
-    _finite(y, [response_name], "the response", index)
+    check_finite(y, [response_name], "the response", index)
 
-    X, names, fixed_spec = _model_matrix(parsed.fixed, frame, text)
-    _finite(X, names, "fixed-effects column", index)
+    X, names, fixed_spec = evaluate(parsed.fixed, frame, text)
+    check_finite(X, names, "fixed-effects column", index)
     X, names, dropped = _drop_aliased(X, names)
 
     terms = []
     for bar in parsed.bars:
-        z, zn, zspec = _model_matrix(bar.lhs, frame, text)
+        z, zn, zspec = evaluate(bar.lhs, frame, text)
         znames = tuple(zn)
-        _finite(z, list(znames), "random-effects column", index)
+        check_finite(z, list(znames), "random-effects column", index)
         refs, levels = group_codes(frame, bar.group)
         if len(levels) < 2:
             raise DataError(
@@ -545,14 +465,14 @@ def build_design(
         w = trials if w is None else w * trials
     off = o_arg[keep] if o_arg is not None else None
     for expr in parsed.offsets:
-        mm = _materialize("0 + " + as_code(expr), frame, text)
+        mm = materialize("0 + " + as_code(expr), frame, text)
         vals = np.asarray(mm, dtype=float)
         if vals.shape[1] != 1:
             raise FormulaError(f"offset({expr}) must give one numeric column", text)
-        _finite(vals, [f"offset({expr})"], "offset", index)
+        check_finite(vals, [f"offset({expr})"], "offset", index)
         off = vals[:, 0] if off is None else off + vals[:, 0]
     if off is not None:
-        _finite(off, ["offset"], "the", index)
+        check_finite(off, ["offset"], "the", index)
 
     return Design(
         formula=parsed,
@@ -568,4 +488,55 @@ def build_design(
         fixed_spec=fixed_spec,
         response_name=response_name,
         offset_arg=o_arg is not None,
+        codings=_codings(frame, used, [fixed_spec] + [t.spec for t in terms], terms),
     )
+
+
+def _formulaic_types(frame: pd.DataFrame, used: Collection[str]) -> pd.DataFrame:
+    """``frame`` with pandas' nullable string columns as Python strings.
+
+    formulaic codes ``string`` (``pd.NA``) columns as numbers, not as factors; ``object`` and
+    pandas' default ``str`` it codes as factors, as R does.
+    """
+    nullable = [
+        c
+        for c in used
+        if isinstance(frame[c].dtype, pd.StringDtype) and frame[c].dtype.na_value is pd.NA  # type: ignore[union-attr]
+    ]
+    if not nullable:
+        return frame
+    frame = frame.copy(deep=False)
+    for c in nullable:
+        frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+    return frame
+
+
+def _codings(
+    frame: pd.DataFrame, used: Collection[str], specs: list[Any], terms: list[ReTerm]
+) -> dict[str, ColumnCoding]:
+    """How each column the formula uses was typed, to code new data by value.
+
+    The levels come from the grouping factors and formulaic's categories where these have them
+    (finding them again costs a third of a small model's design).
+    """
+    levels: dict[str, Any] = {t.group_columns[0]: t.levels for t in terms if len(t.group_columns) == 1}
+    factors: set[str] = {c for t in terms for c in t.group_columns}
+    for spec in specs:
+        for key, (_, state) in spec.encoder_state.items():
+            if "categories" in state:  # (C(x) of numbers is a factor too)
+                cols = names_in(key, frame.columns)
+                factors |= cols
+                if len(cols) == 1:
+                    levels.setdefault(next(iter(cols)), state["categories"])
+    dtypes = frame.dtypes
+    codings = {}
+    for c in used:
+        numeric = pd.api.types.is_numeric_dtype(dtypes[c]) and not pd.api.types.is_bool_dtype(dtypes[c])
+        if c not in levels and (c in factors or not numeric):
+            levels[c] = group_codes(frame, (c,))[1]
+        codings[c] = ColumnCoding(c, dtypes[c], list(levels[c]) if c in levels else None)
+    return codings
+
+
+# simulate.py's names, until it imports the public ones from hmix.columns
+_names_in, _unknown_names, _vector = names_in, unknown_names, as_vector

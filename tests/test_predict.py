@@ -57,7 +57,8 @@ def test_new_levels_policies(sleep: hmix.LinearMixedModel) -> None:
 
 
 def test_unseen_fixed_effect_level_is_an_error(cbpp: hmix.GeneralizedLinearMixedModel) -> None:
-    with pytest.raises(hmix.DataError, match="'period' has levels the model was not fitted with: 9"):
+    msg = "'period' of newdata has values the model was not fitted with: '9'"
+    with pytest.raises(hmix.DataError, match=msg):
         cbpp.predict(pd.DataFrame({"period": ["9"], "herd": ["1"]}))
 
 

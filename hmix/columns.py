@@ -1,0 +1,274 @@
+"""Formula expressions evaluated on a DataFrame: the one place that calls formulaic's materializer.
+
+``design`` builds a model's matrices with these, and ``newdata`` codes new data with the specs
+they return. Every failure becomes an hmix error that names the column.
+"""
+
+from __future__ import annotations
+
+import builtins
+import difflib
+import re
+import warnings
+from functools import lru_cache
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from formulaic import Formula, model_matrix
+
+from .errors import DataError, FormulaError
+from .formula import ParsedFormula, as_code
+
+__all__ = [
+    "ArrayLike",
+    "NumericSpec",
+    "as_vector",
+    "check_finite",
+    "evaluate",
+    "formula_expressions",
+    "isna_mask",
+    "lme4_name",
+    "materialize",
+    "names_in",
+    "no_column",
+    "unknown_names",
+]
+
+ArrayLike = Any
+_IDENT = re.compile(r"`([^`]+)`|([A-Za-z_.][A-Za-z0-9_.]*)")
+
+
+def lme4_name(name: str) -> str:
+    """formulaic's ``Intercept`` is lme4's ``(Intercept)``."""
+    return "(Intercept)" if name == "Intercept" else name
+
+
+def names_in(expr: str, columns: pd.Index) -> set[str]:
+    """Data columns an expression mentions (identifiers and back-quoted names).
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> sorted(names_in("np.log(x) + `a b` + C(f)", pd.Index(["x", "a b", "f", "y"])))
+    ['a b', 'f', 'x']
+    """
+    found = set()
+    for m in _IDENT.finditer(expr):
+        name = m.group(1) or m.group(2)
+        if name in columns:
+            found.add(name)
+    return found
+
+
+@lru_cache(maxsize=512)
+def parsed(expr: str) -> Formula:
+    """formulaic's parse of an expression, cached: parsing costs more than materializing."""
+    return Formula(expr)
+
+
+@lru_cache(maxsize=512)
+def _required_names(expr: str) -> tuple[str, ...]:
+    """The variables an expression needs (formulaic's analysis, cached with the parse)."""
+    try:
+        required = parsed(expr).required_variables
+    except Exception:  # parse problems were reported by parse_formula already
+        return ()
+    return tuple(sorted({str(v) for v in required}))
+
+
+def unknown_names(expr: str, columns: pd.Index) -> list[str]:
+    """Variables ``expr`` needs that are neither columns nor Python builtins."""
+    return [n for n in _required_names(expr) if n not in columns and not hasattr(builtins, n)]
+
+
+def isna_mask(col: pd.Series) -> np.ndarray:
+    """Missing-value mask of a column (numpy's isnan for float columns: a tenth of pandas' cost)."""
+    dtype = col.dtype
+    if isinstance(dtype, np.dtype):
+        if dtype.kind == "f":
+            return np.isnan(col.to_numpy())
+        if dtype.kind in "iub":
+            return np.zeros(len(col), dtype=bool)
+        return np.asarray(pd.isna(col.to_numpy()), dtype=bool)
+    return np.asarray(col.array.isna(), dtype=bool)  # extension arrays (strings, categories, ...)
+
+
+def no_column(name: str, formula: str, columns: pd.Index) -> FormulaError:
+    """The error for a name that is no column, with the nearest column names as a hint."""
+    shown = [str(c) for c in columns]
+    close = difflib.get_close_matches(name, shown, n=3, cutoff=0.5)
+    close = [c for c in close if c != name]  # (an integer column 0 is not the name '0')
+    if close:
+        hint = f"; did you mean {' or '.join(repr(c) for c in close)}?"
+    else:
+        more = ", ..." if len(shown) > 8 else ""
+        hint = f"; the data have {', '.join(repr(c) for c in shown[:8])}{more}"
+    if any(not isinstance(c, str) for c in columns):
+        hint += " (a formula names columns by strings: df.columns = df.columns.astype(str) renames them)"
+    pos = formula.find(name)
+    return FormulaError(f"no column '{name}' in the data{hint}", formula, pos if pos >= 0 else None)
+
+
+def formula_expressions(parsed_formula: ParsedFormula) -> list[str]:
+    """Every formulaic expression of the formula, for column checks."""
+    p = parsed_formula
+    exprs = [p.fixed] + [b.lhs for b in p.bars]
+    exprs += [as_code(o) for o in p.offsets]
+    if p.cbind is not None:
+        exprs += [as_code(a) for a in p.cbind]
+    else:
+        exprs.append(as_code(p.response))
+    return exprs
+
+
+def as_vector(value: ArrayLike, data: pd.DataFrame, what: str) -> np.ndarray:
+    """A weights or offset argument as floats: a column name or one number per row.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> as_vector("w", pd.DataFrame({"w": [1, 2]}), "weights").tolist()
+    [1.0, 2.0]
+    """
+    if isinstance(value, str):
+        if value not in data.columns:
+            raise no_column(value, value, data.columns)
+        arr = data[value].to_numpy()
+    else:
+        arr = np.asarray(value)
+    if arr.ndim != 1 or len(arr) != len(data):
+        raise DataError(
+            f"{what} must have one value per row of the data ({len(data)}), got shape {arr.shape}"
+        )
+    if arr.dtype.kind == "c":
+        raise DataError(f"{what} must be real numbers, not complex ones")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return arr.astype(float)
+    except (TypeError, ValueError):
+        raise DataError(f"{what} must be numeric") from None
+
+
+class NumericSpec:
+    """The model spec of a formula whose terms are plain numeric columns (and the intercept).
+
+    formulaic's machinery costs about a millisecond a call, most of a small model's fit; such
+    formulas need none of it. This offers the two things hmix uses from a formulaic
+    ``ModelSpec``: ``get_model_matrix`` for new data and ``encoder_state`` (no categories).
+    """
+
+    def __init__(self, columns: tuple[str, ...], intercept: bool):
+        self.columns = columns
+        self.intercept = intercept
+        self.encoder_state: dict[str, Any] = {}
+
+    @property
+    def column_names(self) -> tuple[str, ...]:
+        return (("Intercept",) if self.intercept else ()) + self.columns
+
+    def matrix(self, data: pd.DataFrame) -> np.ndarray:
+        """The columns as an (n, k) array."""
+        out = np.empty((len(data), len(self.column_names)))
+        j = 0
+        if self.intercept:
+            out[:, 0] = 1.0
+            j = 1
+        for c in self.columns:
+            try:
+                out[:, j] = data[c].to_numpy(dtype=float)
+            except (TypeError, ValueError):
+                raise DataError(
+                    f"column '{c}' must be numeric, as it was in the data the model was fitted to "
+                    f"(it has dtype {data[c].dtype})"
+                ) from None
+            j += 1
+        return out
+
+    def get_model_matrix(self, data: pd.DataFrame, na_action: str = "ignore") -> pd.DataFrame:
+        return pd.DataFrame(self.matrix(data), index=data.index, columns=list(self.column_names))
+
+
+def _numeric_spec(expr: str, data: pd.DataFrame) -> NumericSpec | None:
+    """A NumericSpec when every term of ``expr`` is the intercept or one numeric column."""
+    try:
+        terms = list(parsed(expr))
+    except Exception:
+        return None
+    intercept, columns = False, []
+    for term in terms:
+        factors = list(term.factors)
+        if len(factors) != 1:
+            return None
+        (f,) = factors
+        method = getattr(f.eval_method, "value", f.eval_method)
+        if method == "literal" and f.expr == "1":
+            intercept = True
+        elif method == "lookup" and f.expr in data.columns:
+            dtype = data[f.expr].dtype
+            if not pd.api.types.is_numeric_dtype(dtype) or pd.api.types.is_bool_dtype(dtype):
+                return None
+            if getattr(dtype, "kind", "") == "c":
+                return None
+            columns.append(f.expr)
+        else:
+            return None
+    if intercept and terms and str(terms[0]) != "1":
+        return None  # formulaic puts the intercept first; anything else is not this simple case
+    return NumericSpec(tuple(columns), intercept)
+
+
+def evaluate(expr: str, data: pd.DataFrame, formula: str) -> tuple[np.ndarray, list[str], Any]:
+    """The columns of ``expr`` on ``data``, their lme4 names and the spec that codes new data."""
+    spec = _numeric_spec(expr, data)
+    if spec is not None:
+        return spec.matrix(data), [lme4_name(c) for c in spec.column_names], spec
+    mm = materialize(expr, data, formula)
+    names = [lme4_name(str(c)) for c in mm.columns]
+    return as_real(mm, expr, formula).reshape(len(data), len(names)), names, mm.model_spec
+
+
+def as_real(mm: Any, expr: str, formula: str) -> np.ndarray:
+    """A materialized matrix as floats; complex or non-numeric results are refused by name."""
+    values = np.asarray(mm)
+    if values.dtype.kind == "c":
+        raise DataError(
+            f"'{expr}' gives complex numbers; mixed models need real ones: use the real part "
+            "(np.real(x)) or the modulus (np.abs(x))"
+        )
+    try:
+        return np.asarray(values, dtype=float)
+    except (TypeError, ValueError):
+        msg = f"cannot evaluate '{expr}' as numbers (a column of text or dates?)"
+        raise FormulaError(msg, formula) from None
+
+
+def materialize(expr: str, data: pd.DataFrame, formula: str, **kw: Any) -> Any:
+    """formulaic's model matrix of ``expr`` on ``data``; failures become FormulaErrors."""
+    try:
+        # log(0) and the like give inf with a RuntimeWarning; the finite checks report them
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            return model_matrix(parsed(expr), data, na_action="raise", **kw)
+    except FormulaError:
+        raise
+    except Exception as exc:
+        msg = str(exc)
+        m = re.search(r"`(.+?)` is not present in the dataset", msg)
+        if m:
+            raise no_column(m.group(1), formula, data.columns) from None
+        first = msg.strip().split("\n")[0]
+        raise FormulaError(f"cannot evaluate '{expr}': {first}", formula) from None
+
+
+def check_finite(values: np.ndarray, names: list[str], what: str, index: pd.Index) -> None:
+    """Refuse inf and NaN (after transformation), naming the column and the first rows."""
+    bad = ~np.isfinite(values)
+    if bad.any():
+        col = int(np.nonzero(bad.any(axis=0))[0][0]) if values.ndim == 2 else 0
+        rows = index[np.nonzero(bad if values.ndim == 1 else bad[:, col])[0][:5]].tolist()
+        raise DataError(
+            f"{what} '{names[col]}' has non-finite values (inf or NaN after transformation) "
+            f"at rows {rows}: fix or drop those rows"
+        )
