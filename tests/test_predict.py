@@ -17,7 +17,8 @@ INFERENCE = "lme4_inference.json"
 def test_sleepstudy_with_and_without_random_effects(sleep: hmix.LinearMixedModel) -> None:
     ref = reference(INFERENCE)["predict_sleepstudy"]
     new = pd.DataFrame(ref["newdata"])
-    np.testing.assert_allclose(sleep.predict(new), ref["conditional"], rtol=1e-6)  # NEW -> population
+    conditional = sleep.predict(new, new_levels="population")  # NEW: population level, as lme4's
+    np.testing.assert_allclose(conditional, ref["conditional"], rtol=1e-6)  # allow.new.levels = TRUE
     np.testing.assert_allclose(sleep.predict(new, random=False), ref["population"], rtol=1e-6)
 
 
@@ -31,11 +32,12 @@ def test_cbpp_prediction_code_reproduces_lme4(cbpp: hmix.GeneralizedLinearMixedM
     b = modes.loc[list(cbpp.design.terms[0].levels)].to_numpy()
     lme4_model = dataclasses.replace(cbpp, theta=theta, beta=np.asarray(fit["beta"]), u=(b / theta[0],))
     new = pd.DataFrame(ref["newdata"])
-    np.testing.assert_allclose(lme4_model.predict(new), ref["response"], rtol=1e-6)
+    allow = {"new_levels": "population"}  # (a NEW herd: lme4's allow.new.levels = TRUE)
+    np.testing.assert_allclose(lme4_model.predict(new, **allow), ref["response"], rtol=1e-6)
     # hmix's own fit sits at a slightly lower deviance (beta within 2e-3 SE of lme4's)
-    np.testing.assert_allclose(cbpp.predict(new), ref["response"], rtol=2e-3)
-    eta = cbpp.predict(new, type="link")
-    np.testing.assert_allclose(1 / (1 + np.exp(-eta)), cbpp.predict(new))
+    np.testing.assert_allclose(cbpp.predict(new, **allow), ref["response"], rtol=2e-3)
+    eta = cbpp.predict(new, type="link", **allow)
+    np.testing.assert_allclose(1 / (1 + np.exp(-eta)), cbpp.predict(new, **allow))
 
 
 def test_no_newdata_gives_fitted(
@@ -52,8 +54,19 @@ def test_new_levels_policies(sleep: hmix.LinearMixedModel) -> None:
     assert not np.isnan(sleep.predict(new, new_levels="nan").iloc[0])
     with pytest.raises(hmix.DataError, match="999"):
         sleep.predict(new, new_levels="error")
-    with pytest.raises(ValueError, match="new_levels"):
+    with pytest.raises(hmix.DataError, match="new_levels"):
         sleep.predict(new, new_levels="zero")
+
+
+def test_new_levels_are_refused_by_default(sleep: hmix.LinearMixedModel) -> None:
+    """lme4's allow.new.levels = FALSE: the message names the levels and the argument."""
+    from hmix.predict import predict
+
+    new = pd.DataFrame({"Days": [1, 2, 3], "Subject": ["308", "999", "NEW"]})
+    msg = r"Subject.*not fitted with: 999, NEW.*new_levels=\"population\""
+    with pytest.raises(hmix.DataError, match=msg):
+        predict(sleep, new)
+    assert np.isfinite(predict(sleep, new, random=False)).all()  # no random effects: no levels
 
 
 def test_unseen_fixed_effect_level_is_an_error(cbpp: hmix.GeneralizedLinearMixedModel) -> None:
