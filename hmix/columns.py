@@ -39,9 +39,18 @@ ArrayLike = Any
 _IDENT = re.compile(r"`([^`]+)`|([A-Za-z_.][A-Za-z0-9_.]*)")
 
 
+_QUOTED_NAME = re.compile(r"`([A-Za-z_.][A-Za-z0-9_.]*)`")
+
+
 def lme4_name(name: str) -> str:
-    """formulaic's ``Intercept`` is lme4's ``(Intercept)``."""
-    return "(Intercept)" if name == "Intercept" else name
+    """A column's name as lme4 gives it: ``(Intercept)``, and R's names without back-quotes.
+
+    Examples
+    --------
+    >>> lme4_name("Intercept"), lme4_name("I(`total.fruits` ** 2)")
+    ('(Intercept)', 'I(total.fruits ** 2)')
+    """
+    return "(Intercept)" if name == "Intercept" else _QUOTED_NAME.sub(r"\1", name)
 
 
 def names_in(expr: str, columns: pd.Index) -> set[str]:
@@ -78,8 +87,15 @@ def _required_names(expr: str) -> tuple[str, ...]:
 
 
 def unknown_names(expr: str, columns: pd.Index) -> list[str]:
-    """Variables ``expr`` needs that are neither columns nor Python builtins."""
-    return [n for n in _required_names(expr) if n not in columns and not hasattr(builtins, n)]
+    """Variables ``expr`` needs that are neither columns nor Python builtins.
+
+    formulaic reports ``total`` for a column ``total.fruits`` (quoted or not): such roots of
+    dotted columns the expression names are not unknown.
+    """
+    roots = {n.split(".")[0] for n in names_in(expr, columns) if "." in n}
+    return [
+        n for n in _required_names(expr) if n not in columns and n not in roots and not hasattr(builtins, n)
+    ]
 
 
 def isna_mask(col: pd.Series) -> np.ndarray:

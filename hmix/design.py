@@ -22,13 +22,14 @@ from .columns import (
     evaluate,
     formula_expressions,
     isna_mask,
+    lme4_name,
     materialize,
     names_in,
     no_column,
     unknown_names,
 )
 from .errors import DataError, FormulaError, HmixWarning, MissingDataWarning, user_stacklevel
-from .formula import ParsedFormula, as_code, parse_formula
+from .formula import ParsedFormula, as_code, parse_formula, quote_dotted
 from .newdata import ColumnCoding, code_columns
 from .remat import ReTerm, group_codes
 
@@ -234,7 +235,7 @@ class Design:
         """
         frame = self._coded(newdata, self.formula.fixed, strict=True)
         mm = self.fixed_spec.get_model_matrix(frame, na_action="ignore")
-        cols = ["(Intercept)" if c == "Intercept" else str(c) for c in mm.columns]
+        cols = [lme4_name(str(c)) for c in mm.columns]
         X = pd.DataFrame(np.asarray(mm, dtype=float), columns=cols)[list(self.fixef_names)].to_numpy()
         check_finite(X, list(self.fixef_names), "fixed-effects column", newdata.index)
         return X
@@ -301,7 +302,7 @@ def _response(
             raise DataError("cbind(successes, failures) needs non-negative counts in both columns")
         with np.errstate(invalid="ignore", divide="ignore"):
             y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
-        return y, trials, f"cbind({parsed.cbind[0]}, {parsed.cbind[1]})"
+        return y, trials, lme4_name(f"cbind({parsed.cbind[0]}, {parsed.cbind[1]})")
     name = parsed.response
     bare = name[1:-1] if name.startswith("`") and name.endswith("`") else name
     if bare in data.columns:
@@ -323,7 +324,7 @@ def _response(
     mm = materialize("0 + " + as_code(name), data, text)
     if mm.shape[1] != 1:
         raise DataError(f"the response '{name}' must be one numeric column, it gives {mm.shape[1]}")
-    return np.asarray(mm, dtype=float)[:, 0], None, name
+    return np.asarray(mm, dtype=float)[:, 0], None, lme4_name(name)
 
 
 def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
@@ -387,6 +388,7 @@ def build_design(
     parsed = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
     if not isinstance(data, pd.DataFrame):
         raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    parsed = quote_dotted(parsed, data.columns)
     text = parsed.text
     columns = data.columns
     for expr in formula_expressions(parsed):

@@ -9,18 +9,24 @@ offsets) are formulaic formulas or column names, and reports every problem as a
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, replace
 from functools import lru_cache
 
 from formulaic import Formula
 
 from .errors import FormulaError
 
-__all__ = ["BarTerm", "ParsedFormula", "parse_formula"]
+__all__ = ["BarTerm", "ParsedFormula", "parse_formula", "quote_dotted"]
 
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
 _NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
+_R_ONLY = re.compile(r"\.[0-9]")  # (a dot before a digit: no attribute, so only R's name)
+# quoted text, back-quoted names, and the names outside them (R's: "x.1", ".a"; not "1.5")
+_TOKEN = re.compile(
+    r"`[^`]*`|'[^']*'|\"[^\"]*\"|(?<![A-Za-z0-9_.])((?:[A-Za-z_]|\.[A-Za-z_.])[A-Za-z0-9_.]*)"
+)
 
 
 @dataclass(frozen=True)
@@ -184,8 +190,10 @@ def as_code(expr: str) -> str:
 
 def _check_formulaic(expr: str, formula: str, start: int, what: str) -> None:
     """Ask formulaic to parse ``expr``; turn any failure into a FormulaError."""
+    # R's names such as x.1 are no Python; they are quoted once the data show them to be columns
+    r_names = frozenset(t for t in (m.group(1) for m in _TOKEN.finditer(expr)) if t and _R_ONLY.search(t))
     try:
-        Formula(expr)
+        Formula(_quote_names(expr, r_names) if r_names else expr)
     except Exception as exc:  # formulaic raises many kinds; all mean the same to the user
         msg = str(exc).split("\n")[0].strip() or type(exc).__name__
         raise FormulaError(f"cannot parse the {what} '{expr}': {msg}", formula, start) from None
@@ -401,4 +409,54 @@ def _parse(text: str) -> ParsedFormula:
         fixed=fixed_text,
         bars=tuple(bars),
         offsets=tuple(offsets),
+    )
+
+
+def _quote_names(expr: str, dotted: frozenset[str]) -> str:
+    """``expr`` with each name in ``dotted`` (outside quotes) back-quoted."""
+
+    def quote(m: re.Match[str]) -> str:
+        return f"`{m.group(1)}`" if m.group(1) in dotted else m.group(0)
+
+    return _TOKEN.sub(quote, expr)
+
+
+def quote_dotted(parsed: ParsedFormula, columns: Iterable[object]) -> ParsedFormula:
+    """The formula with the dotted names that are data columns back-quoted.
+
+    R's column names have dots (``total.fruits``); to Python, and so to formulaic, ``a.b`` reads
+    the attribute ``b`` of ``a``. A dotted name that is a column of the data is that column.
+
+    Parameters
+    ----------
+    parsed : ParsedFormula
+    columns : iterable
+        The data's column names.
+
+    Returns
+    -------
+    ParsedFormula
+        With ``text`` as written, the other parts rewritten.
+
+    Examples
+    --------
+    >>> p = parse_formula("total.fruits ~ np.log(x.1) + (1 | g)")
+    >>> p = quote_dotted(p, ["total.fruits", "x.1", "g"])
+    >>> p.response, p.fixed
+    ('`total.fruits`', 'np.log(`x.1`)')
+    """
+    dotted = frozenset(c for c in columns if isinstance(c, str) and "." in c and _NAME.fullmatch(c))
+    if not dotted:
+        return parsed
+
+    def q(expr: str) -> str:
+        return _quote_names(expr, dotted)
+
+    return replace(
+        parsed,
+        response=q(parsed.response),
+        cbind=None if parsed.cbind is None else (q(parsed.cbind[0]), q(parsed.cbind[1])),
+        fixed=q(parsed.fixed),
+        bars=tuple(replace(b, lhs=q(b.lhs)) for b in parsed.bars),
+        offsets=tuple(q(o) for o in parsed.offsets),
     )

@@ -67,3 +67,14 @@ def test_datasets_listing(capsys: pytest.CaptureFixture[str]) -> None:
     out = capsys.readouterr().out
     for name in ["sleepstudy", "Dyestuff", "Dyestuff2", "Penicillin", "Pastes", "cbpp"]:
         assert name in out
+
+
+def test_dotted_column_names_from_a_csv(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """R exports dotted names (sleep.study's Reaction.time); the command line reads them as columns."""
+    path = tmp_path / "sleep.csv"
+    d = datasets.load("sleepstudy").rename(columns={"Reaction": "reaction.ms", "Subject": "subject.id"})
+    d.to_csv(path, index=False)
+    argv = ["fit", "reaction.ms ~ Days + (Days | subject.id)", "--data", str(path), "--factors", "subject.id"]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert "REML criterion at convergence: 1743.6" in out and "subject.id" in out

@@ -173,3 +173,62 @@ def test_level_order_does_not_depend_on_row_order(labels: list, expected: list) 
         codes, levels = group_codes(pd.DataFrame({"g": rows}), ("g",))
         assert list(levels) == expected
         assert [levels[c] for c in codes] == list(rows)
+
+
+@pytest.fixture
+def dotted() -> pd.DataFrame:
+    """Column names as R exports them (lme4's Arabidopsis data has total.fruits, amd, nutrient)."""
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame(
+        {
+            "total.fruits": rng.poisson(5, 60),
+            "amd.x": rng.normal(size=60),
+            "gen.id": np.repeat(list("abcdef"), 10),
+            "n.tot": 10,
+            "off.set": 0.5,
+        }
+    )
+    return df.assign(**{"y.val": 2 * df["amd.x"] + rng.normal(size=60)})
+
+
+@pytest.mark.parametrize(
+    "formula",
+    [
+        "y.val ~ amd.x + (amd.x | gen.id)",
+        "`y.val` ~ `amd.x` + (`amd.x` | `gen.id`)",
+        'y.val ~ Q("amd.x") + (amd.x | gen.id)',
+        "{y.val * 1} ~ {amd.x * 1} + (amd.x | gen.id)",
+    ],
+)
+def test_dotted_column_names_are_columns(dotted: pd.DataFrame, formula: str) -> None:
+    """A dotted name that is a column is that column, written plain, back-quoted or with Q()."""
+    d = build_design(formula, dotted)
+    np.testing.assert_array_equal(d.y, dotted["y.val"])
+    np.testing.assert_array_equal(d.X[:, 1], dotted["amd.x"])
+    np.testing.assert_array_equal(d.terms[0].z[:, 1], dotted["amd.x"])
+    assert d.terms[0].group == "gen.id" and d.terms[0].nlevels == 6
+
+
+def test_dotted_names_in_cbind_offsets_and_transformations(dotted: pd.DataFrame) -> None:
+    d = build_design("cbind(total.fruits, n.tot) ~ I(amd.x**2) + offset(off.set) + (1 | gen.id)", dotted)
+    np.testing.assert_allclose(d.weights, dotted["total.fruits"] + 10)
+    assert d.fixef_names == ("(Intercept)", "I(amd.x ** 2)")  # R's spelling: no back-quotes
+    assert d.response_name == "cbind(total.fruits, n.tot)"
+    np.testing.assert_allclose(d.offset, 0.5)
+    d2 = build_design("np.log(total.fruits + 1) ~ amd.x + (1 | gen.id)", dotted)
+    np.testing.assert_allclose(d2.y, np.log(dotted["total.fruits"] + 1))
+    assert d2.response_name == "np.log(total.fruits + 1)"
+
+
+def test_dotted_names_that_are_not_columns_keep_their_python_meaning(dotted: pd.DataFrame) -> None:
+    d = build_design("y.val ~ np.log(total.fruits + 1) + (1 | gen.id)", dotted)  # np.log is numpy's
+    np.testing.assert_allclose(d.X[:, 1], np.log(dotted["total.fruits"] + 1))
+    with pytest.raises(FormulaError, match="no column 'amd'"):
+        build_design("y.val ~ amd.y + (1 | gen.id)", dotted)
+
+
+def test_dotted_names_predict(dotted: pd.DataFrame) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", hmix.SingularFitWarning)
+        m = hmix.lmer("y.val ~ amd.x + offset(off.set) + (1 | gen.id)", dotted)
+    np.testing.assert_allclose(m.predict(dotted), m.fitted, rtol=1e-12)

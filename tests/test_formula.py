@@ -111,3 +111,18 @@ def test_token_soup_raises_only_formula_error(tokens: list[str]) -> None:
         parse_formula("y ~ " + " + ".join(tokens))
     except FormulaError:
         pass
+
+
+def test_r_names_with_a_dot_before_a_digit_parse() -> None:
+    """``x.1`` is no Python (a dot before a digit), only R's name: the parser lets it through."""
+    assert parse_formula("y ~ x.1 + I(x.1 * 1.5) + (x.1 | g.2)").fixed == "x.1 + I(x.1 * 1.5)"
+
+
+def test_quote_dotted_leaves_numbers_strings_and_other_names() -> None:
+    from hmix.formula import quote_dotted
+
+    p = quote_dotted(
+        parse_formula('y ~ I(a.b * 1.5) + Q("a.b") + np.log(c.d) + (a.b | g)'), ["a.b", "y", "g"]
+    )
+    assert p.fixed == 'I(`a.b` * 1.5) + Q("a.b") + np.log(c.d)'
+    assert p.bars[0].lhs == "`a.b`"
