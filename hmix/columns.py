@@ -266,8 +266,10 @@ def materialize(expr: str, data: pd.DataFrame, formula: str, **kw: Any) -> Any:
         # log(0) and the like give inf with a RuntimeWarning; the finite checks report them
         with np.errstate(all="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            return model_matrix(parsed(expr), data, na_action="raise", **kw)
-    except FormulaError:
+            mm = model_matrix(parsed(expr), data, na_action="raise", **kw)
+            _check_integer_overflow(expr, data, mm, kw)
+            return mm
+    except (FormulaError, DataError):
         raise
     except Exception as exc:
         msg = str(exc)
@@ -276,6 +278,34 @@ def materialize(expr: str, data: pd.DataFrame, formula: str, **kw: Any) -> Any:
             raise no_column(m.group(1), formula, data.columns) from None
         first = msg.strip().split("\n")[0]
         raise FormulaError(f"cannot evaluate '{expr}': {first}", formula) from None
+
+
+def _check_integer_overflow(expr: str, data: pd.DataFrame, mm: Any, kw: dict[str, Any]) -> None:
+    """Refuse an expression whose integer arithmetic wrapped around (``I(Days**20)``, 9**20 > 2**63).
+
+    numpy's integers overflow silently; the same expression on the columns as floats shows it.
+    Only expressions that compute (a call or a code block) on integer columns are evaluated twice.
+    """
+    if "(" not in expr and "{" not in expr:
+        return
+    ints = [c for c in names_in(expr, data.columns) if pd.api.types.is_integer_dtype(data[c].dtype)]
+    if not ints:
+        return
+    floats = data.assign(**{c: data[c].astype(float) for c in ints})
+    alt = model_matrix(parsed(expr), floats, na_action="raise", **kw)
+    a, b = np.asarray(mm), np.asarray(alt)
+    if a.shape != b.shape or a.dtype.kind not in "iufb" or b.dtype.kind not in "iufb":
+        return
+    a, b = a.astype(float), b.astype(float)
+    bad = ~np.isclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True)
+    if bad.any():
+        col = str(list(mm.columns)[int(np.nonzero(bad.any(axis=0))[0][0])])
+        raise DataError(
+            f"'{lme4_name(col)}' overflows 64-bit integers (the column"
+            f"{'s' if len(ints) > 1 else ''} {', '.join(repr(c) for c in ints)} hold"
+            f"{'' if len(ints) > 1 else 's'} integers, whose arithmetic wraps around): convert to "
+            f"float first, e.g. df['{ints[0]}'].astype(float), or rescale"
+        )
 
 
 def check_finite(values: np.ndarray, names: list[str], what: str, index: pd.Index) -> None:

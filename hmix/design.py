@@ -7,7 +7,6 @@ variable is missing, and the count is reported. The caller's DataFrame is only r
 from __future__ import annotations
 
 import warnings
-from collections.abc import Collection
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -15,6 +14,13 @@ import numpy as np
 import pandas as pd
 import scipy.linalg as sla
 
+from .checks import (
+    check_columns,
+    check_frame,
+    check_magnitudes,
+    check_random_terms,
+    warn_duplicated_terms,
+)
 from .columns import (
     ArrayLike,
     as_vector,
@@ -30,8 +36,9 @@ from .columns import (
 )
 from .errors import DataError, FormulaError, HmixWarning, MissingDataWarning, user_stacklevel
 from .formula import ParsedFormula, as_code, parse_formula, quote_dotted
-from .newdata import ColumnCoding, code_columns
+from .newdata import ColumnCoding, code_columns, codings, formulaic_types
 from .remat import ReTerm, group_codes
+from .response import response
 
 __all__ = ["Design", "build_design", "ArrayLike"]
 
@@ -282,51 +289,6 @@ class Design:
         return code_columns(self.codings, newdata, names_in(expr, newdata.columns), strict=strict)
 
 
-def _response(
-    parsed: ParsedFormula, data: pd.DataFrame, binary_ok: bool
-) -> tuple[np.ndarray, np.ndarray | None, str]:
-    """The response vector, the binomial trials of a cbind response, and the response's name."""
-    text = parsed.text
-    if parsed.cbind is not None:
-        parts = []
-        for arg in parsed.cbind:
-            mm = materialize("0 + " + as_code(arg), data, text)
-            vals = np.asarray(mm, dtype=float)
-            if vals.shape[1] != 1:
-                raise FormulaError(f"cbind() argument '{arg}' must be one numeric column", text)
-            parts.append(vals[:, 0])
-        succ, fail = parts
-        check_finite(np.column_stack(parts), list(parsed.cbind), "cbind() argument", data.index)
-        trials = succ + fail
-        if (succ < 0).any() or (fail < 0).any():
-            raise DataError("cbind(successes, failures) needs non-negative counts in both columns")
-        with np.errstate(invalid="ignore", divide="ignore"):
-            y = np.where(trials > 0, succ / np.where(trials > 0, trials, 1), 0.0)
-        return y, trials, lme4_name(f"cbind({parsed.cbind[0]}, {parsed.cbind[1]})")
-    name = parsed.response
-    bare = name[1:-1] if name.startswith("`") and name.endswith("`") else name
-    if bare in data.columns:
-        col = data[bare]
-        if col.dtype == bool:
-            return col.to_numpy(dtype=float), None, bare
-        if pd.api.types.is_numeric_dtype(col.dtype):
-            return col.to_numpy(dtype=float), None, bare
-        levels = pd.unique(col)
-        if binary_ok and len(levels) <= 2:
-            codes, lev = group_codes(data, (bare,))
-            if len(lev) == 2:
-                return codes.astype(float), None, bare
-        raise DataError(
-            f"the response '{bare}' is not numeric (dtype {col.dtype})"
-            + ("; a binomial response may be 0/1, boolean, or a factor with two levels" if binary_ok else "")
-        )
-    # an expression on the left is arithmetic, as in R (incidence/size, log(y)), not a formula
-    mm = materialize("0 + " + as_code(name), data, text)
-    if mm.shape[1] != 1:
-        raise DataError(f"the response '{name}' must be one numeric column, it gives {mm.shape[1]}")
-    return np.asarray(mm, dtype=float)[:, 0], None, lme4_name(name)
-
-
 def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
     """Drop columns of X that are linear combinations of earlier ones, keeping the first, as lme4.
 
@@ -386,11 +348,56 @@ def build_design(
     (180, 2, ('(Intercept)', 'Days'), [('Subject', 18, ('(Intercept)', 'Days'))])
     """
     parsed = formula if isinstance(formula, ParsedFormula) else parse_formula(formula)
-    if not isinstance(data, pd.DataFrame):
-        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    check_frame(data)
+    check_random_terms(parsed)
     parsed = quote_dotted(parsed, data.columns)
     text = parsed.text
-    columns = data.columns
+    used = _columns_used(parsed, data)
+    w_arg = None if weights is None else as_vector(weights, data, "weights")
+    o_arg = None if offset is None else as_vector(offset, data, "offset")
+    keep, n_dropped = _complete_rows(data, used, (w_arg, o_arg))
+    # only read: without missing values the caller's frame itself, no copy
+    frame = formulaic_types(data.loc[keep, sorted(used)] if n_dropped else data, used)
+    index = frame.index
+
+    y, trials, response_name = response(parsed, frame, binary_ok)
+    check_finite(y, [response_name], "the response", index)
+    w = w_arg[keep] if w_arg is not None else None
+    if w is not None and ((w <= 0).any() or not np.isfinite(w).all()):
+        raise DataError("weights must be positive and finite")
+    if trials is not None:
+        w = trials if w is None else w * trials
+
+    X, names, fixed_spec = evaluate(parsed.fixed, frame, text)
+    check_finite(X, names, "fixed-effects column", index)
+    check_magnitudes([(response_name, y)] + [(n, X[:, j]) for j, n in enumerate(names)], w)
+    X, names, dropped = _drop_aliased(X, names)
+    terms = _re_terms(parsed, frame)
+    check_magnitudes([(f"{n} | {t.group}", t.z[:, a]) for t in terms for a, n in enumerate(t.names)], w)
+    warn_duplicated_terms(terms, text)
+    off = _offset(parsed, frame, None if o_arg is None else o_arg[keep])
+
+    return Design(
+        formula=parsed,
+        y=y,
+        X=X,
+        fixef_names=tuple(names),
+        terms=tuple(terms),
+        weights=w,
+        offset=off,
+        index=index,
+        n_dropped=n_dropped,
+        dropped_columns=tuple(dropped),
+        fixed_spec=fixed_spec,
+        response_name=response_name,
+        offset_arg=o_arg is not None,
+        codings=codings(frame, used, [fixed_spec] + [t.spec for t in terms], terms),
+    )
+
+
+def _columns_used(parsed: ParsedFormula, data: pd.DataFrame) -> set[str]:
+    """The data columns the formula uses; unknown names, duplicates and bad types refused."""
+    text, columns = parsed.text, data.columns
     for expr in formula_expressions(parsed):
         for name in unknown_names(expr, columns):
             raise no_column(name, text, columns)
@@ -398,18 +405,22 @@ def build_design(
         for name in bar.group:
             if name not in columns:
                 raise no_column(name, text, columns)
-
-    used: set[str] = set()
+    numeric: set[str] = set()
     for expr in formula_expressions(parsed):
-        used |= names_in(expr, columns)
-    for bar in parsed.bars:
-        used |= set(bar.group)
-    w_arg = None if weights is None else as_vector(weights, data, "weights")
-    o_arg = None if offset is None else as_vector(offset, data, "offset")
+        numeric |= names_in(expr, columns)
+    used = numeric | {c for bar in parsed.bars for c in bar.group}
+    check_columns(data, used, numeric)
+    return used
+
+
+def _complete_rows(
+    data: pd.DataFrame, used: set[str], vectors: tuple[np.ndarray | None, ...]
+) -> tuple[np.ndarray, int]:
+    """Mask of the rows without a missing value in what the model uses, and how many were dropped."""
     missing = np.zeros(len(data), bool)
     for c in used:
         missing |= isna_mask(data[c])
-    for arr in (w_arg, o_arg):
+    for arr in vectors:
         if arr is not None:
             missing |= np.isnan(arr)
     n_dropped = int(missing.sum())
@@ -423,23 +434,16 @@ def build_design(
             MissingDataWarning,
             stacklevel=user_stacklevel(),
         )
-    keep = ~missing
-    # only read: without missing values the caller's frame itself, no copy
-    frame = _formulaic_types(data.loc[keep, sorted(used)] if n_dropped else data, used)
-    index = frame.index
+    return ~missing, n_dropped
 
-    y, trials, response_name = _response(parsed, frame, binary_ok)
-    check_finite(y, [response_name], "the response", index)
 
-    X, names, fixed_spec = evaluate(parsed.fixed, frame, text)
-    check_finite(X, names, "fixed-effects column", index)
-    X, names, dropped = _drop_aliased(X, names)
-
+def _re_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[ReTerm]:
+    """The random-effects terms on the model's rows, in lme4's order (most levels first)."""
     terms = []
     for bar in parsed.bars:
-        z, zn, zspec = evaluate(bar.lhs, frame, text)
+        z, zn, zspec = evaluate(bar.lhs, frame, parsed.text)
         znames = tuple(zn)
-        check_finite(z, list(znames), "random-effects column", index)
+        check_finite(z, list(znames), "random-effects column", frame.index)
         refs, levels = group_codes(frame, bar.group)
         if len(levels) < 2:
             raise DataError(
@@ -459,85 +463,22 @@ def build_design(
             )
         )
     terms.sort(key=lambda t: -t.nlevels)
+    return terms
 
-    w = w_arg[keep] if w_arg is not None else None
-    if w is not None and ((w <= 0).any() or not np.isfinite(w).all()):
-        raise DataError("weights must be positive and finite")
-    if trials is not None:
-        w = trials if w is None else w * trials
-    off = o_arg[keep] if o_arg is not None else None
+
+def _offset(parsed: ParsedFormula, frame: pd.DataFrame, given: np.ndarray | None) -> np.ndarray | None:
+    """The offset= argument plus the formula's offset(...) terms (None without either)."""
+    off = given
     for expr in parsed.offsets:
-        mm = materialize("0 + " + as_code(expr), frame, text)
+        mm = materialize("0 + " + as_code(expr), frame, parsed.text)
         vals = np.asarray(mm, dtype=float)
         if vals.shape[1] != 1:
-            raise FormulaError(f"offset({expr}) must give one numeric column", text)
-        check_finite(vals, [f"offset({expr})"], "offset", index)
+            raise FormulaError(f"offset({expr}) must give one numeric column", parsed.text)
+        check_finite(vals, [f"offset({expr})"], "offset", frame.index)
         off = vals[:, 0] if off is None else off + vals[:, 0]
     if off is not None:
-        check_finite(off, ["offset"], "the", index)
-
-    return Design(
-        formula=parsed,
-        y=y,
-        X=X,
-        fixef_names=tuple(names),
-        terms=tuple(terms),
-        weights=w,
-        offset=off,
-        index=index,
-        n_dropped=n_dropped,
-        dropped_columns=tuple(dropped),
-        fixed_spec=fixed_spec,
-        response_name=response_name,
-        offset_arg=o_arg is not None,
-        codings=_codings(frame, used, [fixed_spec] + [t.spec for t in terms], terms),
-    )
-
-
-def _formulaic_types(frame: pd.DataFrame, used: Collection[str]) -> pd.DataFrame:
-    """``frame`` with pandas' nullable string columns as Python strings.
-
-    formulaic codes ``string`` (``pd.NA``) columns as numbers, not as factors; ``object`` and
-    pandas' default ``str`` it codes as factors, as R does.
-    """
-    nullable = [
-        c
-        for c in used
-        if isinstance(frame[c].dtype, pd.StringDtype) and frame[c].dtype.na_value is pd.NA  # type: ignore[union-attr]
-    ]
-    if not nullable:
-        return frame
-    frame = frame.copy(deep=False)
-    for c in nullable:
-        frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
-    return frame
-
-
-def _codings(
-    frame: pd.DataFrame, used: Collection[str], specs: list[Any], terms: list[ReTerm]
-) -> dict[str, ColumnCoding]:
-    """How each column the formula uses was typed, to code new data by value.
-
-    The levels come from the grouping factors and formulaic's categories where these have them
-    (finding them again costs a third of a small model's design).
-    """
-    levels: dict[str, Any] = {t.group_columns[0]: t.levels for t in terms if len(t.group_columns) == 1}
-    factors: set[str] = {c for t in terms for c in t.group_columns}
-    for spec in specs:
-        for key, (_, state) in spec.encoder_state.items():
-            if "categories" in state:  # (C(x) of numbers is a factor too)
-                cols = names_in(key, frame.columns)
-                factors |= cols
-                if len(cols) == 1:
-                    levels.setdefault(next(iter(cols)), state["categories"])
-    dtypes = frame.dtypes
-    codings = {}
-    for c in used:
-        numeric = pd.api.types.is_numeric_dtype(dtypes[c]) and not pd.api.types.is_bool_dtype(dtypes[c])
-        if c not in levels and (c in factors or not numeric):
-            levels[c] = group_codes(frame, (c,))[1]
-        codings[c] = ColumnCoding(c, dtypes[c], list(levels[c]) if c in levels else None)
-    return codings
+        check_finite(off, ["offset"], "the", frame.index)
+    return off
 
 
 # simulate.py's names, until it imports the public ones from hmix.columns

@@ -22,6 +22,7 @@ __all__ = ["BarTerm", "ParsedFormula", "parse_formula", "quote_dotted"]
 _OPEN = {"(": ")", "[": "]", "{": "}"}
 _CLOSE = {v: k for k, v in _OPEN.items()}
 _NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*")
+_SPACED_NAME = re.compile(r"[A-Za-z_.][A-Za-z0-9_.]*(?: +[A-Za-z_.][A-Za-z0-9_.]*)+")
 _R_ONLY = re.compile(r"\.[0-9]")  # (a dot before a digit: no attribute, so only R's name)
 # quoted text, back-quoted names, and the names outside them (R's: "x.1", ".a"; not "1.5")
 _TOKEN = re.compile(
@@ -196,6 +197,12 @@ def _check_formulaic(expr: str, formula: str, start: int, what: str) -> None:
         Formula(_quote_names(expr, r_names) if r_names else expr)
     except Exception as exc:  # formulaic raises many kinds; all mean the same to the user
         msg = str(exc).split("\n")[0].strip() or type(exc).__name__
+        spaced = _SPACED_NAME.search(
+            _TOKEN.sub(lambda m: m.group(0) if m.group(1) else "_" * len(m.group(0)), expr)
+        )
+        if spaced is not None:
+            name = expr[spaced.start() : spaced.end()]
+            msg = f"if '{name}' is one column name, back-quote it: `{name}`"
         raise FormulaError(f"cannot parse the {what} '{expr}': {msg}", formula, start) from None
 
 
@@ -267,8 +274,13 @@ def _parse_bar(piece: _Piece, formula: str) -> list[BarTerm]:
     _check_formulaic(lhs, formula, base + lpos, "random-effects terms")
     groups = _parse_group(rhs, formula, base + rpos)
     lhss = _split_uncorrelated(lhs) if double else [lhs]
-    if not lhss:
-        raise FormulaError("a random-effects term with no columns", formula, base + lpos)
+    if not lhss or not list(Formula(lhs)):
+        raise FormulaError(
+            f"the term {piece.text} has no random effects ('{lhs}' removes the intercept and leaves "
+            f"nothing): write (1 | {rhs}) for a random intercept, or drop the term",
+            formula,
+            base + lpos,
+        )
     return [BarTerm(lhs=lhs_, group=g, text=piece.text) for g in groups for lhs_ in lhss]
 
 
@@ -326,6 +338,23 @@ def _parse_cached(text: str) -> ParsedFormula:
         raise
 
 
+def _refuse_bare_bar(text: str, tilde: int, depths: list[int]) -> None:
+    """lme4 reads ``y ~ 1 | g`` as ``y ~ (1 | g)``; hmix asks for the parentheses, and shows them."""
+    bar = next((i for i in range(tilde + 1, len(text)) if text[i] == "|" and depths[i] == 0), None)
+    if bar is None:
+        return
+    rhs = text[tilde + 1 :].strip()
+    lhs_terms = text[tilde + 1 : bar].strip()
+    response = text[:tilde].strip()
+    hint = f"write {response} ~ ({rhs})"
+    if any(depths[i] == 0 and text[i] in "+-" for i in range(tilde + 1, bar)):
+        # lme4's reading makes every term left of the bar random; rarely what was meant
+        last = max(i for i in range(tilde + 1, bar) if depths[i] == 0 and text[i] in "+-")
+        fixed, random = text[tilde + 1 : last].strip(), text[last + 1 :].strip()
+        hint += f" (as lme4 reads it: all of {lhs_terms} random), or {response} ~ {fixed} + ({random})"
+    raise FormulaError(f"a random-effects term needs parentheses: {hint}", text, bar)
+
+
 def _parse(text: str) -> ParsedFormula:
     depths = _scan(text)
     tildes = [i for i, ch in enumerate(text) if ch == "~" and depths[i] == 0]
@@ -347,6 +376,7 @@ def _parse(text: str) -> ParsedFormula:
     rhs_raw = text[tilde + 1 :]
     if not rhs_raw.strip():
         raise FormulaError("nothing on the right of '~': write 'y ~ 1' for an intercept", text, tilde)
+    _refuse_bare_bar(text, tilde, depths)
     cbind = _parse_cbind(response, text, rstart)
     if cbind is None:
         pos = _bar_position(response)

@@ -18,9 +18,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from .columns import names_in
 from .errors import DataError
+from .remat import ReTerm, group_codes
 
-__all__ = ["ColumnCoding", "code_columns", "value_key"]
+__all__ = ["ColumnCoding", "code_columns", "codings", "formulaic_types", "value_key"]
 
 
 def value_key(value: Any) -> str:
@@ -171,3 +173,49 @@ def code_columns(
     for c in todo:
         frame[c] = codings[c].code(newdata[c], strict=strict)
     return frame
+
+
+def formulaic_types(frame: pd.DataFrame, used: Collection[str]) -> pd.DataFrame:
+    """``frame`` with pandas' nullable string columns as Python strings.
+
+    formulaic codes ``string`` (``pd.NA``) columns as numbers, not as factors; ``object`` and
+    pandas' default ``str`` it codes as factors, as R does.
+    """
+    nullable = [
+        c
+        for c in used
+        if isinstance(frame[c].dtype, pd.StringDtype) and frame[c].dtype.na_value is pd.NA  # type: ignore[union-attr]
+    ]
+    if not nullable:
+        return frame
+    frame = frame.copy(deep=False)
+    for c in nullable:
+        frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+    return frame
+
+
+def codings(
+    frame: pd.DataFrame, used: Collection[str], specs: list[Any], terms: list[ReTerm]
+) -> dict[str, ColumnCoding]:
+    """How each column the formula uses was typed, to code new data by value.
+
+    The levels come from the grouping factors and formulaic's categories where these have them
+    (finding them again costs a third of a small model's design).
+    """
+    levels: dict[str, Any] = {t.group_columns[0]: t.levels for t in terms if len(t.group_columns) == 1}
+    factors: set[str] = {c for t in terms for c in t.group_columns}
+    for spec in specs:
+        for key, (_, state) in spec.encoder_state.items():
+            if "categories" in state:  # (C(x) of numbers is a factor too)
+                cols = names_in(key, frame.columns)
+                factors |= cols
+                if len(cols) == 1:
+                    levels.setdefault(next(iter(cols)), state["categories"])
+    dtypes = frame.dtypes
+    out = {}
+    for c in used:
+        numeric = pd.api.types.is_numeric_dtype(dtypes[c]) and not pd.api.types.is_bool_dtype(dtypes[c])
+        if c not in levels and (c in factors or not numeric):
+            levels[c] = group_codes(frame, (c,))[1]
+        out[c] = ColumnCoding(c, dtypes[c], list(levels[c]) if c in levels else None)
+    return out

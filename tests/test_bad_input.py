@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 import pandas as pd
+import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -80,3 +81,104 @@ def test_glmer_raises_only_hmix_errors(df: pd.DataFrame, formula: str, family: s
             pass
         else:
             assert np.isfinite(m.objective)
+
+
+# ----- named errors for inputs that used to escape as foreign exceptions (issues 13, 18) ----------
+SLEEP = hmix.datasets.load("sleepstudy")
+F = "Reaction ~ Days + (1 | Subject)"
+
+
+@pytest.mark.parametrize(
+    ("formula", "data", "error", "message"),
+    [
+        (
+            "Reaction ~ Days",
+            SLEEP,
+            hmix.FormulaError,
+            r"no random-effects term: add one such as \(1 \| g\).*statsmodels",
+        ),
+        (F, SLEEP.iloc[:0], hmix.DataError, "the data have no rows"),
+        (F, pd.DataFrame(index=range(5)), hmix.DataError, "the data have no columns"),
+        (F, pd.concat([SLEEP, SLEEP[["Days"]]], axis=1), hmix.DataError, "2 columns named 'Days'"),
+        (F, pd.concat([SLEEP, SLEEP[["Subject"]]], axis=1), hmix.DataError, "2 columns named 'Subject'"),
+        (F, SLEEP.assign(Days=pd.to_timedelta(SLEEP["Days"], unit="D")), hmix.DataError, "durations"),
+        (F, SLEEP.assign(Days=SLEEP["Days"] + 1j), hmix.DataError, "column 'Days' holds complex numbers"),
+        (
+            F,
+            SLEEP.assign(Days=pd.Timestamp("2020-01-01") + pd.to_timedelta(SLEEP["Days"], unit="D")),
+            hmix.DataError,
+            "column 'Days' holds dates",
+        ),
+        (
+            "Reaction ~ I(Days**20) + (1 | Subject)",
+            SLEEP,
+            hmix.DataError,
+            r"'I\(Days \*\* 20\)' overflows 64-bit",
+        ),
+        (
+            F,
+            SLEEP.assign(Reaction=SLEEP["Reaction"].where(SLEEP.index != 3, 1e308)),
+            hmix.DataError,
+            "values too large: overflow in column 'Reaction'",
+        ),
+        (
+            "Reaction ~ x + (1 | Subject)",
+            SLEEP.assign(x=SLEEP["Days"] * 1e160),
+            hmix.DataError,
+            "values too large: overflow in column 'x'",
+        ),
+        ("Reaction ~ Days + (0 | Subject)", SLEEP, hmix.FormulaError, "has no random effects"),
+        ("Reaction ~ Days + (-1 | Subject)", SLEEP, hmix.FormulaError, "has no random effects"),
+    ],
+)
+def test_bad_input_gets_a_named_error(formula: str, data: pd.DataFrame, error: type, message: str) -> None:
+    with pytest.raises(error, match=message):
+        hmix.lmer(formula, data)
+    with pytest.raises(error, match=message):
+        hmix.build_design(formula, data)
+
+
+def test_huge_weights_are_named() -> None:
+    with pytest.raises(hmix.DataError, match=r"the weights \(largest 1e\+300\).*rescale the weights"):
+        hmix.lmer(F, SLEEP, weights=np.full(180, 1e300))
+
+
+def test_integer_column_names_get_no_nonsense_suggestion() -> None:
+    data = SLEEP.set_axis([0, 1, 2], axis=1)
+    with pytest.raises(hmix.FormulaError) as err:
+        hmix.lmer("`0` ~ `1` + (1 | `2`)", data)
+    assert "did you mean" not in str(err.value)
+    assert "df.columns = df.columns.astype(str)" in str(err.value)
+
+
+def test_duplicated_terms_warn() -> None:
+    """lme4 fits (1 | g) + (1 | g) too; only the sum of the two variances is identified."""
+    with pytest.warns(hmix.HmixWarning, match="only the sum of their variances is identified"):
+        hmix.build_design("Reaction ~ Days + (1 | Subject) + (1 | Subject)", SLEEP)
+    with pytest.warns(hmix.HmixWarning, match="both have '\\(Intercept\\)'"):
+        hmix.build_design("Reaction ~ Days + (1 | Subject) + (Days | Subject)", SLEEP)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        hmix.build_design("Reaction ~ Days + (1 | Subject) + (0 + Days | Subject)", SLEEP)  # (x || g)
+
+
+def test_cbind_response_is_refused_for_an_lmm() -> None:
+    from hmix.checks import check_lmer_response
+
+    d = hmix.build_design("cbind(Reaction, Days) ~ 1 + (1 | Subject)", SLEEP)
+    with pytest.raises(hmix.DataError, match=r"binomial response.*hmix.glmer"):
+        check_lmer_response(d)
+
+
+def test_a_constant_response_is_named_for_an_lmm() -> None:
+    from hmix.checks import check_lmer_response
+
+    d = hmix.build_design(F, SLEEP.assign(Reaction=250.0))
+    with pytest.raises(hmix.DataError, match="response 'Reaction' is constant"):
+        check_lmer_response(d)
+    check_lmer_response(hmix.build_design(F, SLEEP.assign(Reaction=SLEEP["Reaction"] * 1e-20)))
+
+
+def test_predict_names_a_column_missing_from_new_data(sleep: hmix.LinearMixedModel) -> None:
+    with pytest.raises(hmix.DataError, match="newdata has no column 'Days', which the fixed effects use"):
+        sleep.predict(pd.DataFrame({"Subject": ["308"]}))

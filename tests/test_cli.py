@@ -34,6 +34,8 @@ def test_fit_csv_by_ml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         (["fit", "Reaction ~ Days + (1 | Subject", "--data", "sleepstudy"], "unbalanced '('"),
         (["fit", "y ~ (1 | g)", "--data", "nosuchdata"], "no bundled dataset 'nosuchdata'"),
         (["fit", "y ~ (1 | g)", "--data", "missing.csv"], "no such file"),
+        (["fit", "Reaction ~ Days", "--data", "sleepstudy"], "no random-effects term"),
+        (["fit", "Yield ~ 1 | Batch", "--data", "Dyestuff"], "write Yield ~ (1 | Batch)"),
     ],
 )
 def test_bad_input_exits_nonzero_with_message(

@@ -54,7 +54,13 @@ def test_offset_and_cbind() -> None:
     [
         ("y ~ x + (1 | g", "unbalanced '('", 8),
         ("y ~ x)", "unbalanced ')'", 5),
-        ("y ~ x | g", "'|' outside a random-effects term", 6),
+        ("y ~ x | g", "needs parentheses: write y ~ (x | g)", 6),
+        ("Yield ~ 1 | Batch", "needs parentheses: write Yield ~ (1 | Batch)", 10),  # lme4's tests' form
+        ("y ~ x + 1 | g", "y ~ (x + 1 | g) (as lme4 reads it: all of x + 1 random), or y ~ x + (1 | g)", 10),
+        ("y ~ x + (0 | g)", "the term (0 | g) has no random effects", 9),
+        ("y ~ x + (-1 | g)", "write (1 | g) for a random intercept, or drop the term", 9),
+        ("reaction time ~ x + (1 | g)", "if 'reaction time' is one column name, back-quote it", 0),
+        ("y ~ mean rt + (1 | g)", "back-quote it: `mean rt`", 4),
         ("y ~ x:(1 | g)", "'|' outside a random-effects term", 9),
         ("y ~ x + ( | g)", "nothing on the left of '|'", 10),
         ("y ~ x + (1 | )", "nothing on the right of '|'", 11),

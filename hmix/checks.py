@@ -1,0 +1,196 @@
+"""Checks of the data and the formula that name the problem and its fix before anything is fitted.
+
+Each check raises a ``DataError`` or ``FormulaError`` (or warns with an ``HmixWarning``) with the
+column or term at fault, so that bad input never reaches the engine as an exception from numpy,
+pandas or formulaic, nor as a fit that means nothing.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections import Counter
+from collections.abc import Collection, Sequence
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from .errors import DataError, FormulaError, HmixWarning, user_stacklevel
+from .formula import ParsedFormula
+
+if TYPE_CHECKING:
+    from .design import Design
+    from .remat import ReTerm
+
+__all__ = [
+    "check_columns",
+    "check_frame",
+    "check_lmer_response",
+    "check_magnitudes",
+    "check_random_terms",
+    "warn_duplicated_terms",
+]
+
+# a weighted sum of squares above this leaves the engine's cross-products no room before overflow
+_LARGEST_SQUARES = 1e300
+
+
+def check_frame(data: object) -> None:
+    """Refuse what is not a DataFrame with rows and columns.
+
+    Examples
+    --------
+    >>> import pandas as pd
+    >>> check_frame(pd.DataFrame({"y": []}))
+    Traceback (most recent call last):
+    ...
+    hmix.errors.DataError: the data have no rows
+    """
+    if not isinstance(data, pd.DataFrame):
+        raise DataError(f"data must be a pandas DataFrame, not {type(data).__name__}")
+    if data.shape[1] == 0:
+        raise DataError(
+            f"the data have no columns ({len(data)} rows and nothing in them); did reading the file fail?"
+        )
+    if len(data) == 0:
+        raise DataError("the data have no rows")
+
+
+def check_random_terms(parsed: ParsedFormula) -> None:
+    """A mixed model needs a random-effects term; say how to write one, or where to go without.
+
+    Examples
+    --------
+    >>> from hmix import parse_formula
+    >>> check_random_terms(parse_formula("Reaction ~ Days"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hmix.errors.FormulaError: the formula has no random-effects term: add one such as (1 | g) ...
+    """
+    if not parsed.bars:
+        raise FormulaError(
+            "the formula has no random-effects term: add one such as (1 | g) for a random intercept "
+            "per level of a grouping column g; for a model without random effects use statsmodels "
+            "(statsmodels.formula.api.ols or glm)",
+            parsed.text,
+        )
+
+
+def check_columns(data: pd.DataFrame, used: Collection[str], numeric: Collection[str]) -> None:
+    """Columns the formula uses: unique names, and types a model matrix can hold.
+
+    Parameters
+    ----------
+    data : pandas.DataFrame
+    used : collection of str
+        Every column the formula names.
+    numeric : collection of str
+        The columns used in expressions (not only as grouping factors), which become numbers.
+    """
+    counts = Counter(data.columns)
+    dups = sorted(str(c) for c in used if counts[c] > 1)
+    if dups:
+        raise DataError(
+            f"the data have {counts[dups[0]]} columns named '{dups[0]}': a formula names a column, so "
+            "each name must be unique; rename or drop the copies"
+        )
+    for c in sorted(numeric):
+        dtype = data[c].dtype
+        if pd.api.types.is_complex_dtype(dtype):
+            raise DataError(
+                f"column '{c}' holds complex numbers; mixed models need real ones: use the real "
+                "part (np.real) or the modulus (np.abs)"
+            )
+        if pd.api.types.is_timedelta64_dtype(dtype):
+            raise DataError(
+                f"column '{c}' holds durations (timedelta); convert it to a number of units, "
+                f"e.g. df['{c}'].dt.total_seconds() / 3600 for hours"
+            )
+        if pd.api.types.is_datetime64_any_dtype(dtype):
+            raise DataError(
+                f"column '{c}' holds dates; convert it to a number, e.g. days since the first: "
+                f"(df['{c}'] - df['{c}'].min()).dt.days, or to text for a factor"
+            )
+
+
+def check_magnitudes(columns: Sequence[tuple[str, np.ndarray]], weights: np.ndarray | None) -> None:
+    """Refuse values whose (weighted) squares overflow, naming the column and the fix.
+
+    Parameters
+    ----------
+    columns : sequence of (name, values)
+        The response and the model matrices' columns.
+    weights : ndarray or None
+        Prior weights.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> check_magnitudes([("x", np.array([1.0, 1e308]))], None)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hmix.errors.DataError: values too large: overflow in column 'x' (largest 1e+308); rescale it, ...
+    """
+    w = np.ones(1) if weights is None else weights
+    with np.errstate(over="ignore", invalid="ignore"):
+        for name, v in columns:
+            largest = float(np.abs(v).max(initial=0.0))
+            plain = float(np.sum(v * v))
+            if not plain < _LARGEST_SQUARES:
+                raise DataError(
+                    f"values too large: overflow in column '{name}' (largest {largest:g}); rescale "
+                    "it, e.g. divide it by a power of ten"
+                )
+            if weights is not None and not float(np.sum(w * v * v)) < _LARGEST_SQUARES:
+                raise DataError(
+                    f"values too large: the weights (largest {float(w.max()):g}) times the squares of "
+                    f"'{name}' overflow; rescale the weights (only their ratios matter to the estimates)"
+                )
+
+
+def warn_duplicated_terms(terms: Sequence[ReTerm], formula: str) -> None:
+    """Two terms of one grouping factor with a column in common split its variance arbitrarily."""
+    seen: dict[tuple[str, str], ReTerm] = {}
+    for t in terms:
+        for name in t.names:
+            other = seen.get((t.group, name))
+            if other is not None and other is not t:
+                warnings.warn(
+                    f"the random-effects terms ({' + '.join(other.names)} | {t.group}) and "
+                    f"({' + '.join(t.names)} | {t.group}) both have '{name}': only the sum of "
+                    "their variances is identified, and the split between them is arbitrary; "
+                    f"drop one (in {formula})",
+                    HmixWarning,
+                    stacklevel=user_stacklevel(),
+                )
+                return
+            seen[(t.group, name)] = t
+
+
+def check_lmer_response(design: Design) -> None:
+    """An LMM's response: one numeric column that varies (``cbind()`` belongs to glmer).
+
+    A constant response leaves no variance to split; a GLMM's may be constant (Poisson counts of
+    3 everywhere are a model), so this is for ``lmer`` only.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> cbpp = hmix.datasets.load("cbpp")
+    >>> d = hmix.build_design("cbind(incidence, size - incidence) ~ 1 + (1 | herd)", cbpp)
+    >>> check_lmer_response(d)  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hmix.errors.DataError: cbind(incidence, size - incidence) is a binomial response ...
+    """
+    if design.formula.cbind is not None:
+        raise DataError(
+            f"{design.response_name} is a binomial response (successes, failures): fit it with "
+            'hmix.glmer(..., family="binomial"); lmer needs one numeric response'
+        )
+    y = design.y
+    if len(y) and float(np.ptp(y)) == 0.0:
+        raise DataError(
+            f"the response '{design.response_name}' is constant (every value is {y[0]:g}): there is "
+            "no variation to model; check the response column"
+        )
