@@ -15,6 +15,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import scipy.sparse as sp
 from formulaic import Formula, model_matrix
 
 from .errors import DataError, FormulaError
@@ -30,6 +31,7 @@ __all__ = [
     "isna_mask",
     "lme4_name",
     "materialize",
+    "new_matrix",
     "names_in",
     "no_column",
     "unknown_names",
@@ -240,14 +242,27 @@ def evaluate(expr: str, data: pd.DataFrame, formula: str) -> tuple[np.ndarray, l
     spec = _numeric_spec(expr, data)
     if spec is not None:
         return spec.matrix(data), [lme4_name(c) for c in spec.column_names], spec
-    mm = materialize(expr, data, formula)
-    names = [lme4_name(str(c)) for c in mm.columns]
+    # sparse: a factor's indicator columns cost their nonzeros until the one dense copy (a
+    # DataFrame or dense output would hold X twice: 4 GB for a 5,000-level factor on 50,000 rows)
+    mm = materialize(expr, data, formula, output="sparse")
+    names = [lme4_name(str(c)) for c in mm.model_spec.column_names]
     return as_real(mm, expr, formula).reshape(len(data), len(names)), names, mm.model_spec
+
+
+def dense(mm: Any) -> np.ndarray:
+    """A model matrix (formulaic's sparse or dense output, a DataFrame) as a dense array."""
+    return np.asarray(mm.toarray()) if sp.issparse(mm) else np.asarray(mm)
+
+
+def new_matrix(spec: Any, frame: pd.DataFrame) -> np.ndarray:
+    """The columns ``spec`` (a formulaic ModelSpec or a NumericSpec) codes on new data, as floats."""
+    values = dense(spec.get_model_matrix(frame, na_action="ignore"))
+    return np.asarray(values, dtype=float).reshape(len(frame), len(spec.column_names))
 
 
 def as_real(mm: Any, expr: str, formula: str) -> np.ndarray:
     """A materialized matrix as floats; complex or non-numeric results are refused by name."""
-    values = np.asarray(mm)
+    values = dense(mm)
     if values.dtype.kind == "c":
         raise DataError(
             f"'{expr}' gives complex numbers; mixed models need real ones: use the real part "
@@ -293,19 +308,28 @@ def _check_integer_overflow(expr: str, data: pd.DataFrame, mm: Any, kw: dict[str
         return
     floats = data.assign(**{c: data[c].astype(float) for c in ints})
     alt = model_matrix(parsed(expr), floats, na_action="raise", **kw)
-    a, b = np.asarray(mm), np.asarray(alt)
+    a, b = (m if sp.issparse(m) else dense(m) for m in (mm, alt))
     if a.shape != b.shape or a.dtype.kind not in "iufb" or b.dtype.kind not in "iufb":
         return
-    a, b = a.astype(float), b.astype(float)
-    bad = ~np.isclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True)
+    bad = _differing_columns(a, b)
     if bad.any():
-        col = str(list(mm.columns)[int(np.nonzero(bad.any(axis=0))[0][0])])
+        col = str(mm.model_spec.column_names[int(np.nonzero(bad)[0][0])])
         raise DataError(
             f"'{lme4_name(col)}' overflows 64-bit integers (the column"
             f"{'s' if len(ints) > 1 else ''} {', '.join(repr(c) for c in ints)} hold"
             f"{'' if len(ints) > 1 else 's'} integers, whose arithmetic wraps around): convert to "
             f"float first, e.g. df['{ints[0]}'].astype(float), or rescale"
         )
+
+
+def _differing_columns(a: Any, b: Any) -> np.ndarray:
+    """Columns where two matrices differ by more than 1e-9 relative (NaN equals NaN)."""
+    if sp.issparse(a) or sp.issparse(b):
+        a, b = sp.csc_matrix(a, dtype=float), sp.csc_matrix(b, dtype=float)
+        gap = abs(a - b) - 1e-9 * abs(b)
+        return np.asarray((gap > 0).sum(axis=0)).ravel() > 0
+    a, b = np.asarray(a, dtype=float), np.asarray(b, dtype=float)
+    return np.asarray((~np.isclose(a, b, rtol=1e-9, atol=0.0, equal_nan=True)).any(axis=0))
 
 
 def check_finite(values: np.ndarray, names: list[str], what: str, index: pd.Index) -> None:

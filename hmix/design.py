@@ -12,7 +12,6 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.linalg as sla
 
 from .checks import (
     check_columns,
@@ -31,12 +30,14 @@ from .columns import (
     lme4_name,
     materialize,
     names_in,
+    new_matrix,
     no_column,
     unknown_names,
 )
 from .errors import DataError, FormulaError, HmixWarning, MissingDataWarning, user_stacklevel
 from .formula import ParsedFormula, as_code, parse_formula, quote_dotted
 from .newdata import ColumnCoding, code_columns, codings, formulaic_types
+from .rank import aliased_columns, drop_columns
 from .remat import ReTerm, group_codes
 from .response import response
 
@@ -143,12 +144,7 @@ class Design:
                 )
         X = self.X[idx]
         if X.shape[1] and check:
-            r = sla.qr(X, mode="r")[0]
-            k = min(r.shape)
-            diag = np.zeros(X.shape[1])
-            diag[:k] = np.abs(np.diag(r)[:k])
-            norms = np.linalg.norm(X, axis=0)
-            bad = [n for n, d, s in zip(self.fixef_names, diag, norms) if s == 0 or d <= 1e-7 * s]
+            bad = [n for n, a in zip(self.fixef_names, aliased_columns(X)) if a]
             if bad:
                 raise DataError(
                     f"on this subset of the rows the fixed effect(s) {', '.join(bad)} cannot be "
@@ -241,9 +237,8 @@ class Design:
         [[1.0, 2.0], [1.0, 3.0]]
         """
         frame = self._coded(newdata, self.formula.fixed, strict=True)
-        mm = self.fixed_spec.get_model_matrix(frame, na_action="ignore")
-        cols = [lme4_name(str(c)) for c in mm.columns]
-        X = pd.DataFrame(np.asarray(mm, dtype=float), columns=cols)[list(self.fixef_names)].to_numpy()
+        position = {lme4_name(str(c)): j for j, c in enumerate(self.fixed_spec.column_names)}
+        X = new_matrix(self.fixed_spec, frame)[:, [position[n] for n in self.fixef_names]]
         check_finite(X, list(self.fixef_names), "fixed-effects column", newdata.index)
         return X
 
@@ -258,8 +253,7 @@ class Design:
 
     def re_columns(self, term: ReTerm, newdata: pd.DataFrame) -> np.ndarray:
         """A random-effects term's model-matrix columns (n, k) on complete rows of new data."""
-        frame = self._coded(newdata, term.lhs, strict=True)
-        return np.asarray(term.spec.get_model_matrix(frame, na_action="ignore"), dtype=float)
+        return new_matrix(term.spec, self._coded(newdata, term.lhs, strict=True))
 
     def group_labels(self, term: ReTerm, newdata: pd.DataFrame) -> pd.Index:
         """Each row's level label of the term's grouping factor (``"a:b"`` for an interaction)."""
@@ -290,20 +284,8 @@ class Design:
 
 
 def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str], list[str]]:
-    """Drop columns of X that are linear combinations of earlier ones, keeping the first, as lme4.
-
-    A column is aliased when the part of it orthogonal to the columns before it (the diagonal of
-    an unpivoted QR) is below 1e-7 of its norm, lme4's rank tolerance.
-    """
-    p = X.shape[1]
-    if p == 0:
-        return X, names, []
-    r = sla.qr(X, mode="r")[0]
-    diag = np.zeros(p)  # with fewer rows than columns, the columns past the rows are aliased
-    k = min(r.shape)
-    diag[:k] = np.abs(np.diag(r)[:k])
-    norms = np.linalg.norm(X, axis=0)
-    aliased = diag <= 1e-7 * np.where(norms > 0, norms, 1.0)
+    """Drop columns of X that are linear combinations of earlier ones, keeping the first, as lme4."""
+    aliased = aliased_columns(X)
     if not aliased.any():
         return X, names, []
     dropped = [n for n, a in zip(names, aliased) if a]
@@ -313,7 +295,7 @@ def _drop_aliased(X: np.ndarray, names: list[str]) -> tuple[np.ndarray, list[str
         HmixWarning,
         stacklevel=user_stacklevel(),
     )
-    return X[:, ~aliased], [n for n, a in zip(names, aliased) if not a], dropped
+    return drop_columns(X, aliased), [n for n, a in zip(names, aliased) if not a], dropped
 
 
 def build_design(

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .columns import as_vector
+from .columns import as_vector, new_matrix
 from .errors import DataError
 
 if TYPE_CHECKING:
@@ -110,7 +110,7 @@ def _complete_rows(model: MixedModel, newdata: pd.DataFrame, random: bool, hint:
 
 
 def _re_columns(term: Any, frame: pd.DataFrame) -> np.ndarray:
-    return np.asarray(term.spec.get_model_matrix(frame, na_action="ignore"), dtype=float)
+    return new_matrix(term.spec, frame)
 
 
 def _group_labels(term: Any, frame: pd.DataFrame) -> pd.Index:
