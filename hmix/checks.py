@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from collections import Counter
 from collections.abc import Collection, Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -76,7 +76,7 @@ def check_random_terms(parsed: ParsedFormula) -> None:
         )
 
 
-def check_columns(data: pd.DataFrame, used: Collection[str], numeric: Collection[str]) -> None:
+def check_columns(data: pd.DataFrame, used: Collection[str], numeric: Collection[str]) -> dict[str, Any]:
     """Columns the formula uses: unique names, and types a model matrix can hold.
 
     Parameters
@@ -86,6 +86,11 @@ def check_columns(data: pd.DataFrame, used: Collection[str], numeric: Collection
         Every column the formula names.
     numeric : collection of str
         The columns used in expressions (not only as grouping factors), which become numbers.
+
+    Returns
+    -------
+    dict
+        The dtype of each column the formula uses.
     """
     counts = Counter(data.columns)
     dups = sorted(str(c) for c in used if counts[c] > 1)
@@ -94,8 +99,12 @@ def check_columns(data: pd.DataFrame, used: Collection[str], numeric: Collection
             f"the data have {counts[dups[0]]} columns named '{dups[0]}': a formula names a column, so "
             "each name must be unique; rename or drop the copies"
         )
+    dtypes = {c: t for c, t in zip(data.columns, data.dtypes) if c in used}
     for c in sorted(numeric):
-        dtype = data[c].dtype
+        dtype = dtypes[c]
+        kind = getattr(dtype, "kind", "O")
+        if kind in "biuf":  # (the common case, at a glance)
+            continue
         if pd.api.types.is_complex_dtype(dtype):
             raise DataError(
                 f"column '{c}' holds complex numbers; mixed models need real ones: use the real "
@@ -111,41 +120,45 @@ def check_columns(data: pd.DataFrame, used: Collection[str], numeric: Collection
                 f"column '{c}' holds dates; convert it to a number, e.g. days since the first: "
                 f"(df['{c}'] - df['{c}'].min()).dt.days, or to text for a factor"
             )
+    return dtypes
 
 
-def check_magnitudes(columns: Sequence[tuple[str, np.ndarray]], weights: np.ndarray | None) -> None:
+def check_magnitudes(blocks: Sequence[tuple[Sequence[str], np.ndarray]], weights: np.ndarray | None) -> None:
     """Refuse values whose (weighted) squares overflow, naming the column and the fix.
 
     Parameters
     ----------
-    columns : sequence of (name, values)
-        The response and the model matrices' columns.
+    blocks : sequence of (names, values)
+        Columns (n, k) with their names: the response, the model matrices.
     weights : ndarray or None
         Prior weights.
 
     Examples
     --------
     >>> import numpy as np
-    >>> check_magnitudes([("x", np.array([1.0, 1e308]))], None)  # doctest: +ELLIPSIS
+    >>> check_magnitudes([(["x"], np.array([[1.0], [1e308]]))], None)  # doctest: +ELLIPSIS
     Traceback (most recent call last):
     ...
     hmix.errors.DataError: values too large: overflow in column 'x' (largest 1e+308); rescale it, ...
     """
-    w = np.ones(1) if weights is None else weights
-    with np.errstate(over="ignore", invalid="ignore"):
-        for name, v in columns:
-            largest = float(np.abs(v).max(initial=0.0))
-            plain = float(np.sum(v * v))
-            if not plain < _LARGEST_SQUARES:
-                raise DataError(
-                    f"values too large: overflow in column '{name}' (largest {largest:g}); rescale "
-                    "it, e.g. divide it by a power of ten"
-                )
-            if weights is not None and not float(np.sum(w * v * v)) < _LARGEST_SQUARES:
-                raise DataError(
-                    f"values too large: the weights (largest {float(w.max()):g}) times the squares of "
-                    f"'{name}' overflow; rescale the weights (only their ratios matter to the estimates)"
-                )
+    for names, values in blocks:
+        with np.errstate(over="ignore", invalid="ignore"):  # (einsum: no copy of a large X)
+            plain = np.einsum("ij,ij->j", values, values)
+            weighted = plain if weights is None else np.einsum("i,ij,ij->j", weights, values, values)
+        too_large = np.flatnonzero(~(plain < _LARGEST_SQUARES))
+        if len(too_large):
+            j = int(too_large[0])
+            raise DataError(
+                f"values too large: overflow in column '{names[j]}' (largest "
+                f"{np.abs(values[:, j]).max():g}); rescale it, e.g. divide it by a power of ten"
+            )
+        too_heavy = np.flatnonzero(~(weighted < _LARGEST_SQUARES))
+        if weights is not None and len(too_heavy):
+            raise DataError(
+                f"values too large: the weights (largest {float(weights.max()):g}) times the squares "
+                f"of '{names[int(too_heavy[0])]}' overflow; rescale the weights (only their ratios "
+                "matter to the estimates)"
+            )
 
 
 def warn_duplicated_terms(terms: Sequence[ReTerm], formula: str) -> None:

@@ -38,6 +38,7 @@ __all__ = [
 ]
 
 ArrayLike = Any
+_MULTIPLIES = re.compile(r"\*|<<|square|power|pow|prod")
 _IDENT = re.compile(r"`([^`]+)`|([A-Za-z_.][A-Za-z0-9_.]*)")
 
 
@@ -204,7 +205,9 @@ class NumericSpec:
             j += 1
         return out
 
-    def get_model_matrix(self, data: pd.DataFrame, na_action: str = "ignore") -> pd.DataFrame:
+    def get_model_matrix(
+        self, data: pd.DataFrame, na_action: str = "ignore", output: str = ""
+    ) -> pd.DataFrame:
         return pd.DataFrame(self.matrix(data), index=data.index, columns=list(self.column_names))
 
 
@@ -244,7 +247,10 @@ def evaluate(expr: str, data: pd.DataFrame, formula: str) -> tuple[np.ndarray, l
         return spec.matrix(data), [lme4_name(c) for c in spec.column_names], spec
     # sparse: a factor's indicator columns cost their nonzeros until the one dense copy (a
     # DataFrame or dense output would hold X twice: 4 GB for a 5,000-level factor on 50,000 rows)
-    mm = materialize(expr, data, formula, output="sparse")
+    try:
+        mm = materialize(expr, data, formula, output="sparse")
+    except FormulaError:  # (a transform that formulaic's sparse output cannot hold: say it densely)
+        mm = materialize(expr, data, formula, output="numpy")
     names = [lme4_name(str(c)) for c in mm.model_spec.column_names]
     return as_real(mm, expr, formula).reshape(len(data), len(names)), names, mm.model_spec
 
@@ -256,7 +262,7 @@ def dense(mm: Any) -> np.ndarray:
 
 def new_matrix(spec: Any, frame: pd.DataFrame) -> np.ndarray:
     """The columns ``spec`` (a formulaic ModelSpec or a NumericSpec) codes on new data, as floats."""
-    values = dense(spec.get_model_matrix(frame, na_action="ignore"))
+    values = dense(spec.get_model_matrix(frame, na_action="ignore", output="numpy"))
     return np.asarray(values, dtype=float).reshape(len(frame), len(spec.column_names))
 
 
@@ -299,9 +305,10 @@ def _check_integer_overflow(expr: str, data: pd.DataFrame, mm: Any, kw: dict[str
     """Refuse an expression whose integer arithmetic wrapped around (``I(Days**20)``, 9**20 > 2**63).
 
     numpy's integers overflow silently; the same expression on the columns as floats shows it.
-    Only expressions that compute (a call or a code block) on integer columns are evaluated twice.
+    Only expressions that multiply (products, powers, shifts) integer columns are evaluated
+    twice: sums would need values near 9e18 to wrap.
     """
-    if "(" not in expr and "{" not in expr:
+    if not _MULTIPLIES.search(expr):
         return
     ints = [c for c in names_in(expr, data.columns) if pd.api.types.is_integer_dtype(data[c].dtype)]
     if not ints:

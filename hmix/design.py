@@ -334,12 +334,12 @@ def build_design(
     check_random_terms(parsed)
     parsed = quote_dotted(parsed, data.columns)
     text = parsed.text
-    used = _columns_used(parsed, data)
+    used, dtypes = _columns_used(parsed, data)
     w_arg = None if weights is None else as_vector(weights, data, "weights")
     o_arg = None if offset is None else as_vector(offset, data, "offset")
     keep, n_dropped = _complete_rows(data, used, (w_arg, o_arg))
     # only read: without missing values the caller's frame itself, no copy
-    frame = formulaic_types(data.loc[keep, sorted(used)] if n_dropped else data, used)
+    frame = formulaic_types(data.loc[keep, sorted(used)] if n_dropped else data, used, dtypes)
     index = frame.index
 
     y, trials, response_name = response(parsed, frame, binary_ok)
@@ -352,10 +352,10 @@ def build_design(
 
     X, names, fixed_spec = evaluate(parsed.fixed, frame, text)
     check_finite(X, names, "fixed-effects column", index)
-    check_magnitudes([(response_name, y)] + [(n, X[:, j]) for j, n in enumerate(names)], w)
-    X, names, dropped = _drop_aliased(X, names)
     terms = _re_terms(parsed, frame)
-    check_magnitudes([(f"{n} | {t.group}", t.z[:, a]) for t in terms for a, n in enumerate(t.names)], w)
+    blocks = [([response_name], y[:, None]), (names, X)]
+    check_magnitudes(blocks + [([f"{n} | {t.group}" for n in t.names], t.z) for t in terms], w)
+    X, names, dropped = _drop_aliased(X, names)
     warn_duplicated_terms(terms, text)
     off = _offset(parsed, frame, None if o_arg is None else o_arg[keep])
 
@@ -373,12 +373,13 @@ def build_design(
         fixed_spec=fixed_spec,
         response_name=response_name,
         offset_arg=o_arg is not None,
-        codings=codings(frame, used, [fixed_spec] + [t.spec for t in terms], terms),
+        codings=codings(frame, used, [fixed_spec] + [t.spec for t in terms], terms, dtypes),
     )
 
 
-def _columns_used(parsed: ParsedFormula, data: pd.DataFrame) -> set[str]:
-    """The data columns the formula uses; unknown names, duplicates and bad types refused."""
+def _columns_used(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[set[str], dict[str, Any]]:
+    """The data columns the formula uses and their dtypes; unknown names, duplicates and bad types
+    refused."""
     text, columns = parsed.text, data.columns
     for expr in formula_expressions(parsed):
         for name in unknown_names(expr, columns):
@@ -391,8 +392,7 @@ def _columns_used(parsed: ParsedFormula, data: pd.DataFrame) -> set[str]:
     for expr in formula_expressions(parsed):
         numeric |= names_in(expr, columns)
     used = numeric | {c for bar in parsed.bars for c in bar.group}
-    check_columns(data, used, numeric)
-    return used
+    return used, check_columns(data, used, numeric)
 
 
 def _complete_rows(

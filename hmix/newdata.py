@@ -175,27 +175,28 @@ def code_columns(
     return frame
 
 
-def formulaic_types(frame: pd.DataFrame, used: Collection[str]) -> pd.DataFrame:
-    """``frame`` with pandas' nullable string columns as Python strings.
+def formulaic_types(frame: pd.DataFrame, used: Collection[str], dtypes: dict[str, Any]) -> pd.DataFrame:
+    """``frame`` with pandas' nullable string columns as Python strings (``dtypes`` updated).
 
     formulaic codes ``string`` (``pd.NA``) columns as numbers, not as factors; ``object`` and
     pandas' default ``str`` it codes as factors, as R does.
     """
-    nullable = [
-        c
-        for c in used
-        if isinstance(frame[c].dtype, pd.StringDtype) and frame[c].dtype.na_value is pd.NA  # type: ignore[union-attr]
-    ]
+    nullable = [c for c in used if isinstance(dtypes[c], pd.StringDtype) and dtypes[c].na_value is pd.NA]
     if not nullable:
         return frame
     frame = frame.copy(deep=False)
     for c in nullable:
         frame[c] = frame[c].astype(object).where(frame[c].notna(), None)
+        dtypes[c] = frame[c].dtype
     return frame
 
 
 def codings(
-    frame: pd.DataFrame, used: Collection[str], specs: list[Any], terms: list[ReTerm]
+    frame: pd.DataFrame,
+    used: Collection[str],
+    specs: list[Any],
+    terms: list[ReTerm],
+    dtypes: Mapping[str, Any],
 ) -> dict[str, ColumnCoding]:
     """How each column the formula uses was typed, to code new data by value.
 
@@ -211,7 +212,6 @@ def codings(
                 factors |= cols
                 if len(cols) == 1:
                     levels.setdefault(next(iter(cols)), state["categories"])
-    dtypes = frame.dtypes
     out = {}
     for c in used:
         numeric = pd.api.types.is_numeric_dtype(dtypes[c]) and not pd.api.types.is_bool_dtype(dtypes[c])

@@ -25,6 +25,7 @@ __all__ = ["aliased_columns", "drop_columns"]
 
 _TOL = 1e-7  # lme4's rank tolerance, relative to the column's norm
 _LOOSE = 1e-8  # squared relative pivot below which a column is checked on X itself (1e-4 of its norm)
+_QR_UP_TO = 32  # columns up to which the QR of X costs less than building X'X's factor
 _BLOCK = 256  # columns factored together: BLAS-3 updates between blocks, a short loop within
 _SPARSE_BELOW = 0.25  # density below which X'X is formed from a sparse copy of X
 
@@ -56,6 +57,8 @@ def aliased_columns(X: np.ndarray) -> np.ndarray:
     if p == 0:
         return np.zeros(0, dtype=bool)
     n = X.shape[0]
+    if p <= _QR_UP_TO and n >= p:
+        return _qr_rule(X)
     Xs = sp.csc_matrix(X) if p >= 64 and np.count_nonzero(X) < _SPARSE_BELOW * n * p else None
     G = np.asarray((Xs.T @ Xs).toarray()) if Xs is not None else X.T @ X
     norm = np.sqrt(np.diag(G))
@@ -74,12 +77,19 @@ def aliased_columns(X: np.ndarray) -> np.ndarray:
     if (parts > _TOL).any():
         # a nearly aliased column (1e-7 to 1e-4 of its norm orthogonal to the ones before):
         # beyond what X'X resolves, the QR of X decides
-        r = sla.qr(X, mode="r")[0]
-        k = min(r.shape)
-        diag = np.zeros(p)
-        diag[:k] = np.abs(np.diag(r)[:k])
-        return np.asarray(diag <= _TOL * np.where(norm > 0, norm, 1.0))
+        return _qr_rule(X)
     return ~kept
+
+
+def _qr_rule(X: np.ndarray) -> np.ndarray:
+    """lme4's rule from the diagonal of an unpivoted QR of X (columns past the n-th: aliased)."""
+    p = X.shape[1]
+    r = sla.qr(X, mode="r", check_finite=False)[0]
+    k = min(r.shape)
+    diag = np.zeros(p)
+    diag[:k] = np.abs(np.diag(r)[:k])
+    norm = np.linalg.norm(X, axis=0)
+    return np.asarray(diag <= _TOL * np.where(norm > 0, norm, 1.0))
 
 
 def _factor_keeping_first(G: np.ndarray, nonzero: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
