@@ -1,42 +1,46 @@
-"""A dependency-free progress bar on stderr for refit loops (bootstrap, cross-validation)."""
+"""Progress bars for loops over refits (bootstrap, cross-validation, leave-one-out, profiles).
+
+tqdm's auto bars: a widget in a notebook (with ipywidgets), text on stderr in a terminal.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import sys
-import time
 from collections.abc import Iterable, Iterator
 from typing import TypeVar
 
 T = TypeVar("T")
 
 
-def progress(items: Iterable[T], total: int, label: str, show: bool | None) -> Iterator[T]:
-    """Yield ``items``, drawing ``label [#####     ] i/total  elapsed`` on stderr.
+def interactive() -> bool:
+    """Whether someone watches: stderr is a terminal, or the code runs in a Jupyter kernel."""
+    if getattr(sys.stderr, "isatty", lambda: False)():
+        return True
+    ipython = sys.modules.get("IPython")
+    shell = ipython.get_ipython() if ipython is not None else None
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
-    ``show=None`` draws only when stderr is a terminal; ``True`` always; ``False`` never.
+
+def progress(items: Iterable[T], total: int, label: str, show: bool | None) -> Iterator[T]:
+    """Yield ``items`` under a tqdm bar labelled ``label`` that counts to ``total``.
+
+    ``show=None`` draws the bar in a terminal or a notebook (not in scripts whose stderr goes to
+    a file, nor under test runners); ``True`` always; ``False`` never.
+
+    Examples
+    --------
+    >>> list(progress(range(3), 3, "refits", show=False))
+    [0, 1, 2]
     """
-    stream = sys.stderr
-    if show is None:
-        show = bool(getattr(stream, "isatty", lambda: False)())
-    if not show or total <= 0:
+    if show is False or (show is None and not interactive()) or total <= 0:
         yield from items
         return
-    start = time.perf_counter()
-    width = 24
-    last = -1.0
+    # (imported on first use: tqdm.auto looks for IPython when imported; without ipywidgets a
+    # notebook gets the text bar, without tqdm's warning about it)
+    if importlib.util.find_spec("ipywidgets") is None:
+        from tqdm.std import tqdm
+    else:
+        from tqdm.auto import tqdm
 
-    def draw(i: int) -> None:
-        filled = int(width * i / total)
-        elapsed = time.perf_counter() - start
-        stream.write(f"\r{label} [{'#' * filled}{' ' * (width - filled)}] {i}/{total}  {elapsed:.1f} s")
-        stream.flush()
-
-    draw(0)
-    for i, item in enumerate(items, 1):
-        yield item
-        now = time.perf_counter()
-        if now - last > 0.1 or i == total:
-            draw(i)
-            last = now
-    stream.write("\n")
-    stream.flush()
+    yield from tqdm(items, total=total, desc=label, unit="fit", dynamic_ncols=True)
