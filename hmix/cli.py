@@ -28,7 +28,10 @@ def _read_data(spec: str) -> pd.DataFrame:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from . import __version__
+
     p = argparse.ArgumentParser(prog="hmix", description="Fit mixed models the way lme4 does.")
+    p.add_argument("--version", action="version", version=f"hmix {__version__}")
     sub = p.add_subparsers(dest="command", required=True)
     fit = sub.add_parser("fit", help="fit a model and print its summary")
     fit.add_argument("formula", help='lme4 formula, e.g. "Reaction ~ Days + (Days | Subject)"')
@@ -37,15 +40,36 @@ def _parser() -> argparse.ArgumentParser:
         required=True,
         help="a bundled dataset name (" + ", ".join(datasets._DATASETS) + ") or a CSV file",
     )
-    fit.add_argument("--ml", action="store_true", help="maximum likelihood instead of REML")
+    fit.add_argument(
+        "--ml", action="store_true", help="maximum likelihood instead of REML (gaussian models only)"
+    )
     fit.add_argument(
         "--family", default="gaussian", help="gaussian (default, lmer), binomial or poisson (glmer)"
     )
     fit.add_argument("--link", default=None, help="link for --family (logit, probit, cloglog, log)")
-    fit.add_argument("--nagq", type=int, default=1, help="quadrature nodes for glmer (0, 1 or more)")
+    fit.add_argument(
+        "--nagq", type=int, default=None, help="quadrature nodes for glmer (0, 1 or more; default 1)"
+    )
     fit.add_argument("--factors", default="", help="comma-separated CSV columns to read as labels")
     sub.add_parser("datasets", help="list the bundled datasets")
     return p
+
+
+def _check_options(args: argparse.Namespace, family: str) -> None:
+    """Options that do not apply to the model asked for are refused, not ignored."""
+    if family == "gaussian":
+        given = [o for o, v in (("--link", args.link), ("--nagq", args.nagq)) if v is not None]
+        if given:
+            raise HmixError(
+                f"{' and '.join(given)} appl{'y' if len(given) > 1 else 'ies'} to glmer's families "
+                "(--family binomial or poisson), not to a gaussian model (lmer); drop "
+                f"{'them' if len(given) > 1 else 'it'}"
+            )
+    elif args.ml:
+        raise HmixError(
+            f"--ml applies to gaussian models (lmer's REML or ML); a {family} model is always fitted "
+            "by maximum likelihood: drop --ml"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -62,6 +86,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 raise HmixError(f"--factors names '{col}', which is not a column of the data")
             data[col] = data[col].astype(str)
         family = args.family.lower()
+        _check_options(args, family)
         from .glmm import glmer
         from .lmm import lmer
 
@@ -70,7 +95,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             if family == "gaussian":
                 model = lmer(args.formula, data, REML=not args.ml)
             else:
-                model = glmer(args.formula, data, family=family, link=args.link, nAGQ=args.nagq)
+                nagq = 1 if args.nagq is None else args.nagq
+                model = glmer(args.formula, data, family=family, link=args.link, nAGQ=nagq)
         print(model.summary())
         for w in caught:
             if str(w.message) not in model.optsum.warnings:

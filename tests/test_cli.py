@@ -35,6 +35,20 @@ def test_fit_csv_by_ml(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> No
         (["fit", "y ~ (1 | g)", "--data", "nosuchdata"], "no bundled dataset 'nosuchdata'"),
         (["fit", "y ~ (1 | g)", "--data", "missing.csv"], "no such file"),
         (["fit", "Reaction ~ Days", "--data", "sleepstudy"], "no random-effects term"),
+        (["fit", "Yield ~ (1 | Batch)", "--data", "Dyestuff", "--link", "log"], "--link applies to glmer"),
+        (["fit", "Yield ~ (1 | Batch)", "--data", "Dyestuff", "--nagq", "5"], "not to a gaussian model"),
+        (
+            [
+                "fit",
+                "cbind(incidence, size - incidence) ~ (1 | herd)",
+                "--data",
+                "cbpp",
+                "--family",
+                "binomial",
+                "--ml",
+            ],
+            "always fitted by maximum likelihood",
+        ),
         (["fit", "Yield ~ 1 | Batch", "--data", "Dyestuff"], "write Yield ~ (1 | Batch)"),
     ],
 )
@@ -80,3 +94,18 @@ def test_dotted_column_names_from_a_csv(tmp_path: Path, capsys: pytest.CaptureFi
     assert main(argv) == 0
     out = capsys.readouterr().out
     assert "REML criterion at convergence: 1743.6" in out and "subject.id" in out
+
+
+def test_version(capsys: pytest.CaptureFixture[str]) -> None:
+    import hmix
+
+    with pytest.raises(SystemExit) as exit_:
+        main(["--version"])
+    assert exit_.value.code == 0
+    assert capsys.readouterr().out.strip() == f"hmix {hmix.__version__}"
+
+
+def test_glmer_options_apply_to_glmer(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["fit", "cbind(incidence, size - incidence) ~ period + (1 | herd)", "--data", "cbpp"]
+    assert main([*argv, "--family", "binomial", "--link", "logit", "--nagq", "5"]) == 0
+    assert "nAGQ = 5" in capsys.readouterr().out
