@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from .remat import ReTerm
 
 __all__ = [
+    "check_flag",
     "check_columns",
     "check_frame",
     "check_lmer_response",
@@ -207,3 +208,20 @@ def check_lmer_response(design: Design) -> None:
             f"the response '{design.response_name}' is constant (every value is {y[0]:g}): there is "
             "no variation to model; check the response column"
         )
+
+
+def check_flag(value: object, name: str) -> bool:
+    """``value`` as a bool when it is one (numpy's too); ``REML="no"`` is refused, not read as true.
+
+    Examples
+    --------
+    >>> check_flag(False, "REML")
+    False
+    >>> check_flag("no", "REML")  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hmix.errors.DataError: REML must be True or False, not 'no'
+    """
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    raise DataError(f"{name} must be True or False, not {value!r}")

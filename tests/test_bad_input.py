@@ -182,3 +182,22 @@ def test_a_constant_response_is_named_for_an_lmm() -> None:
 def test_predict_names_a_column_missing_from_new_data(sleep: hmix.LinearMixedModel) -> None:
     with pytest.raises(hmix.DataError, match="newdata has no column 'Days', which the fixed effects use"):
         sleep.predict(pd.DataFrame({"Subject": ["308"]}))
+
+
+@pytest.mark.parametrize("value", ["no", "False", 0, None, 2.5])
+def test_flags_must_be_booleans(value: object) -> None:
+    from hmix.checks import check_flag
+
+    with pytest.raises(hmix.DataError, match="must be True or False"):
+        check_flag(value, "REML")
+    assert check_flag(np.bool_(True), "REML") is True
+
+
+@pytest.mark.parametrize("value", ["5", 2.5, -1, True])
+def test_nagq_must_be_a_whole_number(value: object) -> None:
+    """errors.whole_number, which glmer is to call for nAGQ (minimum 0)."""
+    from hmix.errors import whole_number
+
+    with pytest.raises(hmix.DataError, match="nAGQ must be a whole number"):
+        whole_number(value, "nAGQ", minimum=0)
+    assert whole_number(5.0, "nAGQ", minimum=0) == 5
