@@ -243,7 +243,16 @@ class Design:
         return X
 
     def offset_terms(self, newdata: pd.DataFrame) -> np.ndarray:
-        """The sum of the formula's ``offset(...)`` terms on complete rows of new data (zeros without)."""
+        """The sum of the formula's ``offset(...)`` terms on complete rows of new data (zeros without).
+
+        Examples
+        --------
+        >>> import hmix, pandas as pd
+        >>> sleep = hmix.datasets.load("sleepstudy")
+        >>> d = hmix.build_design("Reaction ~ offset(2 * Days) + (1 | Subject)", sleep)
+        >>> d.offset_terms(pd.DataFrame({"Days": [1, 4]})).tolist()
+        [2.0, 8.0]
+        """
         total = np.zeros(len(newdata))
         for expr in self.formula.offsets:
             code = "0 + " + as_code(expr)
@@ -252,11 +261,27 @@ class Design:
         return total
 
     def re_columns(self, term: ReTerm, newdata: pd.DataFrame) -> np.ndarray:
-        """A random-effects term's model-matrix columns (n, k) on complete rows of new data."""
+        """A random-effects term's model-matrix columns (n, k) on complete rows of new data.
+
+        Examples
+        --------
+        >>> import hmix, pandas as pd
+        >>> d = hmix.build_design("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> d.re_columns(d.terms[0], pd.DataFrame({"Days": [3]})).tolist()
+        [[1.0, 3.0]]
+        """
         return new_matrix(term.spec, self._coded(newdata, term.lhs, strict=True))
 
     def group_labels(self, term: ReTerm, newdata: pd.DataFrame) -> pd.Index:
-        """Each row's level label of the term's grouping factor (``"a:b"`` for an interaction)."""
+        """Each row's level label of the term's grouping factor (``"a:b"`` for an interaction).
+
+        Examples
+        --------
+        >>> import hmix, pandas as pd
+        >>> d = hmix.build_design("strength ~ 1 + (1 | batch/cask)", hmix.datasets.load("Pastes"))
+        >>> d.group_labels(d.terms[0], pd.DataFrame({"batch": ["A"], "cask": ["a"]})).tolist()
+        ['A:a']
+        """
         frame = code_columns(self.codings, newdata, set(term.group_columns), strict=False)
         parts = [frame[c].astype(str).to_numpy(dtype=object) for c in term.group_columns]
         labels = parts[0]
