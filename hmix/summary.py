@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import html
 import math
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -15,7 +14,16 @@ import pandas as pd
 if TYPE_CHECKING:
     from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel
 
-__all__ = ["Summary", "lmm_summary", "lmm_brief", "glmm_summary", "glmm_brief", "rformat", "abbreviate"]
+__all__ = [
+    "Summary",
+    "Block",
+    "lmm_summary",
+    "lmm_brief",
+    "glmm_summary",
+    "glmm_brief",
+    "rformat",
+    "abbreviate",
+]
 
 
 def _decimals(x: float, digits: int) -> int:
@@ -45,18 +53,87 @@ def rformat(values: Sequence[float] | np.ndarray, digits: int = 4) -> list[str]:
     return [s.rjust(width) for s in out]
 
 
-def abbreviate(name: str, minlength: int = 6) -> str:
-    """R's ``abbreviate()``: drop lower-case vowels, then lower-case letters, from the right."""
-    if len(name) <= minlength:
-        return name
-    chars = list(name)
-    for pattern in ("[aeiou]", "[a-z]"):
-        i = len(chars) - 1
-        while len(chars) > minlength and i > 0:
-            if re.fullmatch(pattern, chars[i]):
+def _strip_chars(name: str, minlength: int) -> str:
+    """One name shortened as R's C routine ``stripchars`` does (``abbreviate``'s inner step).
+
+    From the right, and never the first character of a word: lower-case vowels ending a word,
+    then any lower-case vowel, lower-case letters ending a word, any lower-case letter, and at
+    last any character, each pass stopping as soon as the name is ``minlength`` long.
+    """
+    chars = list(name.lstrip())
+    if len(chars) <= minlength:
+        return "".join(chars)
+    while chars and chars[-1].isspace():  # R drops trailing blanks first
+        chars.pop()
+    nspace = sum(c.isspace() for c in chars[1:])
+
+    def first(i: int) -> bool:
+        return chars[i - 1].isspace()
+
+    def last(i: int) -> bool:
+        return not chars[i - 1].isspace() and (i + 1 == len(chars) or chars[i + 1].isspace())
+
+    def vowel(c: str) -> bool:
+        return c in "aeiou"
+
+    def lower(c: str) -> bool:
+        return "a" <= c <= "z"
+
+    passes = [
+        lambda i: vowel(chars[i]) and last(i),
+        lambda i: vowel(chars[i]) and not first(i),
+        lambda i: lower(chars[i]) and last(i),
+        lambda i: lower(chars[i]) and not first(i),
+        lambda i: not first(i) and not chars[i].isspace(),
+    ]
+    for drop in passes:
+        if len(chars) - nspace <= minlength:
+            break
+        for i in range(len(chars) - 1, 0, -1):
+            if i < len(chars) and drop(i):
                 del chars[i]
-            i -= 1
-    return "".join(chars[:minlength]) if len(chars) > minlength else "".join(chars)
+            if len(chars) - nspace <= minlength:
+                break
+    if len(chars) > minlength:
+        chars = chars[:1] + [c for c in chars[1:] if not c.isspace()]
+    return "".join(chars)
+
+
+def abbreviate(names: Sequence[str], minlength: int = 4) -> list[str]:
+    """R's ``abbreviate(names, minlength)``: shortened names, unique as the names are.
+
+    Names whose abbreviations collide are abbreviated again, one character longer each round,
+    until all differ (R's default ``method = "left.kept"``); ``abbreviate(["YEAR[T.96]",
+    "YEAR[T.97]"], 6)`` gives ``["YEAR[T.96", "YEAR[T.97"]``, not ``YEAR[T`` twice.
+
+    Examples
+    --------
+    >>> abbreviate(["(Intercept)", "Days"], 6)
+    ['(Intr)', 'Days']
+    >>> abbreviate(["YEAR[T.96]", "YEAR[T.97]"], 6)
+    ['YEAR[T.96', 'YEAR[T.97']
+    """
+    if isinstance(names, str):
+        raise TypeError("abbreviate takes a list of names: abbreviate([name], minlength)")
+    unique = list(dict.fromkeys(n.strip(" ") for n in names))
+    out = list(unique)
+    redo = [True] * len(unique)
+    length = minlength
+    while True:
+        for i, again in enumerate(redo):
+            if again:
+                out[i] = _strip_chars(unique[i], length)
+        seen: dict[str, int] = {}
+        for a in out:
+            seen[a] = seen.get(a, 0) + 1
+        # a name is abbreviated again when its abbreviation is shared, as R's
+        # dup2 | match(x, x[dup2]) takes in the first of the duplicates too
+        redo = [seen[a] > 1 for a in out]
+        if not any(redo):
+            break
+        length += 1
+    lookup = dict(zip(unique, out))
+    return [lookup[n.strip(" ")] for n in names]
 
 
 def _zapsmall(x: np.ndarray, digits: int) -> np.ndarray:
@@ -74,21 +151,107 @@ def _named_vector(names: Sequence[str], values: Sequence[str]) -> list[str]:
 
 
 def _matrix(
-    rownames: Sequence[str], colnames: Sequence[str], cells: Sequence[Sequence[str]], left: bool = False
+    rownames: Sequence[str],
+    colnames: Sequence[str],
+    cells: Sequence[Sequence[str]],
+    left: bool | Sequence[bool] = False,
 ) -> list[str]:
-    """R's print of a character matrix (``left``: left-justified cells, as print.VarCorr)."""
+    """R's print of a character matrix (``left``: left-justified cells, for all columns as
+    print.VarCorr, or per column)."""
+    lefts = [left] * len(colnames) if isinstance(left, bool) else list(left)
     rw = max((len(r) for r in rownames), default=0)
     widths = [max([len(c)] + [len(row[j]) for row in cells]) for j, c in enumerate(colnames)]
-    just = (lambda s, w: s.ljust(w)) if left else (lambda s, w: s.rjust(w))
-    lines = [" " * rw + " " + " ".join(just(c, w) for c, w in zip(colnames, widths))]
-    for r, row in zip(rownames, cells):
-        lines.append(r.ljust(rw) + " " + " ".join(just(s, w) for s, w in zip(row, widths)))
+
+    def just(row: Sequence[str]) -> str:
+        return " ".join(c.ljust(w) if lf else c.rjust(w) for c, w, lf in zip(row, widths, lefts))
+
+    lines = [" " * rw + " " + just(colnames)]
+    lines += [r.ljust(rw) + " " + just(row) for r, row in zip(rownames, cells)]
     return [ln.rstrip() for ln in lines]
+
+
+# one font for the whole HTML summary: the notebook's code font, as the text summary's
+_HTML_FONT = "font-family: var(--jp-code-font-family, monospace); font-size: var(--jp-code-font-size, 13px)"
+# notebook front ends centre tables and set their own font size; keep them in the summary's flow
+_HTML_TABLE = "font-family: inherit; font-size: inherit; border-collapse: collapse; margin: 0.2em 0 0.8em 0"
+_HTML_CELL = "text-align: {}; padding: 0.1em 0.6em"
+
+
+@dataclass(frozen=True)
+class Block:
+    """One table of a summary as formatted strings, so the text and the HTML show the same digits.
+
+    Attributes
+    ----------
+    colnames : list of str
+    cells : list of list of str
+        The formatted entries, one list per row.
+    rownames : list of str or None
+        None for a named vector (one row, printed as R prints a named vector); empty strings
+        for a table without row names (print.VarCorr's).
+    left : list of bool
+        Left-justified columns in the text (the others are right-justified).
+    html_left : list of bool
+        Left-aligned columns in HTML (labels; numbers are right-aligned).
+    titles : list of str or None
+        Full names of abbreviated column names, shown as the HTML header's tooltip.
+    """
+
+    colnames: list[str]
+    cells: list[list[str]]
+    rownames: list[str] | None = None
+    left: list[bool] = field(default_factory=list)
+    html_left: list[bool] = field(default_factory=list)
+    titles: list[str] | None = None
+
+    def text(self) -> list[str]:
+        if self.rownames is None:
+            return _named_vector(self.colnames, self.cells[0])
+        return _matrix(self.rownames, self.colnames, self.cells, self.left or False)
+
+    def html(self) -> str:
+        def cell(tag: str, text: str, left: bool, title: str | None = None) -> str:
+            style = _HTML_CELL.format("left" if left else "right")
+            tip = f" title='{html.escape(title)}'" if title is not None and title != text else ""
+            return f"<{tag} style='{style}'{tip}>{html.escape(text.strip())}</{tag}>"
+
+        lefts = self.html_left or [False] * len(self.colnames)
+        titles: Sequence[str | None] = self.titles or [None] * len(self.colnames)
+        rownames = self.rownames if self.rownames and any(self.rownames) else None
+        corner = cell("th", "", True) if rownames else ""
+        head = corner + "".join(cell("th", c, lf, t) for c, lf, t in zip(self.colnames, lefts, titles))
+        body = []
+        for i, row in enumerate(self.cells):
+            label = cell("th", rownames[i], True) if rownames else ""
+            body.append("<tr>" + label + "".join(cell("td", c, lf) for c, lf in zip(row, lefts)) + "</tr>")
+        return (
+            f"<table style='{_HTML_TABLE}'><thead><tr>{head}</tr></thead>"
+            f"<tbody>{''.join(body)}</tbody></table>"
+        )
+
+
+Section: TypeAlias = "Block | list[str]"
+
+
+def _section_text(section: Section) -> list[str]:
+    return section.text() if isinstance(section, Block) else section
+
+
+def _section_html(section: Section) -> str:
+    if isinstance(section, Block):
+        return section.html()
+    return _html_lines(section)
+
+
+def _html_lines(lines: Sequence[str]) -> str:
+    return f"<div style='white-space: pre'>{html.escape(chr(10).join(lines))}</div>"
 
 
 @dataclass
 class Summary:
     """A fitted model's summary: prints as lme4's text, renders as HTML in Jupyter.
+
+    The text and the HTML show the same formatted numbers; the attributes hold them unrounded.
 
     Attributes
     ----------
@@ -105,6 +268,11 @@ class Summary:
         Fixed effects: Estimate, Std. Error, and the test statistic.
     correlation : pandas.DataFrame or None
         Correlation of the fixed-effects estimates.
+    sections : dict
+        The formatted blocks ("criteria", "residuals", "random", "coefficients" and
+        "correlation"): a `Block` or lines of text each.
+    signif : list of str
+        The legend of the significance stars, when the fixed effects show stars.
     messages : list of str
         Warnings of the fit.
     """
@@ -117,46 +285,59 @@ class Summary:
     nobs_line: str
     coefficients: pd.DataFrame
     correlation: pd.DataFrame | None
-    text_blocks: dict[str, list[str]] = field(default_factory=dict)
+    sections: dict[str, Section] = field(default_factory=dict)
+    signif: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
-        b = self.text_blocks
+        sec = self.sections
         lines = [self.title, *self.header, ""]
-        lines += b["criteria"] + [""]
-        lines += ["Scaled residuals: ", *b["residuals"], ""]
-        lines += ["Random effects:", *b["random"], self.nobs_line, ""]
-        lines += ["Fixed effects:", *b["coefficients"]]
-        if "correlation" in b:
-            lines += ["", *b["correlation"]]
-        if self.messages:
-            lines += [*self.messages]
+        lines += [*_section_text(sec["criteria"]), ""]
+        lines += ["Scaled residuals: ", *_section_text(sec["residuals"]), ""]
+        lines += ["Random effects:", *_section_text(sec["random"]), self.nobs_line, ""]
+        lines += ["Fixed effects:", *_section_text(sec["coefficients"]), *self.signif]
+        if "correlation" in sec:
+            corr = sec["correlation"]
+            lines.append("")
+            lines += ["Correlation of Fixed Effects:", *corr.text()] if isinstance(corr, Block) else corr
+        lines += self.messages
         return "\n".join(lines)
 
     def __repr__(self) -> str:
         return self.__str__()
 
     def _repr_html_(self) -> str:
-        def pre(lines: list[str]) -> str:
-            return "<pre style='margin:0'>" + html.escape("\n".join(lines)) + "</pre>"
+        sec = self.sections
 
-        def table(df: pd.DataFrame) -> str:
-            return df.to_html(na_rep="", border=0)
+        def heading(text: str) -> str:
+            return f"<div style='font-weight: bold; margin-top: 0.6em'>{html.escape(text)}</div>"
 
-        parts = [f"<div class='hmix-summary'><b>{html.escape(self.title)}</b>", pre(self.header)]
-        parts.append(pre(self.text_blocks["criteria"]))
-        parts.append("<p><b>Scaled residuals</b></p>" + table(self.residuals.to_frame().T))
-        parts.append("<p><b>Random effects</b></p>" + table(self.random))
-        parts.append(f"<p>{html.escape(self.nobs_line)}</p>")
-        parts.append("<p><b>Fixed effects</b></p>" + table(self.coefficients))
-        if self.correlation is not None:
-            parts.append("<p><b>Correlation of fixed effects</b></p>" + table(self.correlation.round(3)))
+        parts = [
+            f"<div style='font-weight: bold'>{html.escape(self.title)}</div>",
+            _html_lines(self.header),
+            _section_html(sec["criteria"]),
+            heading("Scaled residuals"),
+            _section_html(sec["residuals"]),
+            heading("Random effects"),
+            _section_html(sec["random"]),
+            _html_lines(self.nobs_line.splitlines()),
+            heading("Fixed effects"),
+            _section_html(sec["coefficients"]),
+        ]
+        if self.signif:
+            parts.append(_html_lines(self.signif[1:]))  # the legend without R's "---" rule
+        if "correlation" in sec:
+            corr = sec["correlation"]
+            if isinstance(corr, Block):
+                parts += [heading("Correlation of Fixed Effects"), corr.html()]
+            else:
+                parts.append(_html_lines(corr))
         if self.messages:
-            parts.append(pre(self.messages))
-        return "\n".join(parts) + "</div>"
+            parts.append(_html_lines(self.messages))
+        return f"<div class='hmix-summary' style='{_HTML_FONT}'>" + "\n".join(parts) + "</div>"
 
 
-def _random_block(m: MixedModel, show_variance: bool = True) -> tuple[pd.DataFrame, list[str]]:
+def _random_block(m: MixedModel, show_variance: bool = True) -> tuple[pd.DataFrame, Block]:
     vc = m.varcorr
     variances = vc[vc["var2"].isna()]
     var_s = rformat(variances["vcov"].to_numpy(), 4)
@@ -218,7 +399,10 @@ def _random_block(m: MixedModel, show_variance: bool = True) -> tuple[pd.DataFra
     table = pd.DataFrame(records).set_index(["Groups", "Name"])
     if not show_variance:
         table = table.drop(columns="Variance")
-    return table, _matrix(rows, cols, cells, left=True)
+    numbers = len(cols) - 2
+    return table, Block(
+        cols, cells, rows, left=[True] * len(cols), html_left=[True, True] + [False] * numbers
+    )
 
 
 def _nobs_line(m: MixedModel) -> str:
@@ -229,7 +413,7 @@ def _nobs_line(m: MixedModel) -> str:
     return line
 
 
-def _coef_block(m: MixedModel, table: pd.DataFrame, stat: str) -> tuple[pd.DataFrame, list[str]]:
+def _coef_block(table: pd.DataFrame, stat: str) -> tuple[pd.DataFrame, Block]:
     # R's printCoefmat formats the columns before the statistic (Estimate, Std. Error and, in
     # lmerTest's table, df) together, to one width
     cols = {"Estimate": "estimate", "Std. Error": "std_error"}
@@ -240,13 +424,26 @@ def _coef_block(m: MixedModel, table: pd.DataFrame, stat: str) -> tuple[pd.DataF
     tv = rformat(np.round(table["statistic"].to_numpy(), 3), 4)
     cells = [[joint[j * p + i] for j in range(len(cols))] + [tv[i].strip()] for i in range(p)]
     coefs = pd.DataFrame({**{name: table[c] for name, c in cols.items()}, stat: table["statistic"]})
-    return coefs, _matrix(list(table.index), [*cols, stat], cells)
+    colnames = [*cols, stat]
+    if "p_value" in table and p:
+        pcol = f"Pr(>|{stat[0]}|)"
+        coefs[pcol] = table["p_value"]
+        pv = _format_pvalues(list(table["p_value"]))
+        colnames.append(pcol)
+        for row, text in zip(cells, pv):
+            row.append(text)
+        if (table["p_value"] < 0.1).any():  # R shows stars and their legend only then
+            colnames.append("")
+            for row, pval in zip(cells, table["p_value"]):
+                row.append(_stars(pval))
+    left = [name == "" for name in colnames]  # the stars
+    return coefs, Block(colnames, cells, list(table.index), left=left, html_left=left)
 
 
-def _corr_block(m: MixedModel) -> tuple[pd.DataFrame | None, list[str]]:
+def _corr_block(m: MixedModel) -> tuple[pd.DataFrame | None, Section | None]:
     p = m.design.p
     if p < 2:
-        return None, []
+        return None, None
     V = m.vcov.to_numpy()
     sd = np.sqrt(np.diag(V))
     C = V / np.outer(sd, sd)
@@ -255,10 +452,10 @@ def _corr_block(m: MixedModel) -> tuple[pd.DataFrame | None, list[str]]:
     if p > 12:
         return corr, [f"Correlation matrix not shown by default, as p = {p} > 12."]
     cells = [[f"{C[i, j]:.3f}" if j < i else "" for j in range(p - 1)] for i in range(1, p)]
-    return corr, [
-        "Correlation of Fixed Effects:",
-        *_matrix(names[1:], [abbreviate(n) for n in names[:-1]], cells),
-    ]
+    # lme4's print.summary.merMod: rows abbreviate(rn, minlength = 11), columns minlength = 6,
+    # each set lengthened until its names are unique
+    rows, cols = abbreviate(names, 11), abbreviate(names, 6)
+    return corr, Block(cols[:-1], cells, rows[1:], titles=names[:-1])
 
 
 def _header(m: MixedModel) -> list[str]:
@@ -271,7 +468,7 @@ def _header(m: MixedModel) -> list[str]:
     return lines
 
 
-def _criteria(m: MixedModel, reml: bool) -> tuple[pd.Series, list[str]]:
+def _criteria(m: MixedModel, reml: bool) -> tuple[pd.Series, Section]:
     if reml:
         crit = pd.Series({"REML criterion": m.objective})
         return crit, [f"REML criterion at convergence: {m.objective:.1f}"]
@@ -279,7 +476,7 @@ def _criteria(m: MixedModel, reml: bool) -> tuple[pd.Series, list[str]]:
         {"AIC": m.aic, "BIC": m.bic, "logLik": m.loglik, "deviance": m.objective, "df.resid": m.df_residual}
     )
     vals = [f"{v:.1f}" for v in crit.iloc[:4]] + [str(int(m.df_residual))]
-    return crit, _named_vector(list(crit.index), vals)
+    return crit, Block(list(crit.index), [vals])
 
 
 def _messages(m: MixedModel) -> list[str]:
@@ -343,36 +540,23 @@ def _summary(
     stat: str,
     table: pd.DataFrame | None = None,
 ) -> Summary:
-    crit, crit_lines = _criteria(m, reml)
+    crit, crit_section = _criteria(m, reml)
     scaled = m.residuals("pearson").to_numpy() / m.sigma
     q = _zapsmall(np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0]), 5)
     resid = pd.Series(q, index=["Min", "1Q", "Median", "3Q", "Max"])
-    random, random_lines = _random_block(m)
+    random, random_block = _random_block(m)
     if table is None:
         table = m.coef_table()
-    coefs, coef_lines = _coef_block(m, table, stat)
-    if "p_value" in table and len(table):
-        pcol = f"Pr(>|{stat[0]}|)"
-        coefs[pcol] = table["p_value"]
-        pv = _format_pvalues(list(table["p_value"]))
-        w = max(len(pcol), *(len(s) for s in pv))
-        coef_lines[0] = coef_lines[0] + " " + pcol.rjust(w)
-        stars = bool((table["p_value"] < 0.1).any())  # R shows stars and their legend only then
-        for i, p in enumerate(table["p_value"]):
-            coef_lines[i + 1] = (
-                coef_lines[i + 1] + " " + pv[i].rjust(w) + " " + (_stars(p) if stars else "")
-            ).rstrip()
-        if stars:
-            coef_lines += _SIGNIF
-    corr, corr_lines = _corr_block(m)
-    blocks = {
-        "criteria": crit_lines,
-        "residuals": _named_vector(list(resid.index), [s.strip() for s in rformat(q, 4)]),
-        "random": random_lines,
-        "coefficients": coef_lines,
+    coefs, coef_block = _coef_block(table, stat)
+    corr, corr_section = _corr_block(m)
+    sections: dict[str, Section] = {
+        "criteria": crit_section,
+        "residuals": Block(list(resid.index), [[s.strip() for s in rformat(q, 4)]]),
+        "random": random_block,
+        "coefficients": coef_block,
     }
-    if corr_lines:
-        blocks["correlation"] = corr_lines
+    if corr_section is not None:
+        sections["correlation"] = corr_section
     return Summary(
         title=title,
         header=family_line + _header(m),
@@ -382,7 +566,8 @@ def _summary(
         nobs_line=_nobs_line(m),
         coefficients=coefs,
         correlation=corr,
-        text_blocks=blocks,
+        sections=sections,
+        signif=_SIGNIF if "" in coef_block.colnames else [],
         messages=_messages(m),
     )
 
@@ -443,8 +628,8 @@ def _brief(m: MixedModel, title: list[str], reml: bool) -> str:
         lines += _named_vector(
             [*crit, "df.resid"], [f"{v:.4f}" for v in crit.values()] + [str(m.df_residual)]
         )
-    _, random_lines = _random_block(m, show_variance=False)
-    lines += ["Random effects:", *random_lines, _nobs_line(m), "Fixed Effects:"]
+    _, random_block = _random_block(m, show_variance=False)
+    lines += ["Random effects:", *random_block.text(), _nobs_line(m), "Fixed Effects:"]
     fe = m.fixef
     vals = [s.strip() for s in rformat(fe.to_numpy(), 4)]
     lines += _named_vector(list(fe.index), vals)

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 import hmix
-from hmix.summary import abbreviate, rformat
+from hmix.summary import rformat
 
 
 @pytest.fixture(scope="module")
@@ -131,11 +131,6 @@ def test_missing_rows_reported_in_summary() -> None:
 )
 def test_rformat_follows_r(values: list[float], digits: int, expected: list[str]) -> None:
     assert rformat(values, digits) == expected
-
-
-def test_abbreviate_follows_r() -> None:
-    assert abbreviate("(Intercept)") == "(Intr)"
-    assert abbreviate("Days") == "Days"
 
 
 def test_warnings_point_at_the_users_call() -> None:
