@@ -26,7 +26,6 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import spec, spec_data  # noqa: E402
 
 from hmix import LMMObjective, build_design  # noqa: E402
-from hmix.lmm import start_theta  # noqa: E402
 
 ALGORITHMS = ["LN_BOBYQA", "LN_NEWUOA_BOUND", "LN_SBPLX"]
 
@@ -48,7 +47,7 @@ def problems() -> list[tuple[str, LMMObjective, float]]:
 
 
 def run(alg: str, f: LMMObjective) -> tuple[int, float, float]:
-    x0 = start_theta(f.design)
+    x0 = f.theta0
     n = [0]
 
     def g(x: np.ndarray, grad: np.ndarray) -> float:

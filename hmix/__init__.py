@@ -16,10 +16,11 @@ from .errors import (
     MissingDataWarning,
     SingularFitWarning,
 )
-from .families import Family, get_family
+from .families import Binomial, Family, Gaussian, Poisson, get_family
+from .fit import glmer, lmer
 from .formula import ParsedFormula, parse_formula
-from .glmm import GLMMObjective, glmer
-from .lmm import LMMObjective, lmer
+from .glmm import GLMMObjective, PirlsSettings
+from .lmm import LMMObjective
 from .loo import LOO
 from .optimize import OptSummary
 from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel
@@ -38,7 +39,11 @@ __all__ = [
     "GeneralizedLinearMixedModel",
     "GLMMObjective",
     "Family",
+    "Binomial",
+    "Poisson",
+    "Gaussian",
     "get_family",
+    "PirlsSettings",
     "MixedModel",
     "LMMObjective",
     "OptSummary",

@@ -4,59 +4,46 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable, Iterator
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from ._progress import progress
-from .confint import _frame, _to_sdcor, varpar_names
+from .confint import interval_frame
 from .errors import HmixError, HmixWarning, user_stacklevel, whole_number
-
-if TYPE_CHECKING:
-    from .results import MixedModel
+from .fit import LmmRefitter, refit
+from .results import LinearMixedModel, MixedModel, sdcor
 
 __all__ = ["bootstrap"]
 
 _CHUNK = 200  # simulations drawn at a time (memory: rows x chunk doubles)
 
 
-def _lmm_refitter(model: Any) -> Callable[[np.ndarray], tuple[np.ndarray, bool]]:
-    """Refit an LMM to a new response, reusing its blocks' symbolic phase."""
-    from .lmm import LMMObjective
-    from .optimize import minimize
+def _refitter(model: MixedModel) -> Callable[[np.ndarray], tuple[np.ndarray, bool]]:
+    """Response -> the estimates on the sd/cor scale (then sigma, beta) and the singular flag.
 
-    d = model.design
-    f = LMMObjective(d, REML=model.REML)
-    off = 0.0 if d.offset is None else d.offset
-    dof = d.n - d.p if model.REML else d.n
-    step = np.maximum(0.1 * np.abs(model.theta), 0.02)
+    An LMM reuses its engine's symbolic phase (``LmmRefitter``); a GLMM refits in full.
+    """
+    tm = model.thetamap
+    if isinstance(model, LinearMixedModel):
+        lmm = LmmRefitter(model)
 
-    def fit(y: np.ndarray) -> tuple[np.ndarray, bool]:
-        f.pls.set_data(d.X, y - off, d.weights)
-        theta, _, _, _ = minimize(f, model.theta, f.lower, diagonal=f.diagonal, initial_step=step)
-        fac = f.pls.factor(theta)
-        sigma = float(np.sqrt(fac.r2 / dof))
-        est = np.concatenate([_to_sdcor(theta, sigma, d.terms), [sigma], fac.beta])
-        return est, bool((theta[f.diagonal] < 1e-4).any())
+        def fit_lmm(y: np.ndarray) -> tuple[np.ndarray, bool]:
+            theta, sigma, beta, singular = lmm(y)
+            return np.concatenate([sdcor(theta, sigma, tm), [sigma], beta]), singular
 
-    return fit
+        return fit_lmm
+    failed = np.full(len(model.varpar_names()) + model.design.p, np.nan)
 
-
-def _glmm_refitter(model: Any) -> Callable[[np.ndarray], tuple[np.ndarray, bool]]:
-    from .refit import refit
-
-    d = model.design
-    failed = np.full(len(model.theta) + d.p, np.nan)
-
-    def fit(y: np.ndarray) -> tuple[np.ndarray, bool]:
+    def fit_glmm(y: np.ndarray) -> tuple[np.ndarray, bool]:
         try:
-            m = refit(model, d.with_response(y))
+            m = refit(model, model.design.with_response(y))
         except HmixError:
             return failed, False  # a degenerate simulated response (all zero, say)
-        return np.concatenate([_to_sdcor(m.theta, 1.0, d.terms), m.beta]), bool(m.singular)
+        return np.concatenate([sdcor(m.theta, 1.0, tm), m.beta]), bool(m.singular)
 
-    return fit
+    return fit_glmm
 
 
 def bootstrap(
@@ -99,8 +86,7 @@ def bootstrap(
 
     n = whole_number(n, "n (the number of replicates)")
     rng = np.random.default_rng(seed)
-    glmm = getattr(model, "family", None) is not None
-    names = varpar_names(model) + list(model.fixef.index)
+    names = model.varpar_names() + list(model.fixef.index)
     rows, sing = [], []
     chunks = [min(_CHUNK, n - lo) for lo in range(0, n, _CHUNK)]
 
@@ -109,7 +95,7 @@ def bootstrap(
             sims = simulate(model, n=size, seed=rng).to_numpy()
             yield from sims.T
 
-    fit = _glmm_refitter(model) if glmm else _lmm_refitter(model)
+    fit = _refitter(model)
     for y in progress(responses(), n, "bootstrap", progress_bar):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -142,4 +128,4 @@ def boot_confint(
     a = (1 - level) / 2
     lo = reps.quantile(a).to_numpy()
     hi = reps.quantile(1 - a).to_numpy()
-    return _frame(list(reps.columns), lo, hi, level)
+    return interval_frame(list(reps.columns), lo, hi, level)

@@ -87,9 +87,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             data[col] = data[col].astype(str)
         family = args.family.lower()
         _check_options(args, family)
-        from .glmm import glmer
-        from .lmm import lmer
+        from .fit import glmer, lmer
+        from .results import GeneralizedLinearMixedModel, LinearMixedModel
 
+        model: LinearMixedModel | GeneralizedLinearMixedModel
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always", HmixWarning)
             if family == "gaussian":

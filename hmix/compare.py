@@ -69,7 +69,7 @@ def compare(
     if len(labels) != len(models):
         raise DataError("names must give one label per model")
     given = models
-    reml = [bool(getattr(m, "REML", False)) for m in models]
+    reml = [m.REML for m in models]
     if any(reml):
         if refit:
             warnings.warn(

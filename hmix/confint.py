@@ -16,94 +16,36 @@ from __future__ import annotations
 
 import numbers
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from dataclasses import replace
+from functools import singledispatch
+from typing import Any
 
-import nlopt
 import numpy as np
 import pandas as pd
 from scipy.optimize import brentq
 from scipy.stats import norm
 
-from .blocks import BlockedPLS, NotPositiveDefinite
 from .errors import DataError, HmixError
+from .glmm import GLMMObjective
+from .lmm import LMMObjective
+from .optimize import minimize
+from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel, theta_from_sdcor
 
-if TYPE_CHECKING:
-    from .results import MixedModel
-
-__all__ = ["confint", "varpar_names", "varpar"]
-
-_LOG2PI = float(np.log(2 * np.pi))
-
-
-# ----- the sd/cor parameterization ------------------------------------------------------------
-def varpar_names(model: MixedModel) -> list[str]:
-    """lme4's names of the variance parameters: sd_/cor_ per term, then sigma (if any)."""
-    names = []
-    for t in model.design.terms:
-        rows, cols = t.tril
-        for r, c in zip(rows, cols):
-            if r == c:
-                names.append(f"sd_{t.names[r]}|{t.group}")
-            else:
-                names.append(f"cor_{t.names[r]}.{t.names[c]}|{t.group}")
-    if getattr(model, "family", None) is None:
-        names.append("sigma")
-    return names
-
-
-def _to_sdcor(theta: np.ndarray, sigma: float, terms: Any) -> np.ndarray:
-    out, start = [], 0
-    for t in terms:
-        T = t.tmat(theta[start : start + t.ntheta]) * sigma
-        start += t.ntheta
-        S = T @ T.T
-        sd = np.sqrt(np.diag(S))
-        rows, cols = t.tril
-        with np.errstate(invalid="ignore", divide="ignore"):
-            cor = S / np.outer(sd, sd)
-        out.append(np.where(rows == cols, sd[rows], np.nan_to_num(cor[rows, cols])))
-    return np.concatenate(out)
-
-
-def varpar(model: MixedModel) -> np.ndarray:
-    """The variance parameters in the order of ``varpar_names``."""
-    v = _to_sdcor(model.theta, model.sigma, model.design.terms)
-    return np.append(v, model.sigma) if getattr(model, "family", None) is None else v
-
-
-def _to_theta(sdcor: np.ndarray, sigma: float, terms: Any) -> np.ndarray:
-    """theta from standard deviations and correlations: T = D chol(R) / sigma."""
-    out, start = [], 0
-    for t in terms:
-        v = sdcor[start : start + t.ntheta]
-        start += t.ntheta
-        rows, cols = t.tril
-        diag = rows == cols
-        sd = np.zeros(t.k)
-        sd[rows[diag]] = v[diag]
-        R = np.eye(t.k)
-        R[rows[~diag], cols[~diag]] = v[~diag]
-        R[cols[~diag], rows[~diag]] = v[~diag]
-        try:
-            C = np.linalg.cholesky(R)
-        except np.linalg.LinAlgError:
-            raise NotPositiveDefinite("correlation matrix") from None
-        T = sd[:, None] * C / sigma
-        out.append(T[rows, cols])
-    return np.concatenate(out)
+__all__ = ["confint", "interval_frame"]
 
 
 # ----- Wald ---------------------------------------------------------------------------------
 def _wald(model: MixedModel, level: float) -> pd.DataFrame:
     z = norm.ppf(0.5 + level / 2)
     se = model.std_errors
-    names = varpar_names(model)
+    names = model.varpar_names()
     lo = np.r_[np.full(len(names), np.nan), model.fixef - z * se]
     hi = np.r_[np.full(len(names), np.nan), model.fixef + z * se]
-    return _frame(names + list(model.fixef.index), lo, hi, level)
+    return interval_frame(names + list(model.fixef.index), lo, hi, level)
 
 
-def _frame(names: list[str], lo: np.ndarray, hi: np.ndarray, level: float) -> pd.DataFrame:
+def interval_frame(names: list[str], lo: np.ndarray, hi: np.ndarray, level: float) -> pd.DataFrame:
+    """Intervals as lme4's ``confint`` shows them: rows named, columns ``2.5 %`` and ``97.5 %``."""
     a = (1 - level) / 2
     return pd.DataFrame(
         {f"{100 * a:.3g} %": lo, f"{100 * (1 - a):.3g} %": hi}, index=pd.Index(names, name="parameter")
@@ -111,55 +53,35 @@ def _frame(names: list[str], lo: np.ndarray, hi: np.ndarray, level: float) -> pd
 
 
 # ----- profile ------------------------------------------------------------------------------
-def _ml_deviance(pls: BlockedPLS, n: int, sum_log_w: float) -> Callable[[np.ndarray, float], float]:
-    """-2 log-likelihood at (theta, sigma), beta profiled."""
-
-    def dev(theta: np.ndarray, sigma: float) -> float:
-        fac = pls.factor(theta)
-        s2 = sigma * sigma
-        return float(fac.logdet_z + n * (_LOG2PI + np.log(s2)) + fac.r2 / s2 - sum_log_w)
-
-    return dev
-
-
-def _bounds(names: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    lo = np.array([-1.0 if n.startswith("cor_") else 0.0 for n in names])
-    hi = np.array([1.0 if n.startswith("cor_") else np.inf for n in names])
+def _bounds(model: MixedModel) -> tuple[np.ndarray, np.ndarray]:
+    """Bounds of the sd/cor parameters (and sigma's, for a model with one)."""
+    parts = [t.cov.sdcor_bounds() for t in model.design.terms]
+    lo = np.concatenate([p[0] for p in parts] + ([np.zeros(1)] if model.has_scale else []))
+    hi = np.concatenate([p[1] for p in parts] + ([np.full(1, np.inf)] if model.has_scale else []))
     return lo, hi
 
 
-def _nlopt_min(
+def _inner_min(
     f: Callable[[np.ndarray], float], x0: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, float]:
-    """BOBYQA within bounds; the best point seen when NLopt stops early (roundoff-limited)."""
+    """The profile's inner minimization: BOBYQA within the bounds (``hmix.optimize.minimize``,
+    its failure policy), from the last point of the profile."""
     if len(x0) == 0:
         return x0, f(x0)
     x0 = np.clip(x0, lo, hi)
-    best = {"x": x0.copy(), "f": np.inf}
-
-    def g(x: np.ndarray, grad: np.ndarray) -> float:
-        try:
-            v = f(x)
-        except NotPositiveDefinite:
-            return 1e100
-        v = v if np.isfinite(v) else 1e100
-        if v < best["f"]:
-            best["x"], best["f"] = np.array(x, dtype=float), v
-        return v
-
-    opt = nlopt.opt(nlopt.LN_BOBYQA, len(x0))
-    opt.set_min_objective(g)
-    opt.set_lower_bounds(lo)
-    opt.set_upper_bounds(hi)
-    opt.set_ftol_abs(1e-10)
-    opt.set_xtol_rel(1e-8)
-    opt.set_maxeval(2000)
-    opt.set_initial_step(np.maximum(0.05 * np.abs(x0), 0.01))
-    try:
-        opt.optimize(x0)
-    except nlopt.RoundoffLimited:
-        pass  # common with one free parameter near its optimum: the best point is the answer
-    return best["x"], float(best["f"])
+    x, fmin, _, _ = minimize(
+        f,
+        x0,
+        lo,
+        upper=hi,
+        ftol_rel=0.0,
+        ftol_abs=1e-10,
+        xtol_abs=0.0,
+        xtol_rel=1e-8,
+        maxeval=2000,
+        initial_step=np.maximum(0.05 * np.abs(x0), 0.01),
+    )
+    return x, fmin
 
 
 def _fix_one(
@@ -176,7 +98,7 @@ def _fix_one(
             full[j] = v
             return dev(full)
 
-        x, val = _nlopt_min(inner, start["x"], lo[others], hi[others])
+        x, val = _inner_min(inner, start["x"], lo[others], hi[others])
         start["x"] = x
         return val
 
@@ -186,52 +108,39 @@ def _fix_one(
 class _Profiler:
     """The ML deviance with one parameter held fixed, minimized over the others (of an ML fit)."""
 
-    def __init__(self, model: Any):
-        d = model.design
+    def __init__(self, model: LinearMixedModel):
         self.model = model
-        self.terms = d.terms
-        self.names = varpar_names(model)
-        self.hat = varpar(model)
-        y = d.y if d.offset is None else d.y - d.offset
-        self.y = y
-        w = d.weights
-        self.sum_log_w = 0.0 if w is None else float(np.log(w).sum())
-        self.pls = BlockedPLS(d.terms, d.X, y, w)
-        self.dev = _ml_deviance(self.pls, d.n, self.sum_log_w)
+        self.f = LMMObjective(model.design, REML=False)
+        self.names = model.varpar_names()
+        self.hat = model.varpar()
         self.dev_hat = self._vp_dev(self.hat)
-        self.lo, self.hi = _bounds(self.names)
+        self.lo, self.hi = _bounds(model)
 
     def _vp_dev(self, vp: np.ndarray) -> float:
         sigma = vp[-1]
         if sigma <= 0:
             return np.inf
-        return self.dev(_to_theta(vp[:-1], sigma, self.terms), sigma)
+        fac = self.f.factor(theta_from_sdcor(vp[:-1], sigma, self.f.thetamap))
+        return self.f.deviance(fac.logdet_z, 0.0, fac.r2, sigma)
 
     def varpar_profile(self, j: int) -> Callable[[float], float]:
         return _fix_one(self._vp_dev, self.hat, self.lo, self.hi, j)
 
     def beta_profile(self, j: int) -> Callable[[float], float]:
-        """The deviance with beta_j fixed: its column moves into the offset."""
+        """The deviance with beta_j fixed: its column moves into the response."""
         d = self.model.design
         keep = np.arange(d.p) != j
-        pls = BlockedPLS(d.terms, d.X[:, keep], self.y, d.weights)
-        lo = np.where(np.concatenate([t.diagonal for t in d.terms]), 0.0, -np.inf)
-        hi = np.full(len(lo), np.inf)
+        names = tuple(n for n, k in zip(d.fixef_names, keep) if k)
+        f = LMMObjective(replace(d, X=d.X[:, keep], fixef_names=names), REML=False)
         start = {"x": self.model.theta.copy()}
-        n = d.n
 
-        def f(v: float) -> float:
-            pls.set_data(d.X[:, keep], self.y - d.X[:, j] * v, d.weights)
-
-            def inner(theta: np.ndarray) -> float:
-                fac = pls.factor(theta)
-                return float(fac.logdet_z + n * (1.0 + _LOG2PI + np.log(fac.r2 / n)) - self.sum_log_w)
-
-            x, val = _nlopt_min(inner, start["x"], lo, hi)
+        def profile(v: float) -> float:
+            f.set_response(d.y - d.X[:, j] * v)
+            x, val = _inner_min(f, start["x"], f.lower, f.upper)
             start["x"] = x
             return val
 
-        return f
+        return profile
 
 
 def _interval(
@@ -275,17 +184,14 @@ def _interval(
 class _GlmmProfiler:
     """The GLMM deviance over (sd/cor, beta), one parameter fixed and the others minimized."""
 
-    def __init__(self, model: Any):
-        from .glmm import GLMMObjective
-
+    def __init__(self, model: GeneralizedLinearMixedModel):
         d = model.design
-        self.terms = d.terms
         self.obj = GLMMObjective(d, model.family, max(int(model.nAGQ), 1))
-        vnames = varpar_names(model)
+        vnames = model.varpar_names()
         self.nv = len(vnames)
         self.names = vnames + list(model.fixef.index)
-        self.hat = np.r_[varpar(model), model.beta]
-        vlo, vhi = _bounds(vnames)
+        self.hat = np.r_[model.varpar(), model.beta]
+        vlo, vhi = _bounds(model)
         self.lo = np.r_[vlo, np.full(d.p, -np.inf)]
         self.hi = np.r_[vhi, np.full(d.p, np.inf)]
         self.scale = np.r_[
@@ -295,24 +201,34 @@ class _GlmmProfiler:
         self.dev_hat = self.deviance(self.hat)
 
     def deviance(self, x: np.ndarray) -> float:
-        theta = _to_theta(x[: self.nv], 1.0, self.terms)
+        theta = theta_from_sdcor(x[: self.nv], 1.0, self.obj.thetamap)
         return float(self.obj(np.r_[theta, x[self.nv :]]))
 
     def profile(self, j: int) -> Callable[[float], float]:
         return _fix_one(self.deviance, self.hat, self.lo, self.hi, j)
 
 
+@singledispatch
 def _profile(model: MixedModel, level: float) -> pd.DataFrame:
+    raise HmixError(f"no profile intervals for a {type(model).__name__}")
+
+
+@_profile.register
+def _(model: GeneralizedLinearMixedModel, level: float) -> pd.DataFrame:
     z = float(norm.ppf(0.5 + level / 2))
-    if getattr(model, "family", None) is not None:
-        gp = _GlmmProfiler(model)
-        lo, hi = [], []
-        for j in range(len(gp.hat)):
-            a, b = _interval(gp.profile(j), gp.hat[j], gp.dev_hat, gp.scale[j], gp.lo[j], gp.hi[j], z)
-            lo.append(a)
-            hi.append(b)
-        return _frame(gp.names, np.array(lo), np.array(hi), level)
-    ml = model.refit_ml()  # type: ignore[attr-defined]  # lme4 profiles the ML deviance, REML fits too
+    gp = _GlmmProfiler(model)
+    lo, hi = [], []
+    for j in range(len(gp.hat)):
+        a, b = _interval(gp.profile(j), gp.hat[j], gp.dev_hat, gp.scale[j], gp.lo[j], gp.hi[j], z)
+        lo.append(a)
+        hi.append(b)
+    return interval_frame(gp.names, np.array(lo), np.array(hi), level)
+
+
+@_profile.register
+def _(model: LinearMixedModel, level: float) -> pd.DataFrame:
+    z = float(norm.ppf(0.5 + level / 2))
+    ml = model.refit_ml()  # lme4 profiles the ML deviance, REML fits too
     pr = _Profiler(ml)
     if abs(pr.dev_hat - ml.objective) > 1e-6 * max(1.0, abs(ml.objective)):
         raise HmixError("the profile's deviance does not reproduce the fit's; refit the model")
@@ -327,7 +243,7 @@ def _profile(model: MixedModel, level: float) -> pd.DataFrame:
         a, b = _interval(pr.beta_profile(j), b_hat, pr.dev_hat, 0.5 * se, -np.inf, np.inf, z)
         lo.append(a)
         hi.append(b)
-    return _frame(pr.names + list(model.fixef.index), np.array(lo), np.array(hi), level)
+    return interval_frame(pr.names + list(model.fixef.index), np.array(lo), np.array(hi), level)
 
 
 # ----- entry --------------------------------------------------------------------------------

@@ -83,7 +83,8 @@ def _cached(m: LinearMixedModel, key: str, make: Any) -> Any:
     return store[key]
 
 
-def _method(ddf: str) -> str:
+def ddf_method(ddf: str) -> str:
+    """The canonical name of a ddf method ("satterthwaite", "kenward-roger")."""
     key = str(ddf).lower().replace("_", "-").replace(" ", "-")
     if key in ("satterthwaite", "kenward-roger"):
         return key
@@ -120,11 +121,11 @@ class _VarparDerivatives:
 def _theta_differences(m: LinearMixedModel) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """First and second theta derivatives of (a, r2) and first ones of (L_XX L_XX')^-1."""
     assert m.devfun is not None
-    pls, reml, theta = m.devfun.pls, m.REML, np.asarray(m.theta, dtype=float)
+    devfun, reml, theta = m.devfun, m.REML, np.asarray(m.theta, dtype=float)
     k, p = len(theta), m.design.p
 
     def evaluate(th: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        fac = pls.factor(th)
+        fac = devfun.factor(th)
         a = fac.logdet_z + (fac.logdet_x if reml else 0.0)
         return np.array([a, fac.r2]), fac.xtx_inv()
 
@@ -299,7 +300,7 @@ def _components(m: LinearMixedModel) -> tuple[list[str], list[tuple[np.ndarray, 
     """Names and index pairs (rows a, columns b of Z's columns) of each D_i = I (x) E_i."""
     names, pairs, off = [], [], 0
     for t in m.design.terms:
-        rows, cols = t.tril
+        rows, cols = t.cov.pattern
         base = off + np.arange(t.nlevels) * t.k
         for r, c in zip(rows, cols):
             ra, ca = base + r, base + c
@@ -331,11 +332,9 @@ def _kenward_roger(m: LinearMixedModel) -> KenwardRoger:
     Z = sp.hstack([t.zmatrix for t in d.terms], format="csr")
     if sw is not None:
         Z = sp.diags(sw) @ Z
-    blocks, start = [], 0
-    for t in d.terms:
-        T = t.tmat(m.theta[start : start + t.ntheta])
-        start += t.ntheta
-        blocks.append(sp.kron(sp.identity(t.nlevels), sp.csr_matrix(T)))
+    blocks = [
+        sp.kron(sp.identity(t.nlevels), sp.csr_matrix(T)) for t, T in zip(d.terms, m.thetamap.tmats(m.theta))
+    ]
     Lam = sp.block_diag(blocks, format="csr")
     S = np.asarray((Z.T @ Z).toarray())
     SX = np.asarray(Z.T @ X)
@@ -451,7 +450,7 @@ def ddf_table(m: LinearMixedModel, ddf: str) -> pd.DataFrame:
     (Intercept)      6.825  17.0
     Days             1.546  17.0
     """
-    method = _method(ddf)
+    method = ddf_method(ddf)
     est = m.fixef
     if method == "satterthwaite":
         se = m.std_errors.to_numpy()

@@ -34,6 +34,7 @@ from .columns import (
     no_column,
     unknown_names,
 )
+from .covariance import Unstructured
 from .errors import DataError, FormulaError, HmixWarning, MissingDataWarning, user_stacklevel
 from .formula import ParsedFormula, as_code, parse_formula, quote_dotted
 from .newdata import ColumnCoding, code_columns, codings, formulaic_types
@@ -467,6 +468,7 @@ def _re_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[ReTerm]:
                 z=z,
                 lhs=bar.lhs,
                 spec=zspec,
+                cov=Unstructured(len(znames)),
             )
         )
     terms.sort(key=lambda t: -t.nlevels)

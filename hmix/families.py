@@ -1,192 +1,460 @@
-"""GLM families and links for GLMMs: binomial (logit, probit, cloglog) and Poisson (log).
+"""Response distributions and links, as small classes (statsmodels' pattern).
 
-The links, variance functions, deviance residuals and log-likelihoods are written out here with
-numpy: the GLMM objective needs them per observation, vectorized, and thousands of times a fit,
-with the binomial's number of trials as the prior weight (lme4's convention). statsmodels gives
-the matching family object for users who want a GLM without random effects.
+A ``Link`` maps the mean to the linear predictor and back, with the derivatives PIRLS and the
+exact gradient need. A ``Family`` is a distribution with a link: its variance function, deviance
+residuals, log-likelihood with its normalizing constants, R's starting means, the responses it
+accepts, and how to draw from it. ``Family.bind`` ties one to a response and prior weights: the
+``Observed`` object PIRLS evaluates thousands of times a fit, with what depends only on the data
+computed once. To add a family, subclass ``Family`` (and ``Observed`` only where a faster
+deviance pays); to add a link, subclass ``Link`` and list it in the family's ``links``.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 from scipy.special import gammaln, ndtr, ndtri, xlogy
 
 from .errors import DataError
 
-__all__ = ["Family", "Observed", "get_family"]
+__all__ = [
+    "Link",
+    "Logit",
+    "Probit",
+    "CLogLog",
+    "Log",
+    "Identity",
+    "Family",
+    "Binomial",
+    "Poisson",
+    "Gaussian",
+    "Observed",
+    "get_family",
+]
 
-_LINKS = {"logit": "Logit", "probit": "Probit", "cloglog": "CLogLog", "log": "Log"}
-_DEFAULT_LINK = {"binomial": "logit", "poisson": "log"}
-_ALLOWED = {"binomial": {"logit", "probit", "cloglog"}, "poisson": {"log"}}
-_CANONICAL = {("binomial", "logit"), ("poisson", "log")}
-_EPS = 1e-10
 _ETA_MAX = 700.0  # exp(700) is finite; beyond it the log link overflows
 _TINY = np.finfo(float).tiny
 _SQRT_2PI = float(np.sqrt(2 * np.pi))
 _W_FLOOR = 1e-10
 
 
-@dataclass(frozen=True)
-class Family:
+# ----- links --------------------------------------------------------------------------------
+class Link(ABC):
+    """eta = g(mu) and its inverse, with d mu / d eta and d^2 mu / d eta^2."""
+
+    name: ClassVar[str]
+
+    @abstractmethod
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        """eta from mu."""
+
+    @abstractmethod
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        """mu from eta."""
+
+    @abstractmethod
+    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
+        """d mu / d eta (positive)."""
+
+    @abstractmethod
+    def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
+        """d^2 mu / d eta^2."""
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __eq__(self, other: object) -> bool:
+        return type(self) is type(other)
+
+    def __hash__(self) -> int:
+        return hash(self.name)
+
+
+def _clip(eta: np.ndarray) -> np.ndarray:
+    return np.clip(eta, -_ETA_MAX, _ETA_MAX)
+
+
+class Logit(Link):
+    name = "logit"
+
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        mu = np.asarray(mu, dtype=float)
+        return np.log(mu / (1 - mu))
+
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", under="ignore"):
+            return 1.0 / (1.0 + np.exp(-_clip(eta)))
+
+    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", under="ignore"):
+            t = np.exp(-np.abs(_clip(eta)))
+            return np.maximum(t / (1.0 + t) ** 2, _TINY)
+
+    def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
+        return self.mu_eta(eta) * np.tanh(-_clip(eta) / 2)  # mu' (1 - 2 mu)
+
+
+class Probit(Link):
+    name = "probit"
+
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        return np.asarray(ndtri(np.asarray(mu, dtype=float)), dtype=float)
+
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        return np.asarray(ndtr(_clip(eta)), dtype=float)
+
+    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
+        e = _clip(eta)
+        with np.errstate(under="ignore"):
+            return np.maximum(np.exp(-0.5 * e * e) / _SQRT_2PI, _TINY)
+
+    def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
+        return -_clip(eta) * self.mu_eta(eta)
+
+
+class CLogLog(Link):
+    name = "cloglog"
+
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        return np.log(-np.log1p(-np.asarray(mu, dtype=float)))
+
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", under="ignore"):
+            return -np.expm1(-np.exp(_clip(eta)))
+
+    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
+        e = _clip(eta)
+        with np.errstate(over="ignore", under="ignore"):
+            return np.maximum(np.exp(e - np.exp(e)), _TINY)
+
+    def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            return self.mu_eta(eta) * (1 - np.exp(_clip(eta)))
+
+
+class Log(Link):
+    name = "log"
+
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        return np.log(np.asarray(mu, dtype=float))
+
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", under="ignore"):
+            return np.exp(_clip(eta))
+
+    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
+        return np.maximum(self.linkinv(eta), _TINY)
+
+    def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
+        return self.mu_eta(eta)
+
+
+class Identity(Link):
+    name = "identity"
+
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        return np.asarray(mu, dtype=float)
+
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        return np.asarray(eta, dtype=float)
+
+    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
+        return np.ones(np.shape(eta))
+
+    def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
+        return np.zeros(np.shape(eta))
+
+
+_LINKS: dict[str, type[Link]] = {c.name: c for c in (Logit, Probit, CLogLog, Log, Identity)}
+
+
+# ----- families -----------------------------------------------------------------------------
+@dataclass(frozen=True, eq=False)
+class Family(ABC):
     """A response distribution with its link.
 
     Attributes
     ----------
-    name : str
-        ``"binomial"`` or ``"poisson"``.
-    link : str
-        ``"logit"``, ``"probit"``, ``"cloglog"`` or ``"log"``.
+    link : Link
+        ``family.link.name`` is its name (``"logit"``).
 
     Examples
     --------
     >>> import numpy as np, hmix
-    >>> fam = hmix.Family("binomial", "logit")
+    >>> fam = hmix.Binomial("logit")
     >>> fam.linkinv(np.array([0.0, 2.0])).round(4).tolist()
     [0.5, 0.8808]
     """
 
-    name: str
-    link: str
+    link: Link = field(default=None)  # type: ignore[assignment]  # (the family's default; see __post_init__)
 
-    @cached_property
-    def _link(self) -> Any:
-        # statsmodels is imported on first use: it is heavy, and neither lmer nor glmer needs it
-        from statsmodels.genmod.families import links
+    name: ClassVar[str]
+    links: ClassVar[tuple[str, ...]]  # the links the family takes, the canonical one first
+    has_scale: ClassVar[bool] = False  # a dispersion estimated with the model (Gaussian: sigma)
 
-        return getattr(links, _LINKS[self.link])()
+    def __post_init__(self) -> None:
+        link = self.link
+        if link is None:
+            link = self.links[0]
+        if isinstance(link, str):
+            key = link.lower()
+            if key not in self.links:
+                raise DataError(f"the {self.name} family takes the links {sorted(self.links)}, not {link!r}")
+            link = _LINKS[key]()
+        elif not isinstance(link, Link) or link.name not in self.links:
+            raise DataError(f"the {self.name} family takes the links {sorted(self.links)}, not {link!r}")
+        object.__setattr__(self, "link", link)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Family) and type(self) is type(other) and self.link == other.link
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.link.name))
 
     @property
     def canonical(self) -> bool:
-        """Whether the link is the family's canonical one (logit, log): then PIRLS's Fisher
-        weights are the observed information and the Laplace deviance has a cheap gradient."""
-        return (self.name, self.link) in _CANONICAL
+        """Whether the link is the family's canonical one: then PIRLS's Fisher weights are the
+        observed information and the Laplace deviance has a cheap exact gradient."""
+        return self.link.name == self.links[0]
+
+    # ----- the link, with the mean kept inside the parameter space ------------------------
+    def linkinv(self, eta: np.ndarray) -> np.ndarray:
+        """Mean from the linear predictor, kept inside the parameter space."""
+        return self.clip_mu(self.link.linkinv(eta))
+
+    def linkfun(self, mu: np.ndarray) -> np.ndarray:
+        return self.link.linkfun(mu)
+
+    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
+        return self.link.mu_eta(eta)
+
+    def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
+        return self.link.mu_eta2(eta)
+
+    def clip_mu(self, mu: np.ndarray) -> np.ndarray:
+        return mu
+
+    # ----- the distribution ---------------------------------------------------------------
+    @abstractmethod
+    def variance(self, mu: np.ndarray) -> np.ndarray:
+        """Variance function V(mu)."""
+
+    @abstractmethod
+    def dvariance(self, mu: np.ndarray) -> np.ndarray:
+        """d V / d mu."""
+
+    @abstractmethod
+    def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        """Squared deviance residuals (unit deviances times prior weights)."""
+
+    @abstractmethod
+    def minus2loglik(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        """-2 log p(y | mu) per observation, with the normalizing constants (lme4's aic terms)."""
+
+    @abstractmethod
+    def start_mu(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        """R's ``mustart`` for a GLM fit."""
+
+    @abstractmethod
+    def validate(self, y: np.ndarray, wt: np.ndarray) -> None:
+        """Reject responses the family cannot have, with the fix in the message."""
+
+    @abstractmethod
+    def sample(self, mu: np.ndarray, wt: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+        """Responses drawn at the means ``mu`` (rows x draws), as the model stores them."""
+
+    def bind(self, y: np.ndarray, wt: np.ndarray) -> Observed:
+        """The family tied to a response and its prior weights."""
+        return Observed(self, y, wt)
 
     def statsmodels_family(self) -> Any:
         """The matching statsmodels family (a GLM without random effects)."""
         from statsmodels.genmod import families
+        from statsmodels.genmod.families import links
 
-        cls = families.Binomial if self.name == "binomial" else families.Poisson
-        return cls(link=self._link)
+        name = {
+            "logit": "Logit",
+            "probit": "Probit",
+            "cloglog": "CLogLog",
+            "log": "Log",
+            "identity": "Identity",
+        }
+        cls = getattr(families, type(self).__name__)
+        return cls(link=getattr(links, name[self.link.name])())
 
-    def linkinv(self, eta: np.ndarray) -> np.ndarray:
-        """Mean from the linear predictor, kept inside the parameter space."""
-        e = np.clip(eta, -_ETA_MAX, _ETA_MAX)
-        with np.errstate(over="ignore", under="ignore"):
-            if self.link == "logit":
-                mu = 1.0 / (1.0 + np.exp(-e))
-            elif self.link == "probit":
-                mu = ndtr(e)
-            elif self.link == "cloglog":
-                mu = -np.expm1(-np.exp(e))
-            else:
-                mu = np.exp(e)
-        if self.name == "binomial":
-            return np.clip(mu, _EPS, 1 - _EPS)
-        return np.maximum(mu, _EPS)
+    def __str__(self) -> str:
+        return f"{self.name}  ( {self.link.name} )"
 
-    def linkfun(self, mu: np.ndarray) -> np.ndarray:
-        """Linear predictor from the mean."""
-        mu = np.asarray(mu, dtype=float)
-        if self.link == "logit":
-            return np.log(mu / (1 - mu))
-        if self.link == "probit":
-            return np.asarray(ndtri(mu), dtype=float)
-        if self.link == "cloglog":
-            return np.log(-np.log1p(-mu))
-        return np.log(mu)
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.link.name!r})"
 
-    def mu_eta(self, eta: np.ndarray) -> np.ndarray:
-        """d mu / d eta."""
-        e = np.clip(eta, -_ETA_MAX, _ETA_MAX)
-        with np.errstate(over="ignore", under="ignore"):
-            if self.link == "logit":
-                t = np.exp(-np.abs(e))
-                d = t / (1.0 + t) ** 2
-            elif self.link == "probit":
-                d = np.exp(-0.5 * e * e) / _SQRT_2PI
-            elif self.link == "cloglog":
-                d = np.exp(e - np.exp(e))
-            else:
-                d = np.exp(e)
-        return np.maximum(d, _TINY)
 
-    def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
-        """d^2 mu / d eta^2."""
-        e = np.clip(eta, -_ETA_MAX, _ETA_MAX)
-        d = self.mu_eta(eta)
-        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
-            if self.link == "logit":
-                return d * np.tanh(-e / 2)  # mu' (1 - 2 mu)
-            if self.link == "probit":
-                return -e * d
-            if self.link == "cloglog":
-                return d * (1 - np.exp(e))
-            return d
+@dataclass(frozen=True, eq=False, repr=False)
+class Binomial(Family):
+    """Binomial: the response a proportion of successes, the prior weights the trials (lme4's
+    convention); 0/1 responses have one trial. Links: logit (canonical), probit, cloglog.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> hmix.Binomial("probit"), hmix.Binomial().canonical
+    (Binomial('probit'), True)
+    """
+
+    name: ClassVar[str] = "binomial"
+    links: ClassVar[tuple[str, ...]] = ("logit", "probit", "cloglog")
+    _EPS: ClassVar[float] = 1e-10
+
+    def clip_mu(self, mu: np.ndarray) -> np.ndarray:
+        return np.clip(mu, self._EPS, 1 - self._EPS)
 
     def variance(self, mu: np.ndarray) -> np.ndarray:
-        """Variance function V(mu)."""
-        return mu * (1 - mu) if self.name == "binomial" else mu
+        return mu * (1 - mu)
+
+    def dvariance(self, mu: np.ndarray) -> np.ndarray:
+        return 1 - 2 * mu
 
     def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
-        """Squared deviance residuals (unit deviances times prior weights)."""
-        if self.name == "binomial":
-            return 2 * wt * (xlogy(y, y / mu) + xlogy(1 - y, (1 - y) / (1 - mu)))
+        return 2 * wt * (xlogy(y, y / mu) + xlogy(1 - y, (1 - y) / (1 - mu)))
+
+    def minus2loglik(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        k = np.round(y * wt)
+        logc = gammaln(wt + 1) - gammaln(k + 1) - gammaln(wt - k + 1)
+        return -2 * (logc + xlogy(k, mu) + xlogy(wt - k, 1 - mu))
+
+    def start_mu(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        return (wt * y + 0.5) / (wt + 1)
+
+    def validate(self, y: np.ndarray, wt: np.ndarray) -> None:
+        if (y < 0).any() or (y > 1).any():
+            raise DataError(
+                "a binomial response must be 0/1, a proportion in [0, 1] with weights= the "
+                "number of trials, or cbind(successes, failures); found values outside [0, 1]"
+            )
+        k = y * wt
+        if np.abs(k - np.round(k)).max(initial=0.0) > 1e-7:
+            raise DataError(
+                "binomial proportions times the weights (trials) must be whole numbers of "
+                "successes; give weights= the number of trials"
+            )
+
+    def sample(self, mu: np.ndarray, wt: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+        from .errors import HmixError
+
+        trials = np.round(wt)
+        if np.abs(trials - wt).max(initial=0.0) > 1e-7:
+            raise HmixError(
+                "binomial simulation needs whole numbers of trials, but the weights are not whole "
+                "numbers; give the trials as weights= (or a cbind(successes, failures) response)"
+            )
+        successes = rng.binomial(trials.astype(np.int64)[:, None], mu)
+        # the response is stored as the proportion of successes (0 when there are no trials)
+        return np.where(trials[:, None] > 0, successes / np.where(trials > 0, trials, 1.0)[:, None], 0.0)
+
+    def bind(self, y: np.ndarray, wt: np.ndarray) -> Observed:
+        return _BinomialObserved(self, y, wt)
+
+
+@dataclass(frozen=True, eq=False, repr=False)
+class Poisson(Family):
+    """Poisson counts (prior weights multiply the log-likelihood), with the log link.
+
+    Examples
+    --------
+    >>> import numpy as np, hmix
+    >>> hmix.Poisson().linkinv(np.array([0.0, 1.0])).round(4).tolist()
+    [1.0, 2.7183]
+    """
+
+    name: ClassVar[str] = "poisson"
+    links: ClassVar[tuple[str, ...]] = ("log",)
+    _EPS: ClassVar[float] = 1e-10
+
+    def clip_mu(self, mu: np.ndarray) -> np.ndarray:
+        return np.maximum(mu, self._EPS)
+
+    def variance(self, mu: np.ndarray) -> np.ndarray:
+        return mu
+
+    def dvariance(self, mu: np.ndarray) -> np.ndarray:
+        return np.ones(np.shape(mu))
+
+    def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         return 2 * wt * (xlogy(y, y / mu) - (y - mu))
 
     def minus2loglik(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
-        """-2 log p(y | mu) per observation, with the normalizing constants (lme4's aic terms)."""
-        if self.name == "binomial":
-            m = wt
-            k = np.round(y * m)
-            logc = gammaln(m + 1) - gammaln(k + 1) - gammaln(m - k + 1)
-            return -2 * (logc + xlogy(k, mu) + xlogy(m - k, 1 - mu))
         return -2 * wt * (xlogy(y, mu) - mu - gammaln(y + 1))
 
     def start_mu(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
-        """R's ``mustart`` for a GLM fit."""
-        if self.name == "binomial":
-            return (wt * y + 0.5) / (wt + 1)
         return y + 0.1
 
     def validate(self, y: np.ndarray, wt: np.ndarray) -> None:
-        """Reject responses the family cannot have, with the fix in the message."""
-        if self.name == "binomial":
-            if (y < 0).any() or (y > 1).any():
-                raise DataError(
-                    "a binomial response must be 0/1, a proportion in [0, 1] with weights= the "
-                    "number of trials, or cbind(successes, failures); found values outside [0, 1]"
-                )
-            k = y * wt
-            if np.abs(k - np.round(k)).max(initial=0.0) > 1e-7:
-                raise DataError(
-                    "binomial proportions times the weights (trials) must be whole numbers of "
-                    "successes; give weights= the number of trials"
-                )
-        else:
-            if (y < 0).any():
-                raise DataError("a Poisson response must be non-negative counts; found negative values")
-            if np.abs(y - np.round(y)).max(initial=0.0) > 1e-7:
-                raise DataError(
-                    "a Poisson response must be whole counts; found non-integer values "
-                    "(for rates, model the count with offset(log(exposure)))"
-                )
+        if (y < 0).any():
+            raise DataError("a Poisson response must be non-negative counts; found negative values")
+        if np.abs(y - np.round(y)).max(initial=0.0) > 1e-7:
+            raise DataError(
+                "a Poisson response must be whole counts; found non-integer values "
+                "(for rates, model the count with offset(log(exposure)))"
+            )
 
-    def __str__(self) -> str:
-        return f"{self.name}  ( {self.link} )"
+    def sample(self, mu: np.ndarray, wt: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+        return rng.poisson(mu).astype(float)
+
+    def bind(self, y: np.ndarray, wt: np.ndarray) -> Observed:
+        return _PoissonObserved(self, y, wt)
 
 
+@dataclass(frozen=True, eq=False, repr=False)
+class Gaussian(Family):
+    """The normal distribution with the identity link: the family of linear mixed models
+    (``lmer``), whose scale sigma is estimated with the model.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+    >>> str(m.family), m.has_scale
+    ('gaussian  ( identity )', True)
+    """
+
+    name: ClassVar[str] = "gaussian"
+    links: ClassVar[tuple[str, ...]] = ("identity",)
+    has_scale: ClassVar[bool] = True
+
+    def variance(self, mu: np.ndarray) -> np.ndarray:
+        return np.ones(np.shape(mu))
+
+    def dvariance(self, mu: np.ndarray) -> np.ndarray:
+        return np.zeros(np.shape(mu))
+
+    def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        return wt * (y - mu) ** 2
+
+    def minus2loglik(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        raise NotImplementedError("the Gaussian log-likelihood needs sigma: see LinearMixedModel")
+
+    def start_mu(self, y: np.ndarray, wt: np.ndarray) -> np.ndarray:
+        return np.asarray(y, dtype=float)
+
+    def validate(self, y: np.ndarray, wt: np.ndarray) -> None:
+        return None
+
+    def sample(self, mu: np.ndarray, wt: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
+        return mu + scale * rng.standard_normal(mu.shape) / np.sqrt(wt)[:, None]
+
+
+# ----- a family bound to the data -----------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class Observed:
     """A family bound to a response and its prior weights.
 
-    What PIRLS and the Laplace objective evaluate thousands of times a fit, with everything that
-    depends only on the data computed once: the deviance as two dot products, the normalizing
-    constants, the working response and weights, and (canonical links) the derivatives of the
-    log-likelihood and the weights in eta.
+    What PIRLS and the Laplace objective evaluate thousands of times a fit: the deviance, the
+    normalizing constants, the working response and weights, and the derivatives of the
+    log-likelihood and of the weights in eta (for the exact gradient).
     """
 
     family: Family
@@ -194,34 +462,13 @@ class Observed:
     wt: np.ndarray
 
     @cached_property
-    def _counts(self) -> tuple[np.ndarray, np.ndarray]:
-        """Binomial: successes and failures; Poisson: weighted counts and the weights."""
-        if self.family.name == "binomial":
-            return self.wt * self.y, self.wt * (1 - self.y)
-        return self.wt * self.y, self.wt
-
-    @cached_property
-    def _saturated(self) -> float:
-        """The log-likelihood part of ``loglik_kernel`` at mu = y (the deviance's zero)."""
-        a, b = self._counts
-        if self.family.name == "binomial":
-            return float(xlogy(a, self.y).sum() + xlogy(b, 1 - self.y).sum())
-        return float(xlogy(a, self.y).sum() - b @ self.y)
-
-    @cached_property
     def constant(self) -> float:
         """Sum of -2 log p(y | mu) minus the deviance: the family's normalizing constants."""
         return float(self.family.minus2loglik(self.y, self.y, self.wt).sum())
 
-    def _kernel(self, mu: np.ndarray) -> float:
-        a, b = self._counts
-        if self.family.name == "binomial":
-            return float(a @ np.log(mu) + b @ np.log1p(-mu))
-        return float(a @ np.log(mu) - b @ mu)
-
     def deviance(self, mu: np.ndarray) -> float:
         """Sum of the squared deviance residuals at ``mu``."""
-        return 2.0 * (self._saturated - self._kernel(mu))
+        return float(self.family.dev_resid(self.y, mu, self.wt).sum())
 
     def working(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(mu, mu_eta, working residual (y - mu) / mu_eta, PIRLS weight)`` at ``eta``.
@@ -246,14 +493,14 @@ class Observed:
         canonical ones).
         """
         fam = self.family
-        if fam.canonical:
+        dV = fam.dvariance(mu)
+        if fam.canonical:  # mu_eta = V: r = wt (y - mu), w = wt V, dw = w dV/dmu
             r = self.wt * (self.y - mu)
-            dw = w * (1 - 2 * mu) if fam.name == "binomial" else w.copy()
+            dw = w * dV
             w_obs = None
         else:
             d1, d2 = fam.mu_eta(eta), fam.mu_eta2(eta)
             V = fam.variance(mu)
-            dV = 1 - 2 * mu  # binomial: the only family with non-canonical links here
             r = self.wt * (self.y - mu) * d1 / V
             dw = self.wt * (2 * d1 * d2 / V - d1**3 * dV / V**2)
             w_obs = w - self.wt * (self.y - mu) * (d2 / V - d1**2 * dV / V**2)
@@ -261,8 +508,48 @@ class Observed:
         return r, dw, w_obs
 
 
+@dataclass(frozen=True, eq=False)
+class _BinomialObserved(Observed):
+    """The binomial deviance as two dot products with the successes and failures."""
+
+    @cached_property
+    def _counts(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.wt * self.y, self.wt * (1 - self.y)
+
+    @cached_property
+    def _saturated(self) -> float:
+        a, b = self._counts
+        return float(xlogy(a, self.y).sum() + xlogy(b, 1 - self.y).sum())
+
+    def deviance(self, mu: np.ndarray) -> float:
+        a, b = self._counts
+        return 2.0 * (self._saturated - float(a @ np.log(mu) + b @ np.log1p(-mu)))
+
+
+@dataclass(frozen=True, eq=False)
+class _PoissonObserved(Observed):
+    """The Poisson deviance as two dot products with the weighted counts and the weights."""
+
+    @cached_property
+    def _counts(self) -> tuple[np.ndarray, np.ndarray]:
+        return self.wt * self.y, self.wt
+
+    @cached_property
+    def _saturated(self) -> float:
+        a, b = self._counts
+        return float(xlogy(a, self.y).sum() - b @ self.y)
+
+    def deviance(self, mu: np.ndarray) -> float:
+        a, b = self._counts
+        return 2.0 * (self._saturated - float(a @ np.log(mu) - b @ mu))
+
+
+_FAMILIES: dict[str, type[Family]] = {c.name: c for c in (Binomial, Poisson, Gaussian)}
+
+
 def get_family(family: str | Family, link: str | None = None) -> Family:
-    """A ``Family`` from a name (``"binomial"``, ``"poisson"``) and an optional link.
+    """A ``Family`` from a name (``"binomial"``, ``"poisson"``, ``"gaussian"``) and an optional
+    link (the family's canonical one by default).
 
     Examples
     --------
@@ -271,13 +558,10 @@ def get_family(family: str | Family, link: str | None = None) -> Family:
     ('binomial  ( probit )', 'poisson  ( log )')
     """
     if isinstance(family, Family):
-        if link is not None and link != family.link:
-            return get_family(family.name, link)
+        if link is not None and link != family.link.name:
+            return type(family)(link)  # type: ignore[arg-type]
         return family
     name = str(family).lower()
-    if name not in _DEFAULT_LINK:
+    if name not in _FAMILIES:
         raise DataError(f"family must be 'binomial' or 'poisson' (or 'gaussian' with lmer), not {family!r}")
-    lk = (link or _DEFAULT_LINK[name]).lower()
-    if lk not in _ALLOWED[name]:
-        raise DataError(f"the {name} family takes the links {sorted(_ALLOWED[name])}, not {link!r}")
-    return Family(name, lk)
+    return _FAMILIES[name](link)  # type: ignore[arg-type]

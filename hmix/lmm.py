@@ -1,35 +1,77 @@
-"""Linear mixed models: the profiled ML/REML deviance and ``lmer``."""
+"""Linear mixed models: the profiled ML/REML deviance as a function of theta."""
 
 from __future__ import annotations
 
 import math
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
-import pandas as pd
 
-from .blocks import BlockedPLS, Factor
-from .design import ArrayLike, Design, build_design
+from .design import ArrayLike, Design
+from .engine import Engine, Factor, Rule
 from .errors import DataError
-from .optimize import check_convergence, choose_method, minimize
+from .remat import ThetaMap
 
-__all__ = ["lmer", "LMMObjective"]
+__all__ = ["LMMObjective", "lmm_deviance", "start_theta", "check_lmm", "LOG2PI"]
 
-_LOG2PI = float(np.log(2 * np.pi))
+LOG2PI = math.log(2 * math.pi)
 _START_SWEEPS = 3  # backfitting sweeps of the moment-based start over the terms' columns
+
+Penalty = Callable[[np.ndarray], float]
+
+
+def lmm_deviance(
+    logdet_z: float,
+    logdet_x: float,
+    r2: float,
+    n: int,
+    p: int,
+    REML: bool,
+    sum_log_w: float = 0.0,
+    sigma: float | None = None,
+) -> float:
+    """The LMM's deviance (-2 log-likelihood, or the REML criterion) from the factor's parts.
+
+    With beta profiled out (and sigma too unless it is given)::
+
+        ML:   log|L_Z|^2 + n (1 + log(2 pi r^2 / n))                 (sigma profiled)
+              log|L_Z|^2 + n log(2 pi sigma^2) + r^2 / sigma^2        (at sigma)
+        REML: as ML with log|L_Z|^2 + log|L_X|^2 and n - p for n
+
+    minus the sum of the log prior weights.
+
+    Examples
+    --------
+    >>> round(lmm_deviance(2.0, 0.0, 30.0, 10, 1, REML=False), 4)
+    41.3649
+    """
+    if REML:
+        m, logdet = n - p, logdet_z + logdet_x
+    else:
+        m, logdet = n, logdet_z
+    if sigma is None:
+        if r2 <= 0:  # y lies in the column space: no residual left (the optimizers' failure)
+            return -math.inf
+        return float(logdet + m * (1.0 + LOG2PI + math.log(r2 / m)) - sum_log_w)
+    s2 = sigma * sigma
+    return float(logdet + m * (LOG2PI + math.log(s2)) + r2 / s2 - sum_log_w)
 
 
 class LMMObjective:
     """The profiled deviance of a linear mixed model as a function of theta.
 
     lme4's ``mkLmerDevfun``: call it with a theta vector (lme4's order) to get the REML criterion
-    or -2 log-likelihood with beta and sigma profiled out. Useful to plot the deviance surface or
-    to fix theta.
+    or -2 log-likelihood with beta and sigma profiled out (plus ``penalty(theta)`` when one is
+    given: a prior's -2 log-density). Useful to plot the deviance surface or to fix theta.
 
     Parameters
     ----------
     design : Design
     REML : bool
+    penalty : callable, optional
+        theta -> a number added to the deviance (the optimizer minimizes the sum).
+    rule : hmix.engine.Rule, optional
+        The engine's choice of strategies.
 
     Examples
     --------
@@ -40,55 +82,77 @@ class LMMObjective:
     319.654
     """
 
-    def __init__(self, design: Design, REML: bool = True):
+    def __init__(
+        self, design: Design, REML: bool = True, penalty: Penalty | None = None, rule: Rule | None = None
+    ):
         self.design = design
         self.REML = bool(REML)
-        y = design.y if design.offset is None else design.y - design.offset
-        self.pls = BlockedPLS(design.terms, design.X, y, design.weights)
+        self.penalty = penalty
+        self.engine = Engine(
+            design.terms, design.X, self._response(design.y), design.weights, rule=rule or Rule()
+        )
+        self.thetamap: ThetaMap = self.engine.layout.thetamap
         w = design.weights
         self._sum_log_w = 0.0 if w is None else float(np.log(w).sum())
-        lower = []
-        for t in design.terms:
-            lower.append(np.where(t.diagonal, 0.0, -np.inf))
-        self.lower = np.concatenate(lower)
-        self.diagonal = np.concatenate([t.diagonal for t in design.terms])
-        self.theta0 = start_theta(design)
+        self.lower = self.thetamap.lower
+        self.upper = self.thetamap.upper
+        self.scale_mask = self.thetamap.scale_mask
+        self.theta0 = start_theta(design, self.thetamap)
+
+    def _response(self, y: np.ndarray) -> np.ndarray:
+        off = self.design.offset
+        return y if off is None else y - off
+
+    def set_response(self, y: np.ndarray) -> None:
+        """Evaluate for another response on the same design (bootstrap refits)."""
+        d = self.design
+        self.engine.set_data(d.X, self._response(np.asarray(y, dtype=float)), d.weights)
+
+    def factor(self, theta: ArrayLike) -> Factor:
+        """The engine's factor at ``theta``."""
+        return self.engine.factor(self.thetamap.lam(np.asarray(theta, dtype=float)))
+
+    def deviance(self, logdet_z: float, logdet_x: float, r2: float, sigma: float | None = None) -> float:
+        """The deviance from the factor's parts (at ``sigma``, or with sigma profiled)."""
+        d = self.design
+        return lmm_deviance(logdet_z, logdet_x, r2, d.n, d.p, self.REML, self._sum_log_w, sigma)
 
     def from_factor(self, fac: Factor) -> float:
-        """The objective given the factor at theta.
+        """The deviance (without the penalty) given the factor at theta.
 
         Examples
         --------
         >>> import hmix
         >>> d = hmix.build_design("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
         >>> f = hmix.LMMObjective(d, REML=True)
-        >>> round(f.from_factor(f.pls.factor([0.848323])), 3)
+        >>> round(f.from_factor(f.factor([0.848323])), 3)
         319.654
         """
-        return self._value(fac.logdet_z, fac.logdet_x if self.REML else 0.0, fac.r2)
+        return self.deviance(fac.logdet_z, fac.logdet_x if self.REML else 0.0, fac.r2)
 
-    def _value(self, logdet_z: float, logdet_x: float, r2: float) -> float:
-        n, p = self.design.n, self.design.p
-        if self.REML:
-            nmp = n - p
-            return float(logdet_z + logdet_x + nmp * (1.0 + _LOG2PI + np.log(r2 / nmp)) - self._sum_log_w)
-        return float(logdet_z + n * (1.0 + _LOG2PI + np.log(r2 / n)) - self._sum_log_w)
+    def sigma(self, fac: Factor) -> float:
+        """sigma at its profiled value given the factor."""
+        d = self.design
+        return math.sqrt(fac.r2 / (d.n - d.p if self.REML else d.n))
 
     def __call__(self, theta: ArrayLike) -> float:
-        return self._value(*self.pls.objective_parts(np.asarray(theta, dtype=float)))
+        theta = np.asarray(theta, dtype=float)
+        value = self.deviance(*self.engine.objective_parts(self.thetamap.lam(theta)))
+        return value if self.penalty is None else value + self.penalty(theta)
 
 
-def start_theta(design: Design) -> np.ndarray:
+def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
     """Moment-based starting values for theta (lme4 starts every diagonal at 1).
 
     Per term and column: regress the OLS residuals on the column within each level; the spread
     of those per-level slopes beyond their sampling variance, relative to the residual
-    variance, estimates the squared diagonal of T. Off-diagonals start at 0. Clipped to
-    [0.1, 5]. With one term the residual variance is the column's within-level one; with
-    several, crossed factors would count each other's variation as residual there, so it is
-    taken after all terms' level effects are fitted jointly (a few backfitting sweeps).
-    Against lme4's start, on the reference models and the benchmarks this saves a fifth of the
-    evaluations (Penicillin by ML: 22 instead of 58) and reaches the same optima.
+    variance, estimates the column's relative SD. Clipped to [0.1, 5]; each structure turns the
+    SDs into its theta (off-diagonals start at 0). With one term the residual variance is the
+    column's within-level one; with several, crossed factors would count each other's variation
+    as residual there, so it is taken after all terms' level effects are fitted jointly (a few
+    backfitting sweeps). Against lme4's start, on the reference models and the benchmarks this
+    saves a fifth of the evaluations (Penicillin by ML: 22 instead of 58) and reaches the same
+    optima.
     """
     d = design
     y = d.y if d.offset is None else d.y - d.offset
@@ -119,11 +183,10 @@ def start_theta(design: Design) -> np.ndarray:
                 fits[i] = za * b[t.refs]
         dof = d.n - sum(int(o.sum()) for o in ok)
         joint_s2 = float((w * (r - total) ** 2).sum()) / max(dof, 1)
-    out = []
+    ratios: list[np.ndarray] = []
     i = 0
     for t in d.terms:
-        th = np.zeros(t.ntheta)
-        rows, tcols = t.tril
+        sd = np.empty(t.k)
         for a in range(t.k):
             (_, za), b, o = cols[i], slopes[i], ok[i]
             if len(d.terms) > 1:
@@ -141,13 +204,13 @@ def start_theta(design: Design) -> np.ndarray:
             else:
                 between = 0.0
             ratio = math.sqrt(max(between, 0.0) / s2) if s2 > 0 else 1.0
-            th[int(np.flatnonzero((rows == a) & (tcols == a))[0])] = min(max(ratio, 0.1), 5.0)
+            sd[a] = min(max(ratio, 0.1), 5.0)
             i += 1
-        out.append(th)
-    return np.concatenate(out)
+        ratios.append(sd)
+    return thetamap.start(ratios)
 
 
-def _check_lmm(design: Design) -> None:
+def check_lmm(design: Design) -> None:
     """lme4's identifiability checks for LMMs (errors, as lme4 stops)."""
     n = design.n
     if n <= design.p:
@@ -174,73 +237,3 @@ def _check_lmm(design: Design) -> None:
                 "observations: the random-effects parameters and the residual variance are "
                 "unidentifiable; simplify the term"
             )
-
-
-def lmer(
-    formula: str,
-    data: pd.DataFrame,
-    *,
-    REML: bool = True,
-    weights: ArrayLike | None = None,
-    offset: ArrayLike | None = None,
-    check_conv: bool = True,
-) -> Any:
-    """Fit a linear mixed model, as lme4's ``lmer`` does.
-
-    Parameters
-    ----------
-    formula : str
-        lme4 formula, such as ``"Reaction ~ Days + (Days | Subject)"``.
-    data : pandas.DataFrame
-        Never modified. Rows with missing values in a variable the formula uses are dropped, with a
-        ``MissingDataWarning``.
-    REML : bool, default True
-        Restricted maximum likelihood; ``False`` for maximum likelihood.
-    weights : str or array-like, optional
-        Prior weights: a column name or one positive value per row.
-    offset : str or array-like, optional
-        A known term added to the linear predictor (adds to ``offset(...)`` terms in the formula).
-    check_conv : bool, default True
-        Run lme4's gradient and Hessian checks at the optimum.
-
-    Returns
-    -------
-    LinearMixedModel
-        The immutable fitted model.
-
-    Examples
-    --------
-    >>> import hmix
-    >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
-    >>> round(m.objective, 4)
-    1743.6283
-    >>> m.fixef.round(3).to_dict()
-    {'(Intercept)': 251.405, 'Days': 10.467}
-    """
-    design = build_design(formula, data, weights=weights, offset=offset)
-    _check_lmm(design)
-    return fit_lmm(design, REML=REML, check_conv=check_conv, data_name=str(data.attrs.get("name", "data")))
-
-
-def fit_lmm(design: Design, *, REML: bool = True, check_conv: bool = True, data_name: str = "data") -> Any:
-    """Fit an LMM to a materialized design (``lmer`` after the formula; refits reuse it)."""
-    from .results import LinearMixedModel
-
-    f = LMMObjective(design, REML=REML)
-    # the moment-based start is close: a first trust region of 10% of it (at least 0.02) saves
-    # a third of the evaluations over the reference models (benchmarks/optimizers.py)
-    step = np.maximum(0.1 * np.abs(f.theta0), 0.02)
-    method = choose_method(len(f.theta0), f.pls.work)
-    theta, fmin, optsum, fc = minimize(
-        f, f.theta0, f.lower, diagonal=f.diagonal, initial_step=step, method=method
-    )
-    # the checks step the parameters in the engine's term order (the last ones cost least)
-    singular, converged, messages, _ = check_convergence(
-        fc, theta, f.diagonal, check=check_conv, fx=fmin, order=f.pls.step_order
-    )
-    optsum = type(optsum)(**{**optsum.__dict__, "n_evals": fc.n, "warnings": tuple(messages)})
-    fit = LinearMixedModel._from_fit(
-        f, theta, optsum, singular=singular, converged=converged, data_name=data_name
-    )
-    f.pls._kept.clear()  # (the kept factors serve the optimizer only; a fitted model keeps its own)
-    return fit

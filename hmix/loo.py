@@ -26,24 +26,21 @@ from __future__ import annotations
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import pandas as pd
-import scipy.linalg as sla
-import scipy.sparse as sp
 from scipy.special import logsumexp
 
-from .blocks import BlockedPLS, Factor
+from .engine import Engine, RowStatistics
 from .errors import HmixError, HmixWarning, user_stacklevel, whole_number
-from .families import Observed
-
-if TYPE_CHECKING:
-    from .results import MixedModel
+from .fit import refit
+from .glmm import GLMMObjective
+from .lmm import LOG2PI
+from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel
 
 __all__ = ["LOO", "loo"]
 
-_LOG2PI = float(np.log(2 * np.pi))
 _K_THRESHOLD = 0.7
 
 
@@ -153,87 +150,13 @@ def _summarize(elpd: np.ndarray, lppd: np.ndarray, index: pd.Index, method: str,
     )
 
 
-# ----- the blocked factor, seen as the full triangular factor L of [Z Lambda, X] ------------
-class _FullFactor:
-    """Products with L^-1 and L^-T of the blocked factor (without the response row).
-
-    Coordinates are the engine's: the first term's spherical effects level by level, then the
-    other terms' and the fixed effects (the "rest").
-    """
-
-    def __init__(self, fac: Factor):
-        self.fac = fac
-        pls = fac.pls
-        self.pls = pls
-        self.m1 = pls.m - 1  # rest without the response row
-        self.qr = pls.qr
-        self.Lrest = np.ascontiguousarray(fac.Lr[: self.m1, : self.m1])
-        self.A_r1 = pls.r1_matrix(fac.r1_data)[: self.m1].tocsr()
-
-    def _lam_t(self, v: np.ndarray) -> np.ndarray:
-        """Lambda_rest' v, unless the factor's diagonal scaling already holds Lambda."""
-        if self.fac.rscale is not None or self.qr == 0:
-            return v
-        out = v.copy()
-        out[: self.qr] = self.fac.lam_r.T @ v[: self.qr]
-        return out
-
-    def leverages(self, X: np.ndarray, w: np.ndarray, chunk: int = 4096) -> np.ndarray:
-        """Diagonal of W^1/2 A M^-1 A' W^1/2 for A = [Z Lambda, X]."""
-        fac, pls = self.fac, self.pls
-        t1 = pls.terms[0]
-        T1 = fac.tmats[0]
-        v1 = np.einsum("iab,ib->ia", fac.L11inv[t1.refs], t1.z @ T1)  # L11^-1 T1' z1_i
-        h = (v1 * v1).sum(axis=1)
-        if self.m1 == 0:
-            return w * h
-        s = np.einsum("iab,ib->ia", fac.B[t1.refs], v1)  # B_j v1_i
-        k1, n = pls.k1, pls.n
-        zr = pls._zr
-        for lo in range(0, n, chunk):
-            hi = min(lo + chunk, n)
-            rows = np.arange(lo, hi)
-            cols = (t1.refs[rows, None] * k1 + np.arange(k1)[None, :]).ravel()
-            S = sp.csc_matrix(
-                (s[rows].ravel(), (cols, np.repeat(np.arange(hi - lo), k1))), shape=(pls.q1, hi - lo)
-            )
-            C = -(self.A_r1 @ S).toarray()
-            if self.qr:
-                assert zr is not None
-                C[: self.qr] += zr[lo:hi].T.toarray()
-            C[self.qr :] += X[lo:hi].T
-            V2 = sla.solve_triangular(self.Lrest, self._lam_t(C), lower=True, check_finite=False)
-            h[lo:hi] += (V2 * V2).sum(axis=0)
-        return w * h
-
-    def solve_t(self, z: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """x = L^-T z for columns z (q1 + m1, S): returns (x1 as (l1, k1, S), x_rest, Lambda x_rest)."""
-        fac, pls = self.fac, self.pls
-        q1 = pls.q1
-        z1, zr = z[:q1], z[q1:]
-        y = sla.solve_triangular(self.Lrest, zr, lower=True, trans="T", check_finite=False)
-        if fac.rscale is not None:
-            d = np.ones(self.m1)
-            d[: self.qr] = fac.rscale
-            x_rest, lam_x = y / d[:, None], y
-        else:
-            x_rest = y
-            lam_x = y.copy()
-            if self.qr:
-                lam_x[: self.qr] = fac.lam_r @ y[: self.qr]
-        t = (self.A_r1.T @ lam_x).reshape(pls.l1, pls.k1, -1)
-        ft = np.einsum("jab,jas->jbs", fac.B, t)  # F' Lambda x_rest, level by level
-        rhs = z1.reshape(pls.l1, pls.k1, -1) - ft
-        x1 = np.einsum("jba,jbs->jas", fac.L11inv, rhs)
-        return x1, x_rest, lam_x
-
-
 # ----- LMM: exact ---------------------------------------------------------------------------
-def _loo_lmm(model: Any) -> LOO:
+def _loo_lmm(model: LinearMixedModel) -> LOO:
     d = model.design
     w = np.ones(d.n) if d.weights is None else d.weights
-    h = _FullFactor(model.factor).leverages(d.X, w)
-    e = d.y - model._eta
+    zr = RowStatistics(model.factor.layout).rest_z()
+    h = model.factor.leverages(d.X, w, zr)
+    e = d.y - model.linear_predictor.to_numpy()
     s2 = model.sigma**2
     one_minus_h = 1.0 - h
     if (one_minus_h <= 1e-12).any():
@@ -242,8 +165,8 @@ def _loo_lmm(model: Any) -> LOO:
             "leave-one-out prediction is undefined"
         )
     prec = w * one_minus_h / s2
-    elpd = -0.5 * (_LOG2PI - np.log(prec) + prec * (e / one_minus_h) ** 2)
-    lppd = -0.5 * (_LOG2PI - np.log(w / s2) + w * e * e / s2)
+    elpd = -0.5 * (LOG2PI - np.log(prec) + prec * (e / one_minus_h) ** 2)
+    lppd = -0.5 * (LOG2PI - np.log(w / s2) + w * e * e / s2)
     return _summarize(elpd, lppd, d.index, "exact")
 
 
@@ -309,7 +232,9 @@ def psis(log_ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lw - logsumexp(lw, axis=1, keepdims=True), k
 
 
-def _pointwise_loglik(model: Any, eta: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+def _pointwise_loglik(
+    model: GeneralizedLinearMixedModel, eta: np.ndarray, rows: slice = slice(None)
+) -> np.ndarray:
     """log p(y_i | eta_i) for the given rows; eta may hold one column per draw."""
     d, fam = model.design, model.family
     y = d.y[rows]
@@ -320,7 +245,9 @@ def _pointwise_loglik(model: Any, eta: np.ndarray, rows: slice = slice(None)) ->
     return -0.5 * fam.minus2loglik(y, mu, wt)
 
 
-def _draw_eta(model: Any, draws: int, rng: np.random.Generator) -> Callable[[slice], np.ndarray]:
+def _draw_eta(
+    model: GeneralizedLinearMixedModel, draws: int, rng: np.random.Generator
+) -> Callable[[slice], np.ndarray]:
     """Draws of the linear predictor from the Gaussian approximation of (u, beta) | y at
     theta-hat: the mode plus L^-T z, with L the blocked factor at the fit's working weights.
 
@@ -329,34 +256,35 @@ def _draw_eta(model: Any, draws: int, rng: np.random.Generator) -> Callable[[sli
     """
     d = model.design
     wt = np.ones(d.n) if d.weights is None else d.weights
-    eta = model._eta
+    eta = model.linear_predictor.to_numpy()
     off = np.zeros(d.n) if d.offset is None else d.offset
-    _, _, resid, w = Observed(model.family, d.y, wt).working(eta)  # PIRLS's working quantities
-    pls = BlockedPLS(d.terms, d.X, eta - off + resid, w)
-    fac = pls.factor(model.theta)
-    full = _FullFactor(fac)
-    z = rng.standard_normal((pls.q1 + full.m1, draws))
-    x1, x_rest, _ = full.solve_t(z)
-    u_mode = [model.u[i] for i in pls.perm]  # the model's u are in lme4's order
+    _, _, resid, w = model.family.bind(d.y, wt).working(eta)  # PIRLS's working quantities
+    engine = Engine(d.terms, d.X, eta - off + resid, w)
+    lay = engine.layout
+    fac = engine.factor(lay.thetamap.lam(model.theta))
+    z = rng.standard_normal((lay.q1 + lay.m - 1, draws))
+    x1, x_rest = fac.solve_lt(z)
+    u_mode = [model.u[i] for i in lay.perm]  # the model's u are in lme4's order
     # b = Lambda u per term (engine order): (levels, k, S)
-    b = [np.einsum("ab,jbs->jas", fac.tmats[0], u_mode[0].reshape(pls.l1, pls.k1)[:, :, None] + x1)]
-    for off_r, t, T, um in zip(pls.offsets[1:], pls.terms[1:], fac.tmats[1:], u_mode[1:]):
-        o = off_r - pls.q1
+    b = [np.einsum("ab,jbs->jas", fac.tmats[0], u_mode[0].reshape(lay.l1, lay.k1)[:, :, None] + x1)]
+    for o, t, T, um in zip(lay.rest_offsets, lay.terms[1:], fac.tmats[1:], u_mode[1:]):
         ut = um.reshape(t.nlevels, t.k)[:, :, None] + x_rest[o : o + t.q].reshape(t.nlevels, t.k, -1)
         b.append(np.einsum("ab,jbs->jas", T, ut))
-    dbeta = x_rest[pls.qr :]
+    dbeta = x_rest[lay.qr :]
     fixed = off + d.X @ model.beta
 
     def rows_eta(rows: slice) -> np.ndarray:
         out = fixed[rows, None] + (d.X[rows] @ dbeta if d.p else 0.0)
-        for t, bt in zip(pls.terms, b):
+        for t, bt in zip(lay.terms, b):
             out = out + np.einsum("ia,ias->is", t.z[rows], bt[t.refs[rows]])
         return np.asarray(out)
 
     return rows_eta
 
 
-def _loo_glmm(model: Any, draws: int, seed: Any, refit_bad: bool, chunk: int = 1024) -> LOO:
+def _loo_glmm(
+    model: GeneralizedLinearMixedModel, draws: int, seed: Any, refit_bad: bool, chunk: int = 1024
+) -> LOO:
     rng = np.random.default_rng(seed)
     rows_eta = _draw_eta(model, draws, rng)
     n = model.nobs
@@ -372,7 +300,7 @@ def _loo_glmm(model: Any, draws: int, seed: Any, refit_bad: bool, chunk: int = 1
     if len(bad):
         if refit_bad:
             failed: list[str] = []
-            for i in bad:
+            for i in bad.tolist():
                 try:
                     elpd[i] = exact_loo_glmm(model, int(i))
                     refit[i] = True
@@ -396,12 +324,9 @@ def _loo_glmm(model: Any, draws: int, seed: Any, refit_bad: bool, chunk: int = 1
     return _summarize(elpd, lppd, model.design.index, "psis", pareto_k=k, refit=refit, n_draws=draws)
 
 
-def exact_loo_glmm(model: Any, i: int) -> float:
+def exact_loo_glmm(model: GeneralizedLinearMixedModel, i: int) -> float:
     """log p(y_i | y_-i) from a refit without observation i: the difference of the marginal
     log-likelihoods of all the data and of the rest, both at the refit's estimates."""
-    from .glmm import GLMMObjective
-    from .refit import refit
-
     d = model.design
     keep = np.ones(d.n, dtype=bool)
     keep[i] = False
@@ -416,6 +341,8 @@ def exact_loo_glmm(model: Any, i: int) -> float:
 
 def loo(model: MixedModel, *, draws: int = 2000, seed: Any = 0, refit: bool = True) -> LOO:
     """Leave-one-out cross-validation; see ``hmix.MixedModel.loo``."""
-    if getattr(model, "family", None) is None:
+    if isinstance(model, LinearMixedModel):
         return _loo_lmm(model)
-    return _loo_glmm(model, whole_number(draws, "draws", 100), seed, refit)
+    if isinstance(model, GeneralizedLinearMixedModel):
+        return _loo_glmm(model, whole_number(draws, "draws", 100), seed, refit)
+    raise HmixError(f"no leave-one-out for a {type(model).__name__}")

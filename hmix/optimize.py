@@ -7,12 +7,16 @@ import time
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import nlopt
 import numpy as np
 
-from .blocks import NotPositiveDefinite
+from .engine import NotPositiveDefinite
 from .errors import ConvergenceWarning, HmixError, SingularFitWarning, user_stacklevel
+
+if TYPE_CHECKING:
+    from .glmm import PirlsSettings
 
 __all__ = [
     "OptSummary",
@@ -74,6 +78,11 @@ class OptSummary:
         Wall time of the optimization.
     warnings : tuple of str
         Messages of lme4's convergence checks (empty when the checks passed).
+    stages : tuple of str
+        The stages of the fit, in order (GLMMs: ``"theta"``, then ``"quasi-Newton"`` or
+        ``"BOBYQA"``).
+    pirls : PirlsSettings or None
+        How PIRLS iterated (GLMMs).
 
     Examples
     --------
@@ -93,6 +102,8 @@ class OptSummary:
     tolerances: dict[str, float] = field(default_factory=dict)
     seconds: float = 0.0
     warnings: tuple[str, ...] = ()
+    stages: tuple[str, ...] = ()
+    pirls: PirlsSettings | None = None
 
     def __str__(self) -> str:
         return (
@@ -144,10 +155,12 @@ def minimize(
     x0: np.ndarray,
     lower: np.ndarray,
     *,
+    upper: np.ndarray | None = None,
     diagonal: np.ndarray | None = None,
     ftol_rel: float = 1e-12,
     ftol_abs: float = 1e-8,
     xtol_abs: float = 1e-8,
+    xtol_rel: float = 0.0,
     maxeval: int = 100_000,
     initial_step: np.ndarray | None = None,
     method: str | None = None,
@@ -156,7 +169,9 @@ def minimize(
     see ``choose_method``), then snap near-zero variances to zero.
 
     ``diagonal`` marks the parameters that are standard deviations (lower bound 0); those below
-    1e-3 are set to 0 when that raises the objective by at most 1e-5.
+    1e-3 are set to 0 when that raises the objective by at most 1e-5. An evaluation that fails
+    (not positive definite, not finite) returns the objective at the start (DESIGN §3): the one
+    failure policy of every optimization in hmix.
     """
     x0 = np.asarray(x0, dtype=float)
     n = len(x0)
@@ -166,9 +181,12 @@ def minimize(
     opt = nlopt.opt(getattr(nlopt, method.removeprefix("NLOPT_")), n)
     opt.set_min_objective(lambda x, grad: fc(x))
     opt.set_lower_bounds(np.asarray(lower, dtype=float))
+    if upper is not None:
+        opt.set_upper_bounds(np.asarray(upper, dtype=float))
     opt.set_ftol_rel(ftol_rel)
     opt.set_ftol_abs(ftol_abs)
     opt.set_xtol_abs(xtol_abs)
+    opt.set_xtol_rel(xtol_rel)
     opt.set_maxeval(maxeval)
     if initial_step is not None:
         opt.set_initial_step(np.asarray(initial_step, dtype=float))

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .errors import DataError
-from .families import Family
+from .errors import DataError, HmixError
+from .families import Binomial, Family, Gaussian, Poisson
 
 if TYPE_CHECKING:
     from .remat import ReTerm
@@ -38,18 +38,9 @@ _LATENT = {
 }
 
 
-def _term_factors(model: MixedModel) -> list[np.ndarray]:
-    """sigma T of every random-effects term (lme4's order): Sigma_t = (sigma T)(sigma T)'."""
-    out, start = [], 0
-    for t in model.design.terms:
-        out.append(model.sigma * t.tmat(model.theta[start : start + t.ntheta]))
-        start += t.ntheta
-    return out
-
-
 def _term_covariances(model: MixedModel) -> list[np.ndarray]:
     """Sigma_t of every random-effects term, lme4's order."""
-    return [F @ F.T for F in _term_factors(model)]
+    return [(model.sigma * T) @ (model.sigma * T).T for T in model.thetamap.tmats(model.theta)]
 
 
 def _group_sums(refs: np.ndarray, values: np.ndarray, nlevels: int) -> np.ndarray:
@@ -153,22 +144,21 @@ def shrinkage(model: MixedModel, group: str | None = None) -> pd.DataFrame:
     1     B  5      1528.0           1527.9
     """
     d = model.design
-    fam: Family | None = getattr(model, "family", None)
+    fam = model.family
     wt = np.ones(d.n) if d.weights is None else d.weights
-    eta = model._eta
+    eta = model.linear_predictor.to_numpy()
     fixef = dict(zip(d.fixef_names, model.beta))
     covs = _term_covariances(model)
-    if fam is not None:
-        mu = fam.linkinv(eta)
-        working = wt * fam.mu_eta(eta) ** 2 / fam.variance(mu)
+    mu = fam.linkinv(eta)
+    working = wt * fam.mu_eta(eta) ** 2 / fam.variance(mu)
     frames = []
     for i in _select_terms(model, group):
-        t, b, S = d.terms[i], model._b[i], covs[i]
+        t, b, S = d.terms[i], model.b[i], covs[i]
         beta_t = np.array([fixef.get(name, 0.0) for name in t.names])
         partial = beta_t + b.reshape(t.nlevels, t.k)
         off = eta - np.einsum("ij,ij->i", t.z, partial[t.refs])
         zz = t.z[:, :, None] * t.z[:, None, :]
-        if fam is None:
+        if model.has_scale:  # (a Gaussian own fit is least squares, its precision scaled by sigma^2)
             A = _group_sums(t.refs, wt[:, None, None] * zz, t.nlevels)
             own, _ = _solve_levels(A, _group_sums(t.refs, (wt * (d.y - off))[:, None] * t.z, t.nlevels))
             precision_matrix = A / model.sigma**2
@@ -207,12 +197,14 @@ def _nested_in(inner: ReTerm, outer: ReTerm) -> bool:
 def _residual_variance(model: MixedModel, term_var: np.ndarray) -> tuple[float, str, str, float]:
     """The residual variance, how it was obtained, the scale of the decomposition, and the
     marginal mean the Poisson approximation uses (NaN for other families)."""
-    fam: Family | None = getattr(model, "family", None)
-    if fam is None:
+    fam = model.family
+    if isinstance(fam, Gaussian):
         return model.sigma**2, "sigma^2 (residual variance)", "response", np.nan
-    if fam.name == "binomial":
-        value, how = _LATENT[fam.link]
+    if isinstance(fam, Binomial):
+        value, how = _LATENT[fam.link.name]
         return value, how, "latent", np.nan
+    if not isinstance(fam, Poisson):
+        raise HmixError(f"no variance decomposition for the {fam.name} family")
     d = model.design
     fixed = d.X @ model.beta + (0.0 if d.offset is None else d.offset)
     lam = float(np.mean(np.exp(fixed + 0.5 * term_var)))

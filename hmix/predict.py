@@ -7,13 +7,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .columns import as_vector, new_matrix
+from .columns import as_vector
 from .errors import DataError
 
 if TYPE_CHECKING:
     from .results import MixedModel
 
-__all__ = ["predict", "NEW_LEVELS", "OFFSET_NEEDED"]
+__all__ = ["predict", "fixed_eta", "NEW_LEVELS", "OFFSET_NEEDED"]
 
 NEW_LEVELS = ("error", "population", "nan")
 OFFSET_NEEDED = (
@@ -50,7 +50,7 @@ def predict(
     if newdata is None:
         eta = d.X @ model.beta + (d.offset if d.offset is not None else 0.0)
         if random:
-            for t, b in zip(d.terms, model._b):
+            for t, b in zip(d.terms, model.b):
                 eta = eta + t.contribution(b)
         return _on_scale(model, pd.Series(eta, index=d.index, name="predicted"), type)
     if not isinstance(newdata, pd.DataFrame):
@@ -67,7 +67,7 @@ def predict(
     return _on_scale(model, pd.Series(out, index=newdata.index, name="predicted"), type)
 
 
-def _fixed_eta(model: MixedModel, frame: pd.DataFrame) -> np.ndarray:
+def fixed_eta(model: MixedModel, frame: pd.DataFrame) -> np.ndarray:
     """X beta plus the formula's offset(...) terms on complete rows of new data."""
     d = model.design
     return np.asarray(d.fixed_matrix(frame) @ model.beta + d.offset_terms(frame), dtype=float)
@@ -75,10 +75,10 @@ def _fixed_eta(model: MixedModel, frame: pd.DataFrame) -> np.ndarray:
 
 def _linear_predictor(model: MixedModel, frame: pd.DataFrame, random: bool, new_levels: str) -> np.ndarray:
     d = model.design
-    eta = _fixed_eta(model, frame)
+    eta = fixed_eta(model, frame)
     if not random:
         return eta
-    for t, b in zip(d.terms, model._b):
+    for t, b in zip(d.terms, model.b):
         z = d.re_columns(t, frame)
         idx = d.level_index(t, frame)
         new = idx < 0
@@ -98,29 +98,6 @@ def _linear_predictor(model: MixedModel, frame: pd.DataFrame, random: bool, new_
 
 
 def _on_scale(model: MixedModel, eta: pd.Series, type: str) -> pd.Series:
-    family = getattr(model, "family", None)
-    if family is None or type == "link":
+    if type == "link":
         return eta
-    return pd.Series(family.linkinv(eta.to_numpy()), index=eta.index, name=eta.name)
-
-
-# simulate.py's names for the design's new-data coding, until it calls the Design methods
-def _complete_rows(model: MixedModel, newdata: pd.DataFrame, random: bool, hint: str) -> np.ndarray:
-    return model.design.complete_rows(newdata, random=random, hint=hint)
-
-
-def _re_columns(term: Any, frame: pd.DataFrame) -> np.ndarray:
-    return new_matrix(term.spec, frame)
-
-
-def _group_labels(term: Any, frame: pd.DataFrame) -> pd.Index:
-    parts = [frame[c].astype(str).to_numpy(dtype=object) for c in term.group_columns]
-    labels = parts[0]
-    for p in parts[1:]:
-        labels = labels + ":" + p
-    return pd.Index(labels)
-
-
-def _level_index(term: Any, frame: pd.DataFrame) -> np.ndarray:
-    lookup = pd.Index(term.levels.astype(str))
-    return np.asarray(lookup.get_indexer(_group_labels(term, frame)), dtype=np.int64)
+    return pd.Series(model.family.linkinv(eta.to_numpy()), index=eta.index, name=eta.name)

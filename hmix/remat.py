@@ -2,15 +2,19 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
-from functools import cache, cached_property
+from functools import cached_property
+from itertools import pairwise
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-__all__ = ["ReTerm", "group_codes"]
+from .covariance import CovarianceStructure
+
+__all__ = ["ReTerm", "ThetaMap", "group_codes"]
 
 
 def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -66,23 +70,14 @@ def group_codes(data: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarra
     return codes, pd.Index(joined.astype(str))
 
 
-@cache
-def _tril(k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(row, column) of the lower triangle of a k x k matrix, column-major; read-only, shared by
-    every term with k columns (np.triu_indices costs tens of microseconds a call)."""
-    cols, rows = np.triu_indices(k)
-    rows.flags.writeable = cols.flags.writeable = False
-    return rows, cols
-
-
 @dataclass(frozen=True, eq=False)
 class ReTerm:
     """A random-effects term ``(lhs | group)`` materialized on the model's rows.
 
     The term's random effects are ordered level by level, the ``k`` effects of a level together,
-    so ``Lambda`` is block diagonal with one ``k x k`` lower-triangular block ``T`` per level.
-    ``T`` holds this term's slice of ``theta``: its lower triangle in column-major order (lme4's
-    order).
+    so ``Lambda`` is block diagonal with one ``k x k`` lower-triangular block ``T`` per level;
+    the term's covariance structure ``cov`` says how its slice of ``theta`` gives ``T``
+    (unstructured: its lower triangle in column-major order, lme4's order).
 
     Attributes
     ----------
@@ -102,6 +97,8 @@ class ReTerm:
         The formulaic formula the columns come from.
     spec : object
         formulaic ``ModelSpec`` that codes new data the same way.
+    cov : CovarianceStructure
+        theta -> T for this term.
     """
 
     group: str
@@ -112,6 +109,7 @@ class ReTerm:
     z: np.ndarray
     lhs: str
     spec: Any
+    cov: CovarianceStructure
 
     @property
     def k(self) -> int:
@@ -131,34 +129,7 @@ class ReTerm:
     @property
     def ntheta(self) -> int:
         """Number of covariance parameters of the term."""
-        return self.k * (self.k + 1) // 2
-
-    @property
-    def tril(self) -> tuple[np.ndarray, np.ndarray]:
-        """(row, column) of each theta element in ``T``: the lower triangle, column-major."""
-        return _tril(self.k)
-
-    @cached_property
-    def diagonal(self) -> np.ndarray:
-        """Mask of the theta elements that sit on ``T``'s diagonal."""
-        rows, cols = self.tril
-        return np.asarray(rows == cols)
-
-    def tmat(self, theta: np.ndarray) -> np.ndarray:
-        """The ``k x k`` lower-triangular relative covariance factor for this term's theta."""
-        if self.k == 1:  # (a fresh 1 x 1 copy: PIRLS builds these at every step)
-            return np.array(theta, dtype=float).reshape(1, 1)
-        t = np.zeros((self.k, self.k))
-        t[self.tril] = theta
-        return t
-
-    def theta_names(self) -> list[str]:
-        """lme4's names of the theta elements: ``Subject.(Intercept)``, ``Subject.Days.(Intercept)``."""
-        rows, cols = self.tril
-        return [
-            f"{self.group}.{self.names[r]}" if r == c else f"{self.group}.{self.names[r]}.{self.names[c]}"
-            for r, c in zip(rows, cols)
-        ]
+        return self.cov.ntheta
 
     @cached_property
     def zmatrix(self) -> sp.csr_matrix:
@@ -176,3 +147,104 @@ class ReTerm:
     def contribution(self, b: np.ndarray) -> np.ndarray:
         """Z_i b_i for this term's random effects ``b`` (length q), without forming Z."""
         return np.einsum("ij,ij->i", self.z, b.reshape(self.nlevels, self.k)[self.refs])
+
+
+@dataclass(frozen=True, eq=False)
+class ThetaMap:
+    """theta, term by term: each term's slice, bounds and names, and theta -> T (MixedModels.jl's
+    ``mkparmap``). Every walk of theta over the terms goes through here.
+
+    ``lam`` is the engine's view of theta: the values of every term's T at the entries its
+    structure lets be nonzero, term by term in the same order (for unstructured and diagonal
+    terms it is theta itself).
+
+    Examples
+    --------
+    >>> import hmix
+    >>> d = hmix.build_design("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+    >>> tm = ThetaMap.of(d.terms)
+    >>> tm.names, tm.lower.tolist()
+    (['Subject.(Intercept)', 'Subject.Days.(Intercept)', 'Subject.Days'], [0.0, -inf, 0.0])
+    """
+
+    terms: tuple[ReTerm, ...]
+    slices: tuple[slice, ...]
+    lam_slices: tuple[slice, ...]
+
+    @classmethod
+    def of(cls, terms: Sequence[ReTerm]) -> ThetaMap:
+        """The map of these terms (lme4's order)."""
+        th = np.cumsum([0] + [t.cov.ntheta for t in terms])
+        la = np.cumsum([0] + [len(t.cov.pattern[0]) for t in terms])
+        return cls(
+            tuple(terms),
+            tuple(slice(int(a), int(b)) for a, b in pairwise(th)),
+            tuple(slice(int(a), int(b)) for a, b in pairwise(la)),
+        )
+
+    @property
+    def ntheta(self) -> int:
+        return self.slices[-1].stop if self.slices else 0
+
+    @property
+    def nlam(self) -> int:
+        return self.lam_slices[-1].stop if self.lam_slices else 0
+
+    @cached_property
+    def identity(self) -> bool:
+        """Whether lam is theta itself (every structure linear with an identity Jacobian)."""
+        return all(t.cov.linear for t in self.terms)
+
+    @cached_property
+    def lower(self) -> np.ndarray:
+        return _cat([t.cov.lower for t in self.terms])
+
+    @cached_property
+    def upper(self) -> np.ndarray:
+        return _cat([t.cov.upper for t in self.terms])
+
+    @cached_property
+    def scale_mask(self) -> np.ndarray:
+        """Parameters that are relative standard deviations (>= 0)."""
+        return _cat([t.cov.scale_mask for t in self.terms]).astype(bool)
+
+    @cached_property
+    def names(self) -> list[str]:
+        return [n for t in self.terms for n in t.cov.theta_names(t.group, t.names)]
+
+    def split(self, theta: np.ndarray) -> list[np.ndarray]:
+        """theta's slice of each term."""
+        return [theta[sl] for sl in self.slices]
+
+    def lam(self, theta: np.ndarray) -> np.ndarray:
+        """The engine's lam at theta."""
+        theta = np.asarray(theta, dtype=float)
+        if self.identity:
+            return theta
+        return _cat([t.cov.lam(theta[sl]) for t, sl in zip(self.terms, self.slices)])
+
+    def tmats(self, theta: np.ndarray) -> list[np.ndarray]:
+        """T of every term."""
+        return [t.cov.tmat(theta[sl]) for t, sl in zip(self.terms, self.slices)]
+
+    def lam_jacobian(self, theta: np.ndarray) -> np.ndarray | None:
+        """d lam / d theta (nlam x ntheta); None when it is the identity."""
+        if self.identity:
+            return None
+        J = np.zeros((self.nlam, self.ntheta))
+        for t, sl, ls in zip(self.terms, self.slices, self.lam_slices):
+            J[ls, sl] = t.cov.jacobian(theta[sl])
+        return J
+
+    def rectify(self, theta: np.ndarray) -> np.ndarray:
+        """The equivalent theta in each structure's canonical region (see
+        ``CovarianceStructure.rectify``)."""
+        return _cat([t.cov.rectify(theta[sl]) for t, sl in zip(self.terms, self.slices)])
+
+    def start(self, ratios: Sequence[np.ndarray]) -> np.ndarray:
+        """theta from each term's per-column SD ratios."""
+        return _cat([t.cov.start(r) for t, r in zip(self.terms, ratios)])
+
+
+def _cat(parts: list[np.ndarray]) -> np.ndarray:
+    return np.concatenate(parts) if parts else np.zeros(0)

@@ -1,20 +1,28 @@
-"""The immutable fitted model: estimates and the accessors users know from lme4."""
+"""The immutable fitted models: estimates and the accessors users know from lme4.
+
+``hmix.fit`` makes them; what differs between a linear and a generalized model is a method of
+each class. The analyses behind the methods (intervals, LOO, shrinkage, simulation, ...) live in
+their own modules, imported when first called.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
-from .blocks import Factor
 from .design import Design
-from .families import Family
-from .glmm import GLMMObjective
-from .lmm import LMMObjective
+from .engine import Factor
+from .families import Family, Gaussian
 from .optimize import OptSummary
+from .remat import ThetaMap
+
+if TYPE_CHECKING:
+    from .glmm import GLMMObjective
+    from .lmm import LMMObjective
 
 __all__ = ["MixedModel", "LinearMixedModel", "GeneralizedLinearMixedModel"]
 
@@ -45,6 +53,8 @@ class MixedModel:
     converged: bool
     factor: Factor = field(repr=False)
     data_name: str = "data"
+    family: Family = field(default_factory=Gaussian)
+    REML: bool = False
 
     # ----- sizes -------------------------------------------------------------------------
     @property
@@ -62,10 +72,47 @@ class MixedModel:
         """Rows of the data left out for missing values."""
         return self.design.n_dropped
 
+    @cached_property
+    def thetamap(self) -> ThetaMap:
+        """theta, term by term: slices, bounds, names and theta -> T."""
+        return ThetaMap.of(self.design.terms)
+
     @property
     def theta_names(self) -> list[str]:
         """lme4's names of the elements of theta."""
-        return [n for t in self.design.terms for n in t.theta_names()]
+        return self.thetamap.names
+
+    @property
+    def has_scale(self) -> bool:
+        """Whether the model estimates a residual scale sigma (LMMs)."""
+        return self.family.has_scale
+
+    def varpar_names(self) -> list[str]:
+        """lme4's names of the variance parameters: ``sd_(Intercept)|Subject``,
+        ``cor_Days.(Intercept)|Subject`` per term, then ``sigma`` when the model has one.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.varpar_names()
+        ['sd_(Intercept)|Subject', 'cor_Days.(Intercept)|Subject', 'sd_Days|Subject', 'sigma']
+        """
+        names = [n for t in self.design.terms for n in t.cov.sdcor_names(t.group, t.names)]
+        return names + (["sigma"] if self.has_scale else [])
+
+    def varpar(self) -> np.ndarray:
+        """The variance parameters in the order of ``varpar_names`` (lme4's sd/cor scale).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.varpar().round(3).tolist()
+        [24.74, 0.066, 5.922, 25.592]
+        """
+        v = sdcor(self.theta, self.sigma, self.thetamap)
+        return np.append(v, self.sigma) if self.has_scale else v
 
     # ----- fixed effects -----------------------------------------------------------------
     @cached_property
@@ -89,18 +136,17 @@ class MixedModel:
 
     # ----- random effects ----------------------------------------------------------------
     @cached_property
-    def _b(self) -> list[np.ndarray]:
-        """b = Lambda u per term (lme4's order)."""
-        out, start = [], 0
-        for t, u in zip(self.design.terms, self.u):
-            T = t.tmat(self.theta[start : start + t.ntheta])
-            start += t.ntheta
-            out.append((u.reshape(t.nlevels, t.k) @ T.T).ravel())
-        return out
+    def b(self) -> tuple[np.ndarray, ...]:
+        """The conditional modes b = Lambda u per term (lme4's order of ``design.terms``), each
+        level's k effects together."""
+        return tuple(
+            (u.reshape(t.nlevels, t.k) @ T.T).ravel()
+            for t, u, T in zip(self.design.terms, self.u, self.thetamap.tmats(self.theta))
+        )
 
     @cached_property
     def _cond_var(self) -> list[np.ndarray]:
-        cv = self.factor.pls.to_lme4(self.factor.cond_var_engine())
+        cv = self.factor.layout.to_lme4(self.factor.cond_var_engine())
         return [self.sigma**2 * v for v in cv]
 
     def ranef(self) -> dict[str, pd.DataFrame]:
@@ -120,7 +166,7 @@ class MixedModel:
         [-40.4, -8.62]
         """
         out: dict[str, pd.DataFrame] = {}
-        for t, b in zip(self.design.terms, self._b):
+        for t, b in zip(self.design.terms, self.b):
             df = pd.DataFrame(b.reshape(t.nlevels, t.k), index=t.levels, columns=list(t.names))
             df.index.name = t.group
             out[t.group] = pd.concat([out[t.group], df], axis=1) if t.group in out else df
@@ -143,7 +189,7 @@ class MixedModel:
         1  Batch  (Intercept)     B     0.39   19.59
         """
         frames = []
-        for t, b, v in zip(self.design.terms, self._b, self._cond_var):
+        for t, b, v in zip(self.design.terms, self.b, self._cond_var):
             sd = np.sqrt(np.einsum("jaa->ja", v))
             bb = b.reshape(t.nlevels, t.k)
             for a, name in enumerate(t.names):
@@ -185,10 +231,7 @@ class MixedModel:
         ``as.data.frame(VarCorr(m))``.
         """
         rows: list[tuple[str, str | None, str | None, float, float]] = []
-        start = 0
-        for t in self.design.terms:
-            T = t.tmat(self.theta[start : start + t.ntheta])
-            start += t.ntheta
+        for t, T in zip(self.design.terms, self.thetamap.tmats(self.theta)):
             S = self.sigma**2 * (T @ T.T)
             sd = np.sqrt(np.diag(S))
             for a in range(t.k):
@@ -199,27 +242,31 @@ class MixedModel:
                     rows.append(
                         (t.group, t.names[a], t.names[c], S[c, a], S[c, a] / denom if denom > 0 else np.nan)
                     )
-        if self._has_scale:
+        if self.has_scale:
             rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
-
-    _has_scale = True
 
     # ----- fitted values and residuals -----------------------------------------------------
     @cached_property
     def _eta(self) -> np.ndarray:
         d = self.design
         eta = d.X @ self.beta
-        for t, b in zip(d.terms, self._b):
+        for t, b in zip(d.terms, self.b):
             eta = eta + t.contribution(b)
         if d.offset is not None:
             eta = eta + d.offset
         return eta
 
     @property
+    def linear_predictor(self) -> pd.Series:
+        """eta = offset + X beta + Z b at the fitted rows."""
+        return pd.Series(self._eta, index=self.design.index, name="eta")
+
+    @property
     def fitted(self) -> pd.Series:
-        """Fitted values (with the conditional modes of the random effects)."""
-        return pd.Series(self._eta, index=self.design.index, name="fitted")
+        """Fitted values with the conditional modes of the random effects, on the response scale
+        (an LMM's eta; a GLMM's mean: probabilities, rates)."""
+        return pd.Series(self.family.linkinv(self._eta), index=self.design.index, name="fitted")
 
     def residuals(self, type: str = "response") -> pd.Series:
         """Residuals (the kinds depend on the model class)."""
@@ -230,7 +277,7 @@ class MixedModel:
         newdata: pd.DataFrame | None = None,
         *,
         random: bool = True,
-        new_levels: str = "population",
+        new_levels: str = "error",
         type: str = "response",
         offset: Any = None,
     ) -> pd.Series:
@@ -264,7 +311,7 @@ class MixedModel:
         >>> import hmix, pandas as pd
         >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
         >>> new = pd.DataFrame({"Days": [0, 5], "Subject": ["308", "NEW"]})
-        >>> m.predict(new).round(1).tolist()
+        >>> m.predict(new, new_levels="population").round(1).tolist()
         [253.7, 303.7]
         """
         from .predict import predict
@@ -453,7 +500,7 @@ class MixedModel:
     @property
     def npar(self) -> int:
         """Number of estimated parameters (fixed effects, theta, and sigma where there is one)."""
-        return self.design.p + len(self.theta) + int(self._has_scale)
+        return self.design.p + len(self.theta) + int(self.has_scale)
 
     @property
     def loglik(self) -> float:
@@ -605,38 +652,6 @@ class LinearMixedModel(MixedModel):
     REML: bool = True
     devfun: LMMObjective | None = field(default=None, repr=False)
 
-    @classmethod
-    def _from_fit(
-        cls,
-        devfun: LMMObjective,
-        theta: np.ndarray,
-        optsum: OptSummary,
-        *,
-        singular: bool,
-        converged: bool,
-        data_name: str = "data",
-    ) -> LinearMixedModel:
-        fac = devfun.pls.factor(theta)
-        d = devfun.design
-        dof = d.n - d.p if devfun.REML else d.n
-        sigma = float(np.sqrt(fac.r2 / dof))
-        return cls(
-            formula=d.formula.text,
-            design=d,
-            theta=np.array(theta, dtype=float),
-            beta=fac.beta.copy(),
-            u=tuple(devfun.pls.to_lme4(fac.u_engine)),
-            sigma=sigma,
-            objective=float(devfun.from_factor(fac)),
-            optsum=optsum,
-            singular=singular,
-            converged=converged,
-            factor=fac,
-            REML=devfun.REML,
-            devfun=devfun,
-            data_name=data_name,
-        )
-
     def residuals(self, type: str = "response") -> pd.Series:
         """Residuals: ``"response"`` (y - fitted) or ``"pearson"`` (weighted by sqrt(prior weights)).
 
@@ -668,7 +683,7 @@ class LinearMixedModel(MixedModel):
         """
         if not self.REML:
             return self
-        from .lmm import fit_lmm
+        from .fit import fit_lmm
 
         return fit_lmm(self.design, REML=False, data_name=self.data_name)
 
@@ -764,69 +779,14 @@ class GeneralizedLinearMixedModel(MixedModel):
     ('binomial  ( logit )', 1, 184.05, {'herd': 15})
     """
 
-    family: Family | None = None
     nAGQ: int = 1
     vcov_method: str = "hessian"
     vcov_beta: np.ndarray | None = field(default=None, repr=False)
     devfun: GLMMObjective | None = field(default=None, repr=False)
 
-    _has_scale = False
-
-    @classmethod
-    def _from_glmm(
-        cls,
-        obj: GLMMObjective,
-        theta: np.ndarray,
-        beta: np.ndarray,
-        final: Any,
-        value: float,
-        optsum: OptSummary,
-        vcov: np.ndarray,
-        *,
-        singular: bool,
-        converged: bool,
-        data_name: str,
-        vcov_method: str,
-    ) -> GeneralizedLinearMixedModel:
-        d = obj.design
-        return cls(
-            formula=d.formula.text,
-            design=d,
-            theta=np.array(theta, dtype=float),
-            beta=np.array(beta, dtype=float),
-            u=tuple(obj.pls_u.to_lme4([v.copy() for v in final.u])),
-            sigma=1.0,
-            objective=float(value),
-            optsum=optsum,
-            singular=singular,
-            converged=converged,
-            factor=final.factor,
-            data_name=data_name,
-            family=obj.family,
-            nAGQ=obj.nAGQ,
-            vcov_method=vcov_method,
-            vcov_beta=np.array(vcov, dtype=float),
-            devfun=obj,
-        )
-
     def _vcov_array(self) -> np.ndarray:
         assert self.vcov_beta is not None
         return self.vcov_beta
-
-    @property
-    def _fam(self) -> Family:
-        assert self.family is not None
-        return self.family
-
-    @property
-    def linear_predictor(self) -> pd.Series:
-        """eta = offset + X beta + Z b."""
-        return pd.Series(self._eta, index=self.design.index, name="eta")
-
-    @property
-    def fitted(self) -> pd.Series:
-        """Fitted means on the response scale (probabilities for binomial, rates for Poisson)."""
-        return pd.Series(self._fam.linkinv(self._eta), index=self.design.index, name="fitted")
 
     def residuals(self, type: str = "deviance") -> pd.Series:
         """Residuals of the kinds lme4 offers: ``"deviance"`` (default), ``"pearson"``,
@@ -840,7 +800,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         >>> g.residuals("pearson").head(2).round(3).tolist()
         [-1.34, 1.075]
         """
-        d, fam = self.design, self._fam
+        d, fam = self.design, self.family
         wt = np.ones(d.n) if d.weights is None else d.weights
         mu = fam.linkinv(self._eta)
         if type == "deviance":
@@ -916,3 +876,19 @@ class GeneralizedLinearMixedModel(MixedModel):
         from .summary import glmm_brief
 
         return glmm_brief(self)
+
+
+def sdcor(theta: np.ndarray, sigma: float, thetamap: ThetaMap) -> np.ndarray:
+    """Every term's variance parameters on lme4's sd/cor scale (see ``varpar_names``)."""
+    parts = [t.cov.sdcor(th, sigma) for t, th in zip(thetamap.terms, thetamap.split(theta))]
+    return np.concatenate(parts) if parts else np.zeros(0)
+
+
+def theta_from_sdcor(values: np.ndarray, sigma: float, thetamap: ThetaMap) -> np.ndarray:
+    """theta from the sd/cor scale, term by term (the inverse of ``sdcor``)."""
+    out, start = [], 0
+    for t in thetamap.terms:
+        n = len(t.cov.sdcor_pattern[0])
+        out.append(t.cov.from_sdcor(values[start : start + n], sigma))
+        start += n
+    return np.concatenate(out) if out else np.zeros(0)

@@ -15,17 +15,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from .design import _names_in, _unknown_names, _vector
-from .errors import DataError, HmixError
+from .columns import as_vector, names_in, unknown_names
+from .errors import DataError
 from .formula import as_code
-from .predict import (
-    OFFSET_NEEDED,
-    _complete_rows,
-    _fixed_eta,
-    _group_labels,
-    _level_index,
-    _re_columns,
-)
+from .predict import OFFSET_NEEDED, fixed_eta
 
 if TYPE_CHECKING:
     from .results import MixedModel
@@ -54,17 +47,17 @@ def _rows_of_newdata(
     simulating on the fitting data draws exactly what simulating without newdata draws.
     """
     d = model.design
-    complete = _complete_rows(model, newdata, True, "add it: simulations draw an effect for each level")
-    cbind = d.formula.cbind if getattr(model, "family", None) is not None else None
+    complete = d.complete_rows(newdata, random=True, hint="add it: simulations draw an effect for each level")
+    cbind = None if model.has_scale else d.formula.cbind
     if cbind is not None and weights is None:
         for arg in cbind:
-            absent = _unknown_names(as_code(arg), newdata.columns)
+            absent = unknown_names(as_code(arg), newdata.columns)
             if absent:
                 raise DataError(
                     f"newdata has no column {absent[0]!r} of cbind() argument '{arg}', which gives "
                     "the number of trials; add it, or pass weights= the number of trials"
                 )
-            needed = _names_in(as_code(arg), newdata.columns)
+            needed = names_in(as_code(arg), newdata.columns)
             if needed:
                 complete &= ~np.array(newdata[sorted(needed)].isna().any(axis=1))
     elif d.weights is not None and weights is None:
@@ -74,8 +67,8 @@ def _rows_of_newdata(
         )
     if d.offset_arg and offset is None:
         raise DataError(OFFSET_NEEDED)
-    wt = np.ones(len(newdata)) if weights is None else _vector(weights, newdata, "weights")
-    off = None if offset is None else _vector(offset, newdata, "offset")
+    wt = np.ones(len(newdata)) if weights is None else as_vector(weights, newdata, "weights")
+    off = None if offset is None else as_vector(offset, newdata, "offset")
     for arr in (wt, off):
         if arr is not None:
             complete &= np.isfinite(arr)
@@ -90,15 +83,15 @@ def _rows_of_newdata(
             np.asarray(model_matrix("0 + " + as_code(arg), frame), dtype=float)[:, 0] for arg in cbind
         )
         wt = succ + fail
-    eta = _fixed_eta(model, frame) if len(frame) else np.zeros(0)
+    eta = fixed_eta(model, frame) if len(frame) else np.zeros(0)
     if off is not None:
         eta = eta + off[complete]
     terms = []
     for t in d.terms:
-        z = _re_columns(t, frame) if len(frame) else np.zeros((0, t.k))
-        codes = _level_index(t, frame)
+        z = d.re_columns(t, frame) if len(frame) else np.zeros((0, t.k))
+        codes = d.level_index(t, frame)
         new = codes < 0
-        unseen, _ = pd.factorize(_group_labels(t, frame)[new], sort=True)
+        unseen, _ = pd.factorize(d.group_labels(t, frame)[new], sort=True)
         codes[new] = t.nlevels + unseen
         terms.append((z, codes, t.nlevels + int(unseen.max(initial=-1)) + 1))
     return complete, np.asarray(eta, dtype=float), terms, np.asarray(wt, dtype=float)
@@ -168,29 +161,13 @@ def _draw(
     wt: np.ndarray,
 ) -> np.ndarray:
     """Responses (rows, nsim): random effects for every level, then the response's noise."""
-    from .pooling import _term_factors
-
     eta = np.repeat(eta0[:, None], nsim, axis=1)
-    for (z, codes, nlevels), F in zip(terms, _term_factors(model)):
+    for (z, codes, nlevels), T in zip(terms, model.thetamap.tmats(model.theta)):
         k = z.shape[1]
-        b = np.einsum("ab,lbs->las", F, rng.standard_normal((nlevels, k, nsim)))
+        b = np.einsum("ab,lbs->las", model.sigma * T, rng.standard_normal((nlevels, k, nsim)))
         for a in range(k):
             eta += z[:, a, None] * b[codes, a, :]
-    family = getattr(model, "family", None)
-    if family is None:
-        return eta + model.sigma * rng.standard_normal(eta.shape) / np.sqrt(wt)[:, None]
-    mu = family.linkinv(eta)
-    if family.name == "poisson":
-        return rng.poisson(mu).astype(float)
-    trials = np.round(wt)
-    if np.abs(trials - wt).max(initial=0.0) > 1e-7:
-        raise HmixError(
-            "binomial simulation needs whole numbers of trials, but the weights are not whole "
-            "numbers; give the trials as weights= (or a cbind(successes, failures) response)"
-        )
-    successes = rng.binomial(trials.astype(np.int64)[:, None], mu)
-    # the response is stored as the proportion of successes (0 when there are no trials)
-    return np.where(trials[:, None] > 0, successes / np.where(trials > 0, trials, 1.0)[:, None], 0.0)
+    return model.family.sample(model.family.linkinv(eta), wt, model.sigma, rng)
 
 
 _STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

@@ -346,11 +346,7 @@ def _random_block(m: MixedModel, show_variance: bool = True) -> tuple[pd.DataFra
     maxk = max((t.k for t in m.design.terms), default=1)
     vi = 0
     records = []
-    start = 0
-    for t in m.design.terms:
-        th = m.theta[start : start + t.ntheta]
-        start += t.ntheta
-        T = t.tmat(th)
+    for t, T in zip(m.design.terms, m.thetamap.tmats(m.theta)):
         S = T @ T.T
         sd = np.sqrt(np.diag(S))
         with np.errstate(invalid="ignore", divide="ignore"):
@@ -376,7 +372,7 @@ def _random_block(m: MixedModel, show_variance: bool = True) -> tuple[pd.DataFra
             cells.append(row)
             rows.append("")
             vi += 1
-    if m._has_scale:
+    if m.has_scale:
         cells.append(
             ["Residual", ""]
             + ([var_s[vi]] if show_variance else [])
@@ -586,9 +582,9 @@ def lmm_summary(m: LinearMixedModel, ddf: str | None = None) -> Summary:
     if ddf is None:
         return _summary(m, f"Linear mixed model fit by {method} ['LinearMixedModel']", [], m.REML, "t value")
     table = m.coef_table(ddf=ddf)
-    from .ddf import _method
+    from .ddf import ddf_method
 
-    name = _DDF_NAMES[_method(ddf)]
+    name = _DDF_NAMES[ddf_method(ddf)]
     title = f"Linear mixed model fit by {method}. t-tests use {name}'s method ['LinearMixedModel']"
     return _summary(m, title, [], m.REML, "t value", table)
 

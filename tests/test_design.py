@@ -27,7 +27,11 @@ def test_sleepstudy_matrices(sleep: pd.DataFrame) -> None:
     assert t.group == "Subject" and t.names == ("(Intercept)", "Days")
     assert t.nlevels == 18 and t.k == 2 and t.ntheta == 3
     assert list(t.levels[:3]) == ["308", "309", "310"]
-    assert t.theta_names() == ["Subject.(Intercept)", "Subject.Days.(Intercept)", "Subject.Days"]
+    assert t.cov.theta_names(t.group, t.names) == [
+        "Subject.(Intercept)",
+        "Subject.Days.(Intercept)",
+        "Subject.Days",
+    ]
 
 
 def test_interaction_groups_are_observed_combinations() -> None:

@@ -13,9 +13,10 @@ import pytest
 import scipy.linalg as sla
 
 import hmix
-import hmix.blocks
 from hmix import LMMObjective, build_design
 from hmix.design import Design
+from hmix.engine import Engine, Rule
+from hmix.engine.cholesky import TailCache
 
 
 def dense_objective(d: Design, theta: np.ndarray, reml: bool) -> tuple[float, np.ndarray, np.ndarray]:
@@ -23,7 +24,7 @@ def dense_objective(d: Design, theta: np.ndarray, reml: bool) -> tuple[float, np
     Zs, Ls, i = [], [], 0
     for t in d.terms:
         Zs.append(t.zmatrix.toarray())
-        Ls.append(np.kron(np.eye(t.nlevels), t.tmat(theta[i : i + t.ntheta])))
+        Ls.append(np.kron(np.eye(t.nlevels), t.cov.tmat(theta[i : i + t.ntheta])))
         i += t.ntheta
     ZL = np.hstack(Zs) @ sla.block_diag(*Ls)
     q = ZL.shape[1]
@@ -79,32 +80,33 @@ def test_objective_matches_dense(formula: str, reml: bool, weighted: bool) -> No
     d = build_design(formula, df, weights="w" if weighted else None, offset=0.1 * df["z"].to_numpy())
     f = LMMObjective(d, REML=reml)
     rng = np.random.default_rng(7)
-    theta = np.where(f.diagonal, rng.uniform(0.2, 1.5, f.pls.ntheta), rng.uniform(-0.5, 0.5, f.pls.ntheta))
+    k = f.thetamap.ntheta
+    theta = np.where(f.scale_mask, rng.uniform(0.2, 1.5, k), rng.uniform(-0.5, 0.5, k))
     ref, beta, b = dense_objective(d, theta, reml)
     assert f(theta) == pytest.approx(ref, rel=1e-9)
-    fac = f.pls.factor(theta)
+    fac = f.factor(theta)
     np.testing.assert_allclose(fac.beta, beta, rtol=1e-8, atol=1e-10)
-    np.testing.assert_allclose(np.concatenate(f.pls.to_lme4(fac.b_engine)), b, rtol=1e-7, atol=1e-9)
+    np.testing.assert_allclose(np.concatenate(f.engine.to_lme4(fac.b_engine)), b, rtol=1e-7, atol=1e-9)
 
 
 @pytest.mark.parametrize("formula", FORMULAS)
 @pytest.mark.parametrize("whole", [True, False])
-def test_whole_system_path_matches_dense(formula: str, whole: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_whole_system_path_matches_dense(formula: str, whole: bool) -> None:
     """Small systems evaluate the objective from one dense factor of the whole system: forced on
     and off, both paths give the reference, at interior points and with a variance at zero."""
-    monkeypatch.setattr(hmix.blocks, "_DENSE_ALL", 10_000 if whole else 0)
+    rule = Rule(whole_size=10_000 if whole else 0)
     df = random_frame(len(formula) + 5)
     d = build_design(formula, df, weights="w", offset=0.1 * df["z"].to_numpy())
     for reml in (True, False):
-        f = LMMObjective(d, REML=reml)
-        assert (f.pls._all_basis is not None) == whole
-        theta = np.where(f.diagonal, 0.9, 0.25)
+        f = LMMObjective(d, REML=reml, rule=rule)
+        assert (f.engine.whole is not None) == whole
+        theta = np.where(f.scale_mask, 0.9, 0.25)
         for at_zero in (False, True):
             if at_zero:
                 theta[-1] = 0.0
             ref, _, _ = dense_objective(d, theta, reml)
             assert f(theta) == pytest.approx(ref, rel=1e-10)
-            assert f.from_factor(f.pls.factor(theta)) == pytest.approx(ref, rel=1e-10)
+            assert f.from_factor(f.factor(theta)) == pytest.approx(ref, rel=1e-10)
 
 
 def balanced_frame(seed: int) -> pd.DataFrame:
@@ -126,24 +128,25 @@ def balanced_frame(seed: int) -> pd.DataFrame:
 
 
 @pytest.mark.parametrize("formula", ["y ~ x + (1 | a) + (1 | b) + (1 | c)", "y ~ x + (x | a) + (x | b)"])
-def test_levels_with_equal_blocks_share_a_column_of_p(formula: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_levels_with_equal_blocks_share_a_column_of_p(formula: str) -> None:
     """Levels of the first term with equal A11 blocks share G_j, so P's columns for them are
-    summed once (``_merge_pairs``); the objective is the dense reference's, as without it."""
-    monkeypatch.setattr(hmix.blocks, "_DENSE_ALL", 0)
+    summed once (``PairMapUpdate``'s merge); the objective is the dense reference's, as without it."""
+    rule = Rule(whole_size=0)
     d = build_design(formula, balanced_frame(2))
-    f = LMMObjective(d, REML=True)
-    pls = f.pls
-    assert pls._P_sum is not None and pls._P_rep is not None and len(pls._P_rep) == 1
-    assert pls._P_sum.nnz < pls._P.nnz
-    theta = np.where(f.diagonal, 0.8, 0.3)
+    f = LMMObjective(d, REML=True, rule=rule)
+    update = f.engine.chol.update
+    assert update.name == "pair map"
+    assert update.P_sum is not None and update.P_rep is not None and len(update.P_rep) == 1
+    assert update.P_sum.nnz < update.P.nnz
+    theta = np.where(f.scale_mask, 0.8, 0.3)
     ref, _, _ = dense_objective(d, theta, True)
     assert f(theta) == pytest.approx(ref, rel=1e-10)
-    pls._P_sum = None  # the unmerged P
+    update.P_sum = None  # the unmerged P
     assert f(theta) == pytest.approx(ref, rel=1e-10)
     weighted = LMMObjective(
-        build_design(formula, balanced_frame(2).assign(w=np.linspace(1, 2, 240)), weights="w")
+        build_design(formula, balanced_frame(2).assign(w=np.linspace(1, 2, 240)), weights="w"), rule=rule
     )
-    assert weighted.pls._P_sum is None  # every block differs
+    assert weighted.engine.chol.update.P_sum is None  # every block differs
 
 
 def test_whole_system_path_follows_new_data() -> None:
@@ -151,24 +154,23 @@ def test_whole_system_path_follows_new_data() -> None:
     df = random_frame(4)
     d = build_design("y ~ x + (x | b)", df)
     f = LMMObjective(d, REML=False)
-    assert f.pls._all_basis is not None
+    assert f.engine.whole is not None
     y2 = d.y + np.random.default_rng(1).normal(size=d.n)
-    f.pls.set_data(d.X, y2, None)
+    f.set_response(y2)
     theta = np.array([0.7, 0.1, 0.4])
     ref, _, _ = dense_objective(d.with_response(y2), theta, False)
     assert f(theta) == pytest.approx(ref, rel=1e-10)
 
 
 @pytest.mark.parametrize("formula", FORMULAS[1:6])
-def test_dense_product_fallback_agrees(formula: str, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_dense_product_fallback_agrees(formula: str) -> None:
     df = random_frame(3)
     d = build_design(formula, df)
     theta_f = LMMObjective(d, REML=False)
-    theta = np.where(theta_f.diagonal, 0.7, 0.2)
+    theta = np.where(theta_f.scale_mask, 0.7, 0.2)
     expected = theta_f(theta)
-    monkeypatch.setattr(hmix.blocks, "_MAX_PAIRS", 0)
-    fallback = LMMObjective(d, REML=False)
-    assert fallback.pls._P is None
+    fallback = LMMObjective(d, REML=False, rule=Rule(whole_size=0, max_pairs=0))
+    assert fallback.engine.strategy["schur update"] == "sparse F"
     assert fallback(theta) == pytest.approx(expected, rel=1e-11)
 
 
@@ -177,16 +179,16 @@ def test_conditional_variances_match_dense() -> None:
     d = build_design("y ~ x + (x | a) + (1 | b)", df)
     f = LMMObjective(d, REML=True)
     theta = np.array([0.8, 0.3, 0.5, 1.1])
-    fac = f.pls.factor(theta)
+    fac = f.factor(theta)
     Zs, Ls, i = [], [], 0
     for t in d.terms:
         Zs.append(t.zmatrix.toarray())
-        Ls.append(np.kron(np.eye(t.nlevels), t.tmat(theta[i : i + t.ntheta])))
+        Ls.append(np.kron(np.eye(t.nlevels), t.cov.tmat(theta[i : i + t.ntheta])))
         i += t.ntheta
     Lam = sla.block_diag(*Ls)
     ZL = np.hstack(Zs) @ Lam
     V = Lam @ np.linalg.inv(ZL.T @ ZL + np.eye(ZL.shape[1])) @ Lam.T
-    got = f.pls.to_lme4(fac.cond_var_engine())
+    got = f.engine.to_lme4(fac.cond_var_engine())
     start = 0
     for t, blocks in zip(d.terms, got):
         for j in range(t.nlevels):
@@ -201,21 +203,20 @@ def test_zero_variance_in_a_later_term_matches_dense(formula: str) -> None:
     df = random_frame(21)
     d = build_design(formula, df)
     f = LMMObjective(d, REML=True)
-    theta = np.where(f.diagonal, 0.8, 0.1)
+    theta = np.where(f.scale_mask, 0.8, 0.1)
     theta[-1] = 0.0
     ref, beta, _ = dense_objective(d, theta, True)
     assert f(theta) == pytest.approx(ref, rel=1e-9)
-    np.testing.assert_allclose(f.pls.factor(theta).beta, beta, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(f.factor(theta).beta, beta, rtol=1e-8, atol=1e-10)
 
 
 def test_factor_finishes_the_tail_of_the_last_factor_when_only_late_terms_change(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     """A factor whose theta differs from a kept one's only in the rest block's last term
-    refactors that term's rows alone (``_finish_tail``): it is the fresh factor, to 1e-10; a
+    refactors that term's rows alone (``TailCache``): it is the fresh factor, to 1e-10; a
     change in an earlier term or a zero variance take the full path, and the factors of the
     last three values of the earlier terms' theta are kept."""
-    from hmix.blocks import BlockedPLS
 
     rng = np.random.default_rng(5)
     n = 600
@@ -230,18 +231,20 @@ def test_factor_finishes_the_tail_of_the_last_factor_when_only_late_terms_change
     df["y"] = df["x"] + rng.normal(size=n) + df["c"].astype(int)
     d = build_design("y ~ x + (1 | a) + (1 | b) + (1 | c)", df)
     f = LMMObjective(d, REML=True)
-    pls = f.pls
-    assert pls._tail0 == 40  # c's rows: 7 of the rest block's 47 (b's 40, c's 4, x, 1, y)
+    pls = f.engine
+    assert (
+        pls.cache is not None and pls.cache.tail0 == 40
+    )  # c's rows: 7 of the rest block's 47 (b's 40, c's 4, x, 1, y)
     finished: list[bool] = []
-    inner = BlockedPLS._finish_tail
+    inner = TailCache._finish_tail
 
-    def spy(self: BlockedPLS, theta: np.ndarray) -> np.ndarray | None:
+    def spy(self: TailCache, theta: np.ndarray) -> np.ndarray | None:
         out = inner(self, theta)
         finished.append(out is not None)
         return out
 
-    monkeypatch.setattr(BlockedPLS, "_finish_tail", spy)
-    fresh = BlockedPLS(d.terms, d.X, d.y)
+    monkeypatch.setattr(TailCache, "_finish_tail", spy)
+    fresh = Engine(d.terms, d.X, d.y)
     steps = [
         ([0.8, 0.5, 0.3], None),  # the first factor: nothing to finish from
         ([0.8, 0.5, 0.6], True),  # c alone
@@ -268,7 +271,7 @@ def test_factor_finishes_the_tail_of_the_last_factor_when_only_late_terms_change
         np.testing.assert_allclose(
             np.concatenate(a.u_engine), np.concatenate(b.u_engine), rtol=1e-9, atol=1e-12
         )
-        fresh._kept.clear()  # (the reference always factors in full)
+        fresh.forget()  # (the reference always factors in full)
         ref, _, _ = dense_objective(d, theta, True)
         assert f.from_factor(a) == pytest.approx(ref, rel=1e-10)
     pls.set_data(d.X, d.y + 1.0, None)  # new data: the last factor is forgotten
@@ -290,26 +293,22 @@ def test_second_term_the_first_is_nested_in_is_eliminated_as_a_diagonal(
     formula: str, nested: bool, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """When the first term is nested in a scalar second term, the second term's rows of the rest
-    block are eliminated by a scaling (``_chol_rest``): the objective is the dense reference's,
+    block are eliminated by a scaling (``NestedRest``): the objective is the dense reference's,
     for fixed and for PIRLS weights, at interior points and with the second term at zero."""
-    from hmix.blocks import BlockedPLS
-
-    monkeypatch.setattr(hmix.blocks, "_DENSE_ALL", 0)
     df = random_frame(8)
     d = build_design(formula, df, weights="w")
-    f = LMMObjective(d, REML=False)
-    assert (f.pls._diag > 0) == nested
-    second = f.pls.theta_slices[1].start  # (the engine's second term, in lme4's theta)
+    f = LMMObjective(d, REML=False, rule=Rule(whole_size=0))
+    assert (f.engine.strategy["rest"] == "nested diagonal") == nested
+    second = f.engine.layout.lam_slices[1].start  # (the engine's second term, in lme4's theta)
     for at_zero in (False, True):
-        theta = np.where(f.diagonal, 0.9, 0.25)
+        theta = np.where(f.scale_mask, 0.9, 0.25)
         if at_zero:
             theta[second] = 0.0
         ref, beta, _ = dense_objective(d, theta, False)
         assert f(theta) == pytest.approx(ref, rel=1e-10)
-        np.testing.assert_allclose(f.pls.factor(theta).beta, beta, rtol=1e-8)
-        pirls = BlockedPLS(d.terms, d.X, d.y, d.weights, reweighted=True)
-        plain = BlockedPLS(d.terms, d.X, d.y, d.weights, reweighted=True)
-        plain._diag = 0
+        np.testing.assert_allclose(f.factor(theta).beta, beta, rtol=1e-8)
+        pirls = Engine(d.terms, d.X, d.y, d.weights, reweighted=True)
+        plain = Engine(d.terms, d.X, d.y, d.weights, reweighted=True, rule=Rule(nested=False))
         a, b = pirls.factor(theta), plain.factor(theta)
         assert (a.logdet_z, a.logdet_x, a.r2) == pytest.approx((b.logdet_z, b.logdet_x, b.r2), rel=1e-11)
 
@@ -332,23 +331,21 @@ def test_row_inverse_matches_the_dense_inverse(
     """The entries of (Lambda'Z'WZ Lambda + I)^-1 each row touches (the GLMM gradient's), from
     a sparse G (only those entries) and from a dense one, and solves with the whole matrix,
     against the inverted dense matrix."""
-    from hmix.blocks import BlockedPLS
-
-    monkeypatch.setattr(hmix.blocks, "_DENSE_ALL", 0)
-    monkeypatch.setattr(hmix.blocks, "_DENSE_PER_PAIR", 1e12 if dense_g else 0)
     df = random_frame(11).assign(e=lambda f: (np.arange(len(f)) % 3).astype(str))
     d = build_design(formula, df, weights="w")
-    pls = BlockedPLS(d.terms, d.X, d.y, d.weights, reweighted=True)
-    assert pls._diag == (4 if "c/b" in formula or "b:c" in formula else 0)
-    theta = np.where(np.concatenate([t.diagonal for t in d.terms]), 0.8, 0.3)
+    rule = Rule(whole_size=0, dense_per_pair=1e12 if dense_g else 0)
+    pls = Engine(d.terms, d.X, d.y, d.weights, reweighted=True, rule=rule)
+    assert pls.pattern.diagonal_rows == (4 if "c/b" in formula or "b:c" in formula else 0)
+    theta = np.where(pls.layout.thetamap.scale_mask, 0.8, 0.3)
     fac = pls.factor(theta)
     assert isinstance(fac.G, np.ndarray) == dense_g
-    Zs = [t.zmatrix.toarray() for t in pls.terms]
-    Ls = [np.kron(np.eye(t.nlevels), T) for t, T in zip(pls.terms, fac.tmats)]
+    lay = pls.layout
+    Zs = [t.zmatrix.toarray() for t in lay.terms]
+    Ls = [np.kron(np.eye(t.nlevels), T) for t, T in zip(lay.terms, fac.tmats)]
     ZL = np.hstack(Zs) @ sla.block_diag(*Ls)
     Minv = np.linalg.inv(ZL.T @ (d.weights[:, None] * ZL) + np.eye(ZL.shape[1]))
     cols = np.stack(
-        [off + t.refs * t.k + a for off, t in zip(pls.offsets, pls.terms) for a in range(t.k)], axis=1
+        [off + t.refs * t.k + a for off, t in zip(lay.offsets, lay.terms) for a in range(t.k)], axis=1
     )
     np.testing.assert_allclose(
         fac.row_inverse(cols), Minv[cols[:, :, None], cols[:, None, :]], rtol=1e-9, atol=1e-12
@@ -422,21 +419,20 @@ def test_check_derivatives_step_the_last_parameters_fastest_when_ordered() -> No
 def test_set_data_refills_in_place_as_a_fresh_engine(reweighted: bool) -> None:
     """set_data reuses the rest block's arrays (PIRLS calls it at every step): new weights and a
     new response give exactly what a freshly built engine gives."""
-    from hmix.blocks import BlockedPLS
 
     df = random_frame(13)
     d = build_design("y ~ x + (1 | a) + (x | b) + (1 | c)", df)
     rng = np.random.default_rng(3)
     w1, w2 = rng.uniform(0.5, 2.0, d.n), rng.uniform(0.5, 2.0, d.n)
     y2 = d.y + rng.normal(size=d.n)
-    pls = BlockedPLS(d.terms, d.X, d.y, w1, reweighted=reweighted)
+    pls = Engine(d.terms, d.X, d.y, w1, reweighted=reweighted)
     pls.set_data(d.X, y2, w2)
-    fresh = BlockedPLS(d.terms, d.X, y2, w2, reweighted=reweighted)
+    fresh = Engine(d.terms, d.X, y2, w2, reweighted=reweighted)
     theta = np.array([0.8, 0.6, 0.2, 0.4, 0.9])
     a, b = pls.factor(theta), fresh.factor(theta)
     assert (a.logdet_z, a.logdet_x, a.r2) == pytest.approx((b.logdet_z, b.logdet_x, b.r2), rel=1e-12)
     # the other layout (sparse Z' products when reweighted, bincounts when not): the same system
-    other = BlockedPLS(d.terms, d.X, y2, w2, reweighted=not reweighted).factor(theta)
+    other = Engine(d.terms, d.X, y2, w2, reweighted=not reweighted).factor(theta)
     assert (a.logdet_z, a.logdet_x, a.r2) == pytest.approx(
         (other.logdet_z, other.logdet_x, other.r2), rel=1e-11
     )

@@ -238,8 +238,8 @@ def test_exact_gradient_matches_differences_of_the_laplace_deviance(formula: str
     d = hmix.build_design(formula, df)
     f = hmix.GLMMObjective(d, hmix.get_family(family))
     f.start(np.zeros(d.p))
-    ntheta = len(f.diagonal)
-    x = np.concatenate([np.where(f.diagonal, 0.7, 0.2), [0.4, 0.25]])
+    ntheta = len(f.scale_mask)
+    x = np.concatenate([np.where(f.scale_mask, 0.7, 0.2), [0.4, 0.25]])
     assert len(x) == ntheta + d.p
     _, grad = f.value_and_gradient(x)
     h = 1e-5
@@ -258,16 +258,16 @@ def test_glmm_fit_runs_blas_on_one_thread_and_restores_it(
 ) -> None:
     from threadpoolctl import threadpool_limits
 
-    from hmix import glmm
+    from hmix import fit
 
     seen: list[set[int]] = []
-    inner = glmm._fit_glmm
+    inner = fit.stage_theta
 
     def spy(*args, **kwargs):  # type: ignore[no-untyped-def]
         seen.append(_blas_threads())
         return inner(*args, **kwargs)
 
-    monkeypatch.setattr(glmm, "_fit_glmm", spy)
+    monkeypatch.setattr(fit, "stage_theta", spy)
     with threadpool_limits(limits=2, user_api="blas"):
         assert _blas_threads() == {2}
         hmix.glmer(CBPP_FORMULA, cbpp, family="binomial")

@@ -19,7 +19,6 @@ import scipy.sparse as sp
 from conftest import load_data, reference
 
 import hmix
-from hmix.confint import varpar
 from hmix.errors import DataError
 from hmix.loo import _gpd_fit, exact_loo_glmm, psis
 
@@ -82,7 +81,7 @@ def _brute_force_loo(m: hmix.LinearMixedModel) -> np.ndarray:
     Z = sp.hstack([t.zmatrix for t in d.terms]).toarray()
     blocks, start = [], 0
     for t in d.terms:
-        blocks += [t.tmat(m.theta[start : start + t.ntheta])] * t.nlevels
+        blocks += [t.cov.tmat(m.theta[start : start + t.ntheta])] * t.nlevels
         start += t.ntheta
     Lam = sla.block_diag(*blocks)
     w = np.ones(n) if d.weights is None else d.weights
@@ -236,7 +235,7 @@ def test_cross_validation_density_is_the_held_out_marginal(sleep: hmix.LinearMix
     train = np.setdiff1d(np.arange(d.n), test)
     fit = hmix.lmer(sleep.formula, hmix.datasets.load("sleepstudy").iloc[train])
     t = d.terms[0]
-    T = t.tmat(fit.theta) * fit.sigma
+    T = t.cov.tmat(fit.theta) * fit.sigma
     Z = t.zmatrix.toarray()[test]
     V = Z @ np.kron(np.eye(t.nlevels), T @ T.T) @ Z.T + fit.sigma**2 * np.eye(len(test))
     mean = d.X[test] @ fit.beta
@@ -287,7 +286,7 @@ def test_bootstrap_reproducible_and_centred(sleep: hmix.LinearMixedModel) -> Non
 
 def test_boot_confint_covers_the_estimates(sleep: hmix.LinearMixedModel) -> None:
     ci = sleep.confint("boot", n=100, seed=3)
-    est = np.r_[varpar(sleep), sleep.fixef.to_numpy()]
+    est = np.r_[sleep.varpar(), sleep.fixef.to_numpy()]
     assert ((ci.iloc[:, 0].to_numpy() < est) & (est < ci.iloc[:, 1].to_numpy())).all()
 
 

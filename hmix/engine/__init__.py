@@ -1,0 +1,246 @@
+"""The penalized least-squares engine: the blocked Cholesky factor of Lambda'A Lambda + I.
+
+Its input is the statistics of the model, the blocks of A = [Z X y]'W[Z X y] (sums over rows,
+``statistics``); its output a ``Factor`` at any lam (the values of the terms' relative
+covariance factors, see ``hmix.remat.ThetaMap``), from which the profiled deviance, beta, u and
+the variances follow. How it factors is a set of small strategies (``cholesky``, ``whole``),
+chosen once, at construction, by ``choose``:
+
+1. Small systems (at most ``whole_size`` rows in all, and not reweighted) evaluate the
+   objective's value from a dense copy of the whole system (``WholeSystem``).
+2. The Schur update of the rest block: a dense F (``DenseUpdate``) for small systems and for
+   systems refilled at every PIRLS step whose dense F costs at most ``dense_per_pair`` times the
+   pair map's entries in flops; else the pair map (``PairMapUpdate``) while it has at most
+   ``max_pairs`` entries; else a sparse F F' (``SparseUpdate``).
+3. The rest block: the second term's rows eliminated by a scaling when the first term is nested
+   in a scalar second term (``NestedRest``), else LAPACK's Cholesky (``DenseRest``).
+4. Systems filled once whose last terms' rows are at most ``tail_fraction`` of the rest block,
+   with a diagonal Lambda_r, keep factors to finish later ones from (``TailCache``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import HmixError
+from ..remat import ReTerm
+from .cholesky import (
+    BlockedCholesky,
+    DenseRest,
+    DenseUpdate,
+    NestedRest,
+    PairMapUpdate,
+    RestFactorization,
+    SchurUpdate,
+    SparseUpdate,
+    TailCache,
+)
+from .factor import Factor
+from .layout import Layout
+from .linalg import NotPositiveDefinite
+from .statistics import Blocks, Pattern, RowStatistics, reduce_blocks
+from .whole import WholeSystem
+
+__all__ = [
+    "Engine",
+    "Rule",
+    "Factor",
+    "Layout",
+    "Pattern",
+    "Blocks",
+    "RowStatistics",
+    "reduce_blocks",
+    "NotPositiveDefinite",
+    "choose",
+]
+
+
+@dataclass(frozen=True)
+class Rule:
+    """The thresholds of ``choose`` (the defaults were measured; tests force each path).
+
+    Attributes
+    ----------
+    max_dense : int
+        Largest rest block (rows) factored densely (20,000: 3.2 GB a copy).
+    whole_size, whole_basis : int
+        Systems of at most this many rows in all, whose polynomial coefficients hold at most
+        ``whole_basis`` values, evaluate the objective from the whole system (the two paths
+        break even near 55 rows).
+    max_pairs : int
+        Largest pair map (about 0.5 GB at 40M entries).
+    dense_per_pair : float
+        Reweighted systems take a dense F while its flops stay below this many times the pair
+        map's entries (BLAS at ~0.1 ns a flop against a few ns an entry for a refill).
+    tail_fraction, tail_keep, tail_bytes : float, int, int
+        Tails of at most this fraction of the rest block are finished alone; the factors of the
+        last ``tail_keep`` heads are kept while their Lr take at most ``tail_bytes``.
+    nested : bool
+        Eliminate a nested second term's rows by a scaling.
+    """
+
+    max_dense: int = 20_000
+    whole_size: int = 50
+    whole_basis: int = 2_000_000
+    max_pairs: int = 40_000_000
+    dense_per_pair: float = 50.0
+    tail_fraction: float = 0.25
+    tail_keep: int = 3
+    tail_bytes: int = 100_000_000
+    nested: bool = True
+
+
+@dataclass(frozen=True)
+class Choice:
+    """The strategies ``choose`` picked (their names show in ``Engine.strategy``)."""
+
+    whole: bool
+    update: SchurUpdate
+    rest: RestFactorization
+    tail0: int | None
+    keep: int
+
+
+def choose(pattern: Pattern, reweighted: bool, rule: Rule) -> Choice:
+    """The strategies for this problem (see the module's docstring): by its shape, never by
+    timings, so that a fit is reproducible."""
+    lay = pattern.layout
+    size = lay.q1 + lay.m
+    whole = (
+        size <= rule.whole_size
+        and WholeSystem.basis_size(lay.nlam, size) <= rule.whole_basis
+        and not reweighted
+    )
+    npairs = PairMapUpdate.pairs(pattern)
+    update: SchurUpdate
+    if whole or (reweighted and lay.m * lay.m * lay.q1 * lay.k1 <= rule.dense_per_pair * npairs):
+        update = DenseUpdate(pattern)
+    elif npairs > rule.max_pairs:
+        update = SparseUpdate(pattern)
+    else:
+        update = PairMapUpdate(pattern, merge=not reweighted)
+    kd = pattern.diagonal_rows if rule.nested else 0
+    rest: RestFactorization = NestedRest(kd) if kd else DenseRest()
+    tails = [o for o in lay.rest_offsets if lay.m - o <= rule.tail_fraction * lay.m]
+    tail0 = min(tails) if tails and lay.lam_diagonal and not reweighted else None
+    keep = min(rule.tail_keep, rule.tail_bytes // (8 * lay.m * lay.m)) if tail0 is not None else 0
+    return Choice(whole, update, rest, tail0 if keep else None, keep)
+
+
+class Engine:
+    """Penalized least squares for one set of weights: the blocks of A and their factorization.
+
+    Parameters
+    ----------
+    terms : sequence of ReTerm
+        Random-effects terms in lme4's order; lam follows that order.
+    X : ndarray, shape (n, p)
+    y : ndarray, shape (n,)
+    weights : ndarray or None
+        Prior (or PIRLS working) weights.
+    reweighted : bool, default False
+        The weights will change at every step (PIRLS): lay out the Schur complement for cheap
+        refills rather than cheap factorizations.
+    rule : Rule, optional
+        The thresholds of the choice of strategies.
+
+    Examples
+    --------
+    >>> import numpy as np, hmix
+    >>> from hmix.engine import Engine
+    >>> d = hmix.build_design("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+    >>> e = Engine(d.terms, d.X, d.y)
+    >>> e.strategy
+    {'whole system': True, 'schur update': 'dense F', 'rest': 'dense', 'tail cache': False}
+    >>> np.round(e.factor(np.array([0.967, 0.015, 0.231])).beta, 2).tolist()
+    [251.41, 10.47]
+    """
+
+    def __init__(
+        self,
+        terms: tuple[ReTerm, ...],
+        X: np.ndarray,
+        y: np.ndarray,
+        weights: np.ndarray | None = None,
+        *,
+        reweighted: bool = False,
+        rule: Rule | None = None,
+    ):
+        rule = rule or Rule()
+        self.layout = layout = Layout.of(tuple(terms), X.shape[1], len(y))
+        if layout.m > rule.max_dense:
+            raise HmixError(
+                f"the random effects after the largest term number {layout.qr}: their block is factored "
+                f"densely ({layout.m}^2 doubles, {layout.m**2 * 8 / 1e9:.1f} GB a copy), which is beyond "
+                "this engine; crossed or nested factors this large besides the largest one are not "
+                "supported yet"
+            )
+        self.reweighted = reweighted
+        self.stats = RowStatistics(layout, reweighted=reweighted)
+        self.pattern = self.stats.pattern
+        choice = choose(self.pattern, reweighted, rule)
+        self.chol = BlockedCholesky(self.pattern, choice.update, choice.rest)
+        self.cache = TailCache(self.chol, choice.tail0, choice.keep) if choice.tail0 is not None else None
+        self.whole = WholeSystem(self.chol) if choice.whole else None
+        self.set_data(X, y, weights)
+
+    @property
+    def strategy(self) -> dict[str, object]:
+        """The strategies chosen for this problem."""
+        return {
+            "whole system": self.whole is not None,
+            "schur update": self.chol.update.name,
+            "rest": self.chol.rest.name,
+            "tail cache": self.cache is not None,
+        }
+
+    def set_data(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> None:
+        """New data or weights (once for an LMM, at every PIRLS step for a GLMM)."""
+        self.set_blocks(self.stats.fill(X, y, weights))
+
+    def set_blocks(self, blocks: Blocks) -> None:
+        """New statistics (from ``RowStatistics.fill`` or ``reduce_blocks``)."""
+        self.chol.set_blocks(blocks)
+        if self.whole is not None:
+            self.whole.refill()
+        self.forget()
+
+    def forget(self) -> None:
+        """Drop the kept factors of the tail cache (they serve one optimization only)."""
+        if self.cache is not None:
+            self.cache.clear()
+
+    def factor(self, lam: np.ndarray) -> Factor:
+        """The blocked Cholesky factor at ``lam``.
+
+        Raises
+        ------
+        NotPositiveDefinite
+            When a block is not numerically positive definite.
+        """
+        return (self.cache or self.chol).factor(np.asarray(lam, dtype=float))
+
+    def objective_parts(self, lam: np.ndarray) -> tuple[float, float, float]:
+        """``(log|L_Z|^2, log|L_X|^2, r^2)`` at ``lam``: what the profiled deviance needs."""
+        lam = np.asarray(lam, dtype=float)
+        if self.whole is not None:
+            return self.whole.objective_parts(lam)
+        fac = self.factor(lam)
+        return fac.logdet_z, fac.logdet_x, fac.r2
+
+    @property
+    def work(self) -> float:
+        """Estimated flops of one factorization."""
+        return self.chol.work
+
+    @property
+    def step_order(self) -> np.ndarray | None:
+        """lam's indices term by term in the engine's order, when stepping the last terms'
+        alone lets a factor be finished from the last one's (the tail cache); else None."""
+        return None if self.cache is None else self.cache.step_order
+
+    def to_lme4(self, per_term: list[np.ndarray]) -> list[np.ndarray]:
+        """Reorder per-term results from engine order to lme4's order."""
+        return self.layout.to_lme4(per_term)
