@@ -23,7 +23,7 @@ from .checks import check_flag, check_lmer_response
 from .design import ArrayLike, Design, build_design
 from .errors import ConvergenceWarning, DataError, HmixError, HmixWarning, user_stacklevel, whole_number
 from .families import Family, get_family
-from .glmm import GLMMObjective, PirlsSettings, PirlsState, glm_start
+from .glmm import GLMMObjective, GlmmPenalty, PirlsSettings, PirlsState, glm_start
 from .lmm import LMMObjective, Penalty, check_lmm
 from .optimize import (
     OptSummary,
@@ -262,14 +262,17 @@ def fit_glmm(
     check_conv: bool = True,
     data_name: str = "data",
     pirls: PirlsSettings | None = None,
+    penalty: GlmmPenalty | None = None,
 ) -> GeneralizedLinearMixedModel:
     """Fit a GLMM to a materialized design (``glmer`` after the formula; refits reuse it).
 
+    ``penalty`` (a prior's -2 log-density over (theta, beta), with its gradient) is added to the
+    objective the optimizer minimizes; the model's ``objective`` is the deviance without it.
     BLAS runs on one thread meanwhile (see ``hmix._threads``).
     """
     check_glmm(design, family)
     with one_blas_thread():
-        obj = GLMMObjective(design, family, nAGQ, pirls)
+        obj = GLMMObjective(design, family, nAGQ, pirls, penalty)
         obj.start(glm_start(design, family))
         theta, state, optsum, counted = stage_theta(obj)
         beta = state.beta
@@ -319,7 +322,7 @@ def fit_glmm(
                 ConvergenceWarning,
                 stacklevel=user_stacklevel(),
             )
-        value = obj._agq(theta, beta, final) if nAGQ > 1 else obj.laplace_value(final)
+        value = obj.agq_value(theta, beta, final) if nAGQ > 1 else obj.laplace_value(final)
         vcov, method = glmm_vcov(obj, theta, beta, final, hess if vcov_method == "hessian" else None)
     return GeneralizedLinearMixedModel(
         formula=design.formula.text,

@@ -8,6 +8,7 @@ the Laplace approximation. The stages of a fit (``hmix.fit``) call the objective
 from __future__ import annotations
 
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from functools import cached_property
 
@@ -20,7 +21,9 @@ from .errors import DataError, HmixWarning, user_stacklevel
 from .families import Family
 from .remat import ThetaMap
 
-__all__ = ["GLMMObjective", "PirlsSettings", "PirlsState", "glm_start"]
+__all__ = ["GLMMObjective", "PirlsSettings", "PirlsState", "glm_start", "GlmmPenalty"]
+
+GlmmPenalty = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -90,6 +93,9 @@ class GLMMObjective:
     nAGQ : int
     pirls : PirlsSettings, optional
         Defaults for the family (``PirlsSettings.for_family``).
+    penalty : callable, optional
+        ``(theta, beta) -> (value, gradient)``: a prior's -2 log-density and its gradient, added
+        to the deviance (the optimizer minimizes the sum; ``deviance`` leaves it out).
 
     Examples
     --------
@@ -101,8 +107,16 @@ class GLMMObjective:
     184.05
     """
 
-    def __init__(self, design: Design, family: Family, nAGQ: int = 1, pirls: PirlsSettings | None = None):
+    def __init__(
+        self,
+        design: Design,
+        family: Family,
+        nAGQ: int = 1,
+        pirls: PirlsSettings | None = None,
+        penalty: GlmmPenalty | None = None,
+    ):
         self.design = design
+        self.penalty = penalty
         self.family = family
         self.nAGQ = int(nAGQ)
         self.settings = PirlsSettings.for_family(family) if pirls is None else pirls
@@ -269,17 +283,30 @@ class GLMMObjective:
         return float(dev + self.obs.constant + sum(float(v @ v) for v in st.u) + st.factor.logdet_z)
 
     def laplace_joint(self, theta: np.ndarray, settings: PirlsSettings | None = None) -> float:
-        """nAGQ = 0: the Laplace deviance with beta from PIRLS."""
-        return self.laplace_value(self.pirls(np.asarray(theta, dtype=float), None, settings))
+        """nAGQ = 0: the Laplace deviance with beta from PIRLS (plus the penalty at that beta)."""
+        theta = np.asarray(theta, dtype=float)
+        st = self.pirls(theta, None, settings)
+        return self.laplace_value(st) + self._penalty(np.concatenate([theta, st.beta]))[0]
 
-    def __call__(self, params: ArrayLike) -> float:
-        """The objective over (theta, beta) for nAGQ >= 1."""
+    def deviance(self, params: ArrayLike) -> float:
+        """The deviance over (theta, beta) for nAGQ >= 1, without the penalty."""
         params = np.asarray(params, dtype=float)
         theta, beta = params[: self.ntheta], params[self.ntheta :]
         st = self.pirls(theta, beta)
         if self.nAGQ <= 1:
             return self.laplace_value(st)
-        return self._agq(theta, beta, st)
+        return self.agq_value(theta, beta, st)
+
+    def __call__(self, params: ArrayLike) -> float:
+        """The objective over (theta, beta) for nAGQ >= 1: the deviance plus the penalty."""
+        params = np.asarray(params, dtype=float)
+        return self.deviance(params) + self._penalty(params)[0]
+
+    def _penalty(self, params: np.ndarray) -> tuple[float, np.ndarray]:
+        if self.penalty is None:
+            return 0.0, np.zeros(len(params))
+        value, grad = self.penalty(params)
+        return float(value), np.asarray(grad, dtype=float)
 
     def value_and_gradient(self, params: ArrayLike) -> tuple[float, np.ndarray]:
         """The Laplace deviance over (theta, beta) and its exact gradient (canonical links).
@@ -300,7 +327,8 @@ class GLMMObjective:
             return self._last[2], self._last[3].copy()
         theta, beta = params[: self.ntheta], params[self.ntheta :]
         st = self.pirls(theta, beta)
-        value, grad = self.laplace_value(st), self._gradient(theta, st)
+        pen, pen_grad = self._penalty(params)
+        value, grad = self.laplace_value(st) + pen, self._gradient(theta, st) + pen_grad
         self._last = (key, st, value, grad)
         return value, grad.copy()
 
@@ -371,7 +399,7 @@ class GLMMObjective:
         J = self.thetamap.lam_jacobian(theta)
         return np.concatenate([g_lam if J is None else J.T @ g_lam, self.design.X.T @ a])
 
-    def _agq(self, theta: np.ndarray, beta: np.ndarray, st: PirlsState) -> float:
+    def agq_value(self, theta: np.ndarray, beta: np.ndarray, st: PirlsState) -> float:
         """Adaptive Gauss-Hermite quadrature for one scalar term, level by level."""
         (t,) = self.design.terms
         fam = self.family
