@@ -354,40 +354,16 @@ class GLMMObjective:
             return None
         return last[1]
 
-    @cached_property
-    def _rows(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Per row, the u-space columns of Z it touches (n, K) and their values; per element of
-        lam, its row and column among those K (K = sum of the terms' k)."""
-        lay = self.layout
-        columns = lay.u_columns()
-        kstart = np.cumsum([0] + [t.k for t in lay.terms])
-        lam_r = np.empty(lay.nlam, dtype=np.int64)
-        lam_c = np.empty(lay.nlam, dtype=np.int64)
-        for i, (t, sl) in enumerate(zip(lay.terms, lay.lam_slices)):
-            r, c = t.cov.pattern
-            lam_r[sl], lam_c[sl] = kstart[i] + r, kstart[i] + c
-        return (
-            np.stack([c for c, _ in columns], axis=1),
-            np.stack([z for _, z in columns], axis=1),
-            lam_r,
-            lam_c,
-        )
-
     def _gradient(self, theta: np.ndarray, st: PirlsState) -> np.ndarray:
         lay, engine = self.layout, self.engine_u
-        cols, zt, lam_r, lam_c = self._rows
+        cols, zt, lam_r, lam_c = lay.row_columns
         fac = st.factor
         assert st.w is not None
         w = st.w
         lam = self.thetamap.lam(theta)
         tmats = lay.tmats(lam)
-        Lam = np.zeros((zt.shape[1], zt.shape[1]))
-        k0 = 0
-        for t, T in zip(lay.terms, tmats):
-            Lam[k0 : k0 + t.k, k0 : k0 + t.k] = T
-            k0 += t.k
         V = fac.row_inverse(cols)
-        zeta = zt @ Lam
+        zeta = zt @ lay.row_lambda(tmats)
         Vz = np.einsum("iab,ib->ia", V, zeta)
         r, dw, w_obs = self.obs.score(st.eta, st.mu, w)
         if w_obs is not None:
