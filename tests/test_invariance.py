@@ -109,3 +109,23 @@ def test_lmm_gradient_matches_differences() -> None:
         h = 1e-5
         fd = np.array([(f(theta + h * e) - f(theta - h * e)) / (2 * h) for e in np.eye(4)])
         np.testing.assert_allclose(f.gradient(theta), fd, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("c", [1e-4, 1e-2, 100.0, 1e4])
+def test_a_predictors_units_do_not_move_a_glmms_optimum(c: float) -> None:
+    """grouseticks' Poisson GLMM with a random slope in height: the stages and the checks work on
+    scaled parameters, so height in other units gives the same -2 log L (1e-9) and estimates
+    (before: 1e4 ran into overflow and a deviance of 114,588 instead of 1821.45)."""
+    from conftest import load_data
+
+    df = load_data("grouseticks", ("INDEX", "BROOD", "LOCATION", "YEAR"))
+    df["cHEIGHT"] = df["HEIGHT"] - df["HEIGHT"].mean()
+    formula = "TICKS ~ YEAR + cHEIGHT + (1 | INDEX) + (1 + cHEIGHT | LOCATION)"
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", hmix.HmixWarning)
+        base = hmix.glmer(formula, df, family="poisson")
+        m = hmix.glmer(formula, df.assign(cHEIGHT=df["cHEIGHT"] * c), family="poisson")
+    assert m.objective == pytest.approx(base.objective, rel=1e-9)
+    np.testing.assert_allclose(m.theta * np.array([1.0, 1.0, c, c]), base.theta, rtol=1e-4)
+    np.testing.assert_allclose(m.fixef.to_numpy() * np.array([1, 1, 1, c]), base.fixef.to_numpy(), rtol=1e-5)
+    np.testing.assert_allclose(m.std_errors.to_numpy() * np.array([1, 1, 1, c]), base.std_errors, rtol=1e-3)
