@@ -316,6 +316,7 @@ def fit_glmm(
         else:
             final = obj.pirls(theta, beta)
         if not final.converged:
+            converged = False
             warnings.warn(
                 f"PIRLS did not converge in {obj.settings.maxit} steps at the estimates: the conditional "
                 "modes and the likelihood are approximate",
