@@ -192,7 +192,7 @@ def wald_test(model: MixedModel, L: Any) -> pd.Series:
     return pd.Series({"chisq": chisq, "df": q, "p_value": float(stats.chi2.sf(chisq, q)) if q else np.nan})
 
 
-def anova(model: MixedModel, type: str = "III", ddf: str = "satterthwaite") -> pd.DataFrame:
+def anova(model: MixedModel, type: str = "III", ddf: str | None = None) -> pd.DataFrame:
     """One test per term of the fixed part (lmerTest's ``anova(m)`` for LMMs).
 
     See ``hmix.LinearMixedModel.anova``.
@@ -211,10 +211,16 @@ def anova(model: MixedModel, type: str = "III", ddf: str = "satterthwaite") -> p
     H = hypotheses(model.design, type)
     names = list(model.design.fixef_names)
     if isinstance(model, LinearMixedModel):
-        method = _method(ddf)
+        method = _method(ddf or "satterthwaite")
         rows = [f_test(model, L, method) if len(L) else _empty(f_test_columns=True) for L in H.values()]
         heading = f"Type {_roman(type)} Analysis of Variance Table with {_label(method)} method"
     else:
+        if ddf is not None:
+            raise HmixError(
+                f"ddf={ddf!r} is for linear mixed models: a GLMM's terms get Wald chi-square tests, "
+                "which have no denominator df (leave ddf out, or use hmix.compare for a "
+                "likelihood-ratio test)"
+            )
         rows = [wald_test(model, L) if len(L) else _empty(f_test_columns=False) for L in H.values()]
         heading = f"Type {_roman(type)} Analysis of Deviance Table (Wald chi-square tests)"
     columns = list(F_COLUMNS if isinstance(model, LinearMixedModel) else WALD_COLUMNS)
@@ -230,11 +236,7 @@ def anova(model: MixedModel, type: str = "III", ddf: str = "satterthwaite") -> p
 
 
 def _empty(f_test_columns: bool) -> pd.Series:
-    keys = (
-        ["sum_sq", "mean_sq", "num_df", "den_df", "F", "p_value"]
-        if f_test_columns
-        else ["chisq", "df", "p_value"]
-    )
+    keys = F_COLUMNS if f_test_columns else WALD_COLUMNS
     return pd.Series({k: (0 if k in ("num_df", "df") else np.nan) for k in keys})
 
 

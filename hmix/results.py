@@ -663,7 +663,7 @@ class MixedModel:
 
         return coef(self)
 
-    def anova(self, type: str = "III", ddf: str = "satterthwaite") -> pd.DataFrame:
+    def anova(self, type: str = "III", ddf: str | None = None) -> pd.DataFrame:
         """One test per term of the fixed part, a multi-level factor as one test (lmerTest's
         ``anova(m)``).
 
@@ -676,9 +676,10 @@ class MixedModel:
             ``C(f, contr.sum)`` give the same table). Type I: sequential, in the formula's
             order. The hypothesis matrices are in ``attrs["hypotheses"]``; see
             ``hmix.hypotheses``.
-        ddf : {"satterthwaite", "kenward-roger"}
-            LMMs: the F tests' denominator df (Kenward-Roger also scales F; REML fits only).
-            GLMMs have none: their terms get Wald chi-square tests.
+        ddf : {None, "satterthwaite", "kenward-roger"}
+            LMMs: the F tests' denominator df, Satterthwaite's by default (Kenward-Roger also
+            scales F; REML fits only). GLMMs have none (leave it None): their terms get Wald
+            chi-square tests.
 
         Returns
         -------

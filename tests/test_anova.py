@@ -114,6 +114,8 @@ def test_glmm_terms_get_wald_chisquare_tests_as_car() -> None:
     np.testing.assert_array_equal(table["df"], ref["df"])
     np.testing.assert_allclose(np.log(table["p_value"]), np.log(ref["p"]), rtol=2e-3)
     assert "Wald" in table.attrs["heading"]
+    with pytest.raises(hmix.HmixError, match="Wald chi-square tests"):
+        g.anova(ddf="kenward-roger")
 
 
 def test_single_contrast_f_test_is_the_squared_t_test() -> None:
