@@ -200,3 +200,14 @@ def test_f_test_refuses_glmms() -> None:
     )
     with pytest.raises(hmix.HmixError, match="wald_test"):
         f_test(g, np.eye(4)[1:])
+
+
+def test_plain_numeric_columns_are_tested_one_by_one() -> None:
+    """Without factors or interactions (hmix's fast numeric spec) type III tests each coefficient."""
+    data = load_data("sleepstudy_extra", ("Subject",))
+    m = hmix.lmer("Reaction ~ Days + w + (1 | Subject)", data)
+    H = hypotheses(m.design)
+    np.testing.assert_allclose(H["Days"], [[0, 1, 0]], atol=1e-12)
+    np.testing.assert_allclose(H["w"], [[0, 0, 1]], atol=1e-12)
+    t = m.coef_table(ddf="satterthwaite")
+    np.testing.assert_allclose(m.anova()["F"], t["statistic"].iloc[1:] ** 2, rtol=1e-9)
