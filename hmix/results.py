@@ -695,7 +695,7 @@ class MixedModel:
         >>> m.anova().round(2)  # doctest: +NORMALIZE_WHITESPACE
                 sum_sq   mean_sq  num_df  den_df      F  p_value
         term
-        Days  30030.84  30030.84       1    17.0  45.85      0.0
+        Days  30031.01  30031.01       1    17.0  45.85      0.0
         """
         from .anova import anova
 
