@@ -34,14 +34,17 @@ def _refitter(model: MixedModel) -> Callable[[np.ndarray], tuple[np.ndarray, boo
             return np.concatenate([sdcor(theta, sigma, tm), [sigma], beta]), singular
 
         return fit_lmm
-    failed = np.full(len(model.varpar_names()) + model.design.p, np.nan)
+    zi_names = getattr(model, "zi_names", [])
+    failed = np.full(len(model.varpar_names()) + model.design.p + len(zi_names), np.nan)
 
     def fit_glmm(y: np.ndarray) -> tuple[np.ndarray, bool]:
         try:
             m = refit(model, model.design.with_response(y))
         except HmixError:
             return failed, False  # a degenerate simulated response (all zero, say)
-        return np.concatenate([sdcor(m.theta, 1.0, tm), m.beta]), bool(m.singular)
+        zi = getattr(m, "zi_beta", None)
+        zi = np.zeros(0) if zi is None else zi
+        return np.concatenate([m.varpar(), m.beta, zi]), bool(m.singular)
 
     return fit_glmm
 
@@ -86,7 +89,7 @@ def bootstrap(
 
     n = whole_number(n, "n (the number of replicates)")
     rng = np.random.default_rng(seed)
-    names = model.varpar_names() + list(model.fixef.index)
+    names = model.varpar_names() + list(model.fixef.index) + list(getattr(model, "zi_names", []))
     rows, sing = [], []
     chunks = [min(_CHUNK, n - lo) for lo in range(0, n, _CHUNK)]
 

@@ -36,12 +36,26 @@ __all__ = ["confint", "interval_frame"]
 
 # ----- Wald ---------------------------------------------------------------------------------
 def _wald(model: MixedModel, level: float) -> pd.DataFrame:
+    """Estimate +- z SE for the fixed effects (and a GLMM's zero-inflation coefficients, and its
+    estimated dispersion on the log scale); NaN for the variance parameters, as lme4."""
     z = norm.ppf(0.5 + level / 2)
     se = model.std_errors
     names = model.varpar_names()
-    lo = np.r_[np.full(len(names), np.nan), model.fixef - z * se]
-    hi = np.r_[np.full(len(names), np.nan), model.fixef + z * se]
-    return interval_frame(names + list(model.fixef.index), lo, hi, level)
+    lo = np.full(len(names), np.nan)
+    hi = np.full(len(names), np.nan)
+    out_names = names + list(model.fixef.index)
+    lo, hi = np.r_[lo, model.fixef - z * se], np.r_[hi, model.fixef + z * se]
+    if isinstance(model, GeneralizedLinearMixedModel):
+        extra_se = model._extra_se()
+        if model.dispersion_estimated:  # sigma = exp(power * log dispersion)
+            power = model.family.sigma_power
+            log_sigma, half = np.log(model.sigma), power * z * extra_se[0]
+            lo[len(names) - 1], hi[len(names) - 1] = np.exp(log_sigma - half), np.exp(log_sigma + half)
+        if model.zi_beta is not None:
+            zse = extra_se[int(model.dispersion_estimated) :]
+            out_names += model.zi_names
+            lo, hi = np.r_[lo, model.zi_beta - z * zse], np.r_[hi, model.zi_beta + z * zse]
+    return interval_frame(out_names, lo, hi, level)
 
 
 def interval_frame(names: list[str], lo: np.ndarray, hi: np.ndarray, level: float) -> pd.DataFrame:
@@ -182,43 +196,66 @@ def _interval(
 
 
 class _GlmmProfiler:
-    """The GLMM deviance over (sd/cor, beta), one parameter fixed and the others minimized."""
+    """The GLMM deviance over (sd/cor, sigma when the dispersion is estimated, beta, the
+    zero-inflation coefficients), one parameter fixed and the others minimized."""
 
     def __init__(self, model: GeneralizedLinearMixedModel):
         d = model.design
-        self.obj = GLMMObjective(d, model.family, max(int(model.nAGQ), 1))
+        family = model.devfun.family if model.devfun is not None else model.family
+        zi = None if model.zi is None else model.zi.X
+        self.obj = GLMMObjective(d, family, max(int(model.nAGQ), 1), zi=zi)
         vnames = model.varpar_names()
+        self.nsd = len(vnames) - int(model.dispersion_estimated)
         self.nv = len(vnames)
-        self.names = vnames + list(model.fixef.index)
-        self.hat = np.r_[model.varpar(), model.beta]
+        self.power = model.family.sigma_power
+        self.p = d.p
+        zi_beta = np.zeros(0) if model.zi_beta is None else model.zi_beta
+        self.names = vnames + list(model.fixef.index) + model.zi_names
+        self.hat = np.r_[model.varpar(), model.beta, zi_beta]
         vlo, vhi = _bounds(model)
-        self.lo = np.r_[vlo, np.full(d.p, -np.inf)]
-        self.hi = np.r_[vhi, np.full(d.p, np.inf)]
+        if model.dispersion_estimated:
+            vlo, vhi = np.r_[vlo, 0.0], np.r_[vhi, np.inf]
+        nfree = d.p + len(zi_beta)
+        self.lo = np.r_[vlo, np.full(nfree, -np.inf)]
+        self.hi = np.r_[vhi, np.full(nfree, np.inf)]
+        extra_se = model._extra_se()[int(model.dispersion_estimated) :]
         self.scale = np.r_[
-            [0.25 * h if n.startswith("sd_") and h > 0 else 0.1 for n, h in zip(vnames, self.hat)],
+            [0.25 * h if n.startswith(("sd_", "sigma")) and h > 0 else 0.1 for n, h in zip(vnames, self.hat)],
             0.5 * model.std_errors.to_numpy(),
+            0.5 * np.where(np.isfinite(extra_se), extra_se, 1.0),
         ]
         self.dev_hat = self.deviance(self.hat)
 
     def deviance(self, x: np.ndarray) -> float:
-        theta = theta_from_sdcor(x[: self.nv], 1.0, self.obj.thetamap)
-        return float(self.obj(np.r_[theta, x[self.nv :]]))
+        theta = theta_from_sdcor(x[: self.nsd], 1.0, self.obj.thetamap)
+        rest = x[self.nv :]
+        extra = rest[self.p :]
+        if self.nv > self.nsd:  # sigma -> the log dispersion
+            if x[self.nsd] <= 0:
+                return np.inf
+            extra = np.r_[np.log(x[self.nsd]) / self.power, extra]
+        return float(self.obj(np.r_[theta, rest[: self.p], extra]))
 
     def profile(self, j: int) -> Callable[[float], float]:
         return _fix_one(self.deviance, self.hat, self.lo, self.hi, j)
 
 
 @singledispatch
-def _profile(model: MixedModel, level: float) -> pd.DataFrame:
+def _profile(model: MixedModel, level: float, parm: list[str] | None) -> pd.DataFrame:
+    """Profile intervals of the parameters (those named in ``parm``; NaN for the others)."""
     raise HmixError(f"no profile intervals for a {type(model).__name__}")
 
 
 @_profile.register
-def _(model: GeneralizedLinearMixedModel, level: float) -> pd.DataFrame:
+def _(model: GeneralizedLinearMixedModel, level: float, parm: list[str] | None) -> pd.DataFrame:
     z = float(norm.ppf(0.5 + level / 2))
     gp = _GlmmProfiler(model)
     lo, hi = [], []
     for j in range(len(gp.hat)):
+        if parm is not None and gp.names[j] not in parm:
+            lo.append(np.nan)
+            hi.append(np.nan)
+            continue
         a, b = _interval(gp.profile(j), gp.hat[j], gp.dev_hat, gp.scale[j], gp.lo[j], gp.hi[j], z)
         lo.append(a)
         hi.append(b)
@@ -226,7 +263,7 @@ def _(model: GeneralizedLinearMixedModel, level: float) -> pd.DataFrame:
 
 
 @_profile.register
-def _(model: LinearMixedModel, level: float) -> pd.DataFrame:
+def _(model: LinearMixedModel, level: float, parm: list[str] | None) -> pd.DataFrame:
     z = float(norm.ppf(0.5 + level / 2))
     ml = model.refit_ml()  # lme4 profiles the ML deviance, REML fits too
     pr = _Profiler(ml)
@@ -234,12 +271,20 @@ def _(model: LinearMixedModel, level: float) -> pd.DataFrame:
         raise HmixError("the profile's deviance does not reproduce the fit's; refit the model")
     lo, hi = [], []
     for j, name in enumerate(pr.names):
+        if parm is not None and name not in parm:
+            lo.append(np.nan)
+            hi.append(np.nan)
+            continue
         h = pr.hat[j]
         scale = 0.25 * abs(h) if name.startswith(("sd_", "sigma")) and h > 0 else 0.1
         a, b = _interval(pr.varpar_profile(j), h, pr.dev_hat, scale, pr.lo[j], pr.hi[j], z)
         lo.append(a)
         hi.append(b)
     for j, (b_hat, se) in enumerate(zip(ml.beta, ml.std_errors)):
+        if parm is not None and model.fixef.index[j] not in parm:
+            lo.append(np.nan)
+            hi.append(np.nan)
+            continue
         a, b = _interval(pr.beta_profile(j), b_hat, pr.dev_hat, 0.5 * se, -np.inf, np.inf, z)
         lo.append(a)
         hi.append(b)
@@ -247,16 +292,30 @@ def _(model: LinearMixedModel, level: float) -> pd.DataFrame:
 
 
 # ----- entry --------------------------------------------------------------------------------
-def confint(model: MixedModel, method: str = "profile", level: float = 0.95, **boot: Any) -> pd.DataFrame:
+def confint(
+    model: MixedModel, method: str = "profile", level: float = 0.95, parm: Any = None, **boot: Any
+) -> pd.DataFrame:
     """Confidence intervals; see ``hmix.MixedModel.confint``."""
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
         raise DataError(f"level must be between 0 and 1, not {level}")
     if method == "wald":
-        return _wald(model, level)
-    if method == "profile":
-        return _profile(model, level)
-    if method == "boot":
+        out = _wald(model, level)
+    elif method == "profile":
+        out = _profile(model, level, None if parm is None else _parm_list(parm))
+    elif method == "boot":
         from .bootstrap import boot_confint
 
-        return boot_confint(model, level, **boot)
-    raise DataError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
+        out = boot_confint(model, level, **boot)
+    else:
+        raise DataError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
+    if parm is None:
+        return out
+    wanted = _parm_list(parm)
+    unknown = [p for p in wanted if p not in out.index]
+    if unknown:
+        raise DataError(f"parm names {unknown}, which are not among the parameters {list(out.index)}")
+    return out.loc[wanted]
+
+
+def _parm_list(parm: Any) -> list[str]:
+    return [parm] if isinstance(parm, str) else [str(p) for p in parm]

@@ -123,9 +123,15 @@ def _(fit: LinearMixedModel, model: MixedModel, test: np.ndarray) -> tuple[np.nd
 @_held_out_scores.register
 def _(fit: GeneralizedLinearMixedModel, model: MixedModel, test: np.ndarray) -> tuple[np.ndarray, float]:
     held, known = _held_out(model, fit, test)
+    mean = fit.family.linkinv(known)
+    if fit.zi is not None:  # (zero-inflated: the Laplace approximation, the mean (1 - pi) mu)
+        from scipy.special import expit
+
+        pi = expit(fit.zi.for_design(held).X @ fit.zi_beta)
+        return (1 - pi) * mean, float(-0.5 * fit.deviance_on(held))
     one_scalar = len(held.terms) == 1 and held.terms[0].k == 1
     dev = GLMMObjective(held, fit.family, _AGQ_NODES if one_scalar else 1)(fit.theta)
-    return fit.family.linkinv(known), float(-0.5 * dev)
+    return mean, float(-0.5 * dev)
 
 
 def cross_validate(

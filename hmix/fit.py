@@ -22,7 +22,7 @@ from ._threads import one_blas_thread
 from .checks import check_flag, check_lmer_response
 from .design import ArrayLike, Design, build_design
 from .errors import ConvergenceWarning, DataError, HmixError, HmixWarning, user_stacklevel, whole_number
-from .families import Family, get_family
+from .families import Family, NegativeBinomial, get_family
 from .glmm import GLMMObjective, GlmmPenalty, PirlsSettings, PirlsState, glm_start
 from .lmm import LMMObjective, Penalty, check_lmm
 from .optimize import (
@@ -48,6 +48,13 @@ __all__ = ["lmer", "glmer", "fit_lmm", "fit_glmm", "refit", "LmmRefitter"]
 # quasi-Newton stage over (theta, beta) converges in a few steps
 _STAGE1_FTOL = 1e-4
 _STAGE1_PIRLS_TOL = 1e-6  # ... and its PIRLS need not converge further than that
+_LOG_DISP_BOUND = float(np.log(1e8))
+
+
+def _no_overdispersion(mu: np.ndarray, theta: float) -> bool:
+    """The negative binomial's extra variance mu^2 / theta is under 1% of the Poisson's mu on
+    average: theta has run off towards infinity, where the likelihood is flat."""
+    return float(np.mean(mu)) / theta < 0.01
 
 
 def _data_name(data: pd.DataFrame) -> str:
@@ -413,6 +420,18 @@ def fit_glmm(
                 stacklevel=user_stacklevel(),
             )
         value = obj.agq_value(theta, beta, final) if nAGQ > 1 else obj.laplace_value(final)
+        if (
+            obj.ndisp
+            and isinstance(family, NegativeBinomial)
+            and _no_overdispersion(final.mu, obj.bound_family.sigma)
+        ):
+            warnings.warn(
+                f"the negative binomial's theta runs off to {obj.bound_family.sigma:.3g}: the counts show "
+                "no overdispersion beyond the random effects; the Poisson model fits as well with a "
+                "parameter less (compare them with hmix.compare)",
+                HmixWarning,
+                stacklevel=user_stacklevel(),
+            )
         vcov, method, vcov_all = glmm_vcov(
             obj, theta, beta, final, hess if vcov_method == "hessian" else None
         )
@@ -454,9 +473,13 @@ class Scaled:
         sd, rms = X.std(axis=0), np.sqrt((X * X).mean(axis=0))
         xs = np.where(sd > 0, sd, np.where(rms > 0, rms, 1.0))
         self.scale = np.concatenate([obj.thetamap.scale, xs, np.ones(obj.nextra)])
-        p = len(xs) + obj.nextra
-        self.lower = np.concatenate([obj.lower_theta, np.full(p, -np.inf)])
-        self.upper = np.concatenate([obj.thetamap.upper, np.full(p, np.inf)])
+        # the log dispersion within [log 1e-8, log 1e8] (it runs off to infinity where a negative
+        # binomial has no overdispersion), the rest free
+        lo, hi = np.full(len(xs) + obj.nextra, -np.inf), np.full(len(xs) + obj.nextra, np.inf)
+        if obj.ndisp:
+            lo[len(xs)], hi[len(xs)] = -_LOG_DISP_BOUND, _LOG_DISP_BOUND
+        self.lower = np.concatenate([obj.lower_theta, lo])
+        self.upper = np.concatenate([obj.thetamap.upper, hi])
         self.theta_scale = obj.thetamap.scale
 
     def __call__(self, x: np.ndarray) -> float:
@@ -541,8 +564,7 @@ def stage_bobyqa(
     obj = sc.obj
     p, ne = obj.design.p, obj.nextra
     S = sc.scale
-    lower = np.concatenate([obj.lower_theta, np.full(p + ne, -np.inf)])
-    upper = np.concatenate([obj.thetamap.upper, np.full(p + ne, np.inf)])
+    lower, upper = sc.lower, sc.upper
     diag = np.concatenate([obj.scale_mask, np.zeros(p + ne, bool)])
     se0 = np.sqrt(np.maximum(np.diag(obj.engine_joint.factor(obj.thetamap.lam(theta)).xtx_inv()), 1e-12))
     # (the extras: a log dispersion and logits, of order 1)
@@ -645,12 +667,15 @@ def refit(
         if isinstance(model, LinearMixedModel):
             return fit_lmm(design, REML=model.REML, check_conv=check_conv, data_name=model.data_name)
         if isinstance(model, GeneralizedLinearMixedModel):
+            # (the family as it was given: an estimated dispersion is estimated again)
+            family = model.devfun.family if model.devfun is not None else model.family
             return fit_glmm(
                 design,
-                model.family,
+                family,
                 nAGQ=model.nAGQ,
                 vcov_method="pirls",
                 check_conv=check_conv,
                 data_name=model.data_name,
+                zi=None if model.zi is None else model.zi.for_design(design),
             )
     raise HmixError(f"cannot refit a {type(model).__name__}")

@@ -35,7 +35,6 @@ from scipy.special import logsumexp
 from .engine import Engine, RowStatistics
 from .errors import HmixError, HmixWarning, user_stacklevel, whole_number
 from .fit import refit
-from .glmm import GLMMObjective
 from .lmm import LOG2PI
 from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel
 
@@ -232,19 +231,6 @@ def psis(log_ratios: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return lw - logsumexp(lw, axis=1, keepdims=True), k
 
 
-def _pointwise_loglik(
-    model: GeneralizedLinearMixedModel, eta: np.ndarray, rows: slice = slice(None)
-) -> np.ndarray:
-    """log p(y_i | eta_i) for the given rows; eta may hold one column per draw."""
-    d, fam = model.design, model.family
-    y = d.y[rows]
-    wt = (np.ones(d.n) if d.weights is None else d.weights)[rows]
-    mu = fam.linkinv(eta)
-    if eta.ndim == 2:
-        return -0.5 * fam.minus2loglik(y[:, None], mu, wt[:, None])
-    return -0.5 * fam.minus2loglik(y, mu, wt)
-
-
 def _draw_eta(
     model: GeneralizedLinearMixedModel, draws: int, rng: np.random.Generator
 ) -> Callable[[slice], np.ndarray]:
@@ -255,10 +241,9 @@ def _draw_eta(
     (random effects + rows at a time) x draws, never n x draws.
     """
     d = model.design
-    wt = np.ones(d.n) if d.weights is None else d.weights
     eta = model.linear_predictor.to_numpy()
     off = np.zeros(d.n) if d.offset is None else d.offset
-    _, _, resid, w = model.family.bind(d.y, wt).working(eta)  # PIRLS's working quantities
+    _, _, resid, w = model.observed().working(eta)  # PIRLS's working quantities
     engine = Engine(d.terms, d.X, eta - off + resid, w)
     lay = engine.layout
     fac = engine.factor(lay.thetamap.lam(model.theta))
@@ -291,7 +276,7 @@ def _loo_glmm(
     elpd, k, lppd = np.empty(n), np.empty(n), np.empty(n)
     for lo in range(0, n, chunk):  # rows at a time: memory rows x draws, not n x draws
         rows = slice(lo, min(lo + chunk, n))
-        ll = _pointwise_loglik(model, rows_eta(rows), rows)
+        ll = model.pointwise_loglik(rows_eta(rows), rows)
         lw, k[rows] = psis(-ll)
         elpd[rows] = logsumexp(lw + ll, axis=1)
         lppd[rows] = logsumexp(ll, axis=1) - np.log(draws)  # ArviZ's lppd: log mean over draws
@@ -332,11 +317,8 @@ def exact_loo_glmm(model: GeneralizedLinearMixedModel, i: int) -> float:
     keep[i] = False
     sub = d.subset(keep)
     m = refit(model, sub)
-    nagq = max(int(model.nAGQ), 1)
-    params = np.concatenate([m.theta, m.beta])
-    full = GLMMObjective(d, model.family, nagq)(params)
-    rest = GLMMObjective(sub, model.family, nagq)(params)
-    return float(-0.5 * (full - rest))
+    assert isinstance(m, GeneralizedLinearMixedModel)
+    return float(-0.5 * (m.deviance_on(d) - m.deviance_on(sub)))
 
 
 def loo(model: MixedModel, *, draws: int = 2000, seed: Any = 0, refit: bool = True) -> LOO:

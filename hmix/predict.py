@@ -48,8 +48,19 @@ def predict(
     """
     if new_levels not in NEW_LEVELS:
         raise DataError(f"new_levels must be one of {NEW_LEVELS}, not {new_levels!r}")
-    if type not in ("response", "link"):
-        raise DataError(f"type must be 'response' or 'link', not {type!r}")
+    zi = getattr(model, "zi", None)
+    types = ("response", "link", "conditional", "zi") if zi is not None else ("response", "link")
+    if type not in types:
+        raise DataError(
+            f"type must be one of {types}, not {type!r}"
+            + (
+                "; 'conditional' and 'zi' are for zero-inflated models"
+                if type in ("conditional", "zi")
+                else ""
+            )
+        )
+    if zi is not None and type in ("response", "zi"):
+        return _zero_inflated(model, newdata, random, new_levels, type, offset)
     if se_fit or interval is not None:
         from .predint import with_intervals
 
@@ -105,6 +116,25 @@ def _linear_predictor(model: MixedModel, frame: pd.DataFrame, random: bool, new_
         contrib[new] = np.nan if new_levels == "nan" else 0.0
         eta = eta + contrib
     return eta
+
+
+def _zero_inflated(
+    model: MixedModel, newdata: pd.DataFrame | None, random: bool, new_levels: str, type: str, offset: Any
+) -> pd.Series:
+    """A zero-inflated model's mean (1 - pi) mu (``type="response"``) or pi (``"zi"``)."""
+    from scipy.special import expit
+
+    zi = model.zi  # type: ignore[attr-defined]
+    if newdata is None:
+        X_zi, index = zi.X, model.design.index
+    else:
+        X_zi, index = zi.matrix(newdata), newdata.index
+    pi = expit(X_zi @ model.zi_beta)  # type: ignore[attr-defined]
+    if type == "zi":
+        return pd.Series(pi, index=index, name="zi_prob")
+    mu = predict(model, newdata, random=random, new_levels=new_levels, type="conditional", offset=offset)
+    assert isinstance(mu, pd.Series)
+    return pd.Series((1 - pi) * mu.to_numpy(), index=index, name="predicted")
 
 
 def _on_scale(model: MixedModel, eta: pd.Series, type: str) -> pd.Series:

@@ -16,7 +16,8 @@ import pandas as pd
 
 from .design import Design
 from .engine import Factor
-from .families import Family, Gaussian
+from .errors import HmixError
+from .families import Family, Gaussian, Observed
 from .optimize import OptSummary
 from .remat import ThetaMap
 
@@ -107,7 +108,7 @@ class MixedModel:
         ['sd_(Intercept)|Subject', 'cor_Days.(Intercept)|Subject', 'sd_Days|Subject', 'sigma']
         """
         names = [n for t in self.design.terms for n in t.cov.sdcor_names(t.group, t.names)]
-        return names + (["sigma"] if self.has_scale else [])
+        return names + (["sigma"] if self.estimates_sigma else [])
 
     def varpar(self) -> np.ndarray:
         """The variance parameters in the order of ``varpar_names`` (lme4's sd/cor scale).
@@ -120,7 +121,12 @@ class MixedModel:
         [24.74, 0.066, 5.922, 25.592]
         """
         v = sdcor(self.theta, self.cov_scale, self.thetamap)
-        return np.append(v, self.sigma) if self.has_scale else v
+        return np.append(v, self.sigma) if self.estimates_sigma else v
+
+    @property
+    def estimates_sigma(self) -> bool:
+        """Whether ``sigma`` is an estimated parameter (an LMM's; a GLMM's estimated dispersion)."""
+        return self.has_scale
 
     # ----- fixed effects -----------------------------------------------------------------
     @cached_property
@@ -306,8 +312,10 @@ class MixedModel:
         new_levels : {"population", "nan", "error"}
             For a grouping level the fit has not seen: its random effect is zero (lme4's
             ``allow.new.levels = TRUE``), the prediction is NaN, or an error is raised.
-        type : {"response", "link"}
-            For GLMMs: the mean (probabilities, rates) or the linear predictor.
+        type : {"response", "link", "conditional", "zi"}
+            For GLMMs: the mean (probabilities, rates; with zero-inflation (1 - pi) mu) or the
+            linear predictor; for zero-inflated models also the count part's mean mu
+            (``"conditional"``) and the zero-inflation probability pi (``"zi"``), as glmmTMB's.
         offset : str or array-like, optional
             An offset for the new rows, like ``offset=`` at fit time (``offset(...)`` terms in
             the formula are evaluated on ``newdata``).
@@ -602,6 +610,7 @@ class MixedModel:
         method: str = "profile",
         level: float = 0.95,
         *,
+        parm: Any = None,
         n: int = 1000,
         seed: Any = None,
         progress_bar: bool | None = None,
@@ -618,6 +627,8 @@ class MixedModel:
             effects (NaN for the variance parameters, as lme4). ``"boot"``: percentiles of a
             parametric bootstrap (``hmix.bootstrap``).
         level : float, default 0.95
+        parm : str or list of str, optional
+            The parameters (rows) to give, as lme4's ``parm``: a profile computes only these.
         n, seed, progress_bar
             Bootstrap replicates, their seed, and a progress bar (``method="boot"``).
 
@@ -643,7 +654,7 @@ class MixedModel:
         """
         from .confint import confint
 
-        return confint(self, method, level, n=n, seed=seed, progress_bar=progress_bar)
+        return confint(self, method, level, parm, n=n, seed=seed, progress_bar=progress_bar)
 
     # ----- lme4's coef, lmerTest's anova, R^2 and statsmodels' names -----------------------
     def coef(self) -> dict[str, pd.DataFrame]:
@@ -986,6 +997,49 @@ class GeneralizedLinearMixedModel(MixedModel):
     dispersion_estimated: bool = False
 
     @property
+    def estimates_sigma(self) -> bool:
+        return self.dispersion_estimated
+
+    @property
+    def zi_names(self) -> list[str]:
+        """Names of the zero-inflation coefficients (``zi_(Intercept)``, ...)."""
+        return [] if self.zi is None else [f"zi_{n}" for n in self.zi.names]
+
+    def _extra_se(self) -> np.ndarray:
+        """Standard errors of the log dispersion and the zero-inflation coefficients (NaN
+        without the Hessian)."""
+        k = len(self.theta) + self.design.p
+        n = int(self.dispersion_estimated) + len(self.zi_names)
+        if self.vcov_params is None:
+            return np.full(n, np.nan)
+        return np.sqrt(np.diag(self.vcov_params)[k : k + n])
+
+    def zi_coef_table(self) -> pd.DataFrame:
+        """The zero-inflation part's coefficients (logit scale) with standard errors, z
+        statistics and p-values, as glmmTMB's summary shows them.
+
+        Examples
+        --------
+        >>> import hmix, numpy as np, pandas as pd
+        >>> rng = np.random.default_rng(1)
+        >>> df = pd.DataFrame({"g": np.repeat(list("abcdefghij"), 30), "x": rng.normal(size=300)})
+        >>> df["y"] = np.where(rng.uniform(size=300) < 0.3, 0, rng.poisson(np.exp(1 + 0.5 * df["x"])))
+        >>> m = hmix.glmer("y ~ x + (1 | g)", df, family="poisson", zi_formula="~ 1")
+        >>> list(m.zi_coef_table().index), bool(m.zi_coef_table()["estimate"].iloc[0] < 0)
+        (['(Intercept)'], True)
+        """
+        from scipy.stats import norm
+
+        if self.zi is None or self.zi_beta is None:
+            raise HmixError("the model has no zero-inflation part (zi_formula)")
+        se = self._extra_se()[int(self.dispersion_estimated) :]
+        z = self.zi_beta / se
+        return pd.DataFrame(
+            {"estimate": self.zi_beta, "std_error": se, "statistic": z, "p_value": 2 * norm.sf(np.abs(z))},
+            index=pd.Index(self.zi.names),
+        )
+
+    @property
     def npar(self) -> int:
         """Number of estimated parameters: fixed effects, theta, an estimated dispersion and the
         zero-inflation coefficients."""
@@ -996,9 +1050,101 @@ class GeneralizedLinearMixedModel(MixedModel):
         assert self.vcov_beta is not None
         return self.vcov_beta
 
+    @cached_property
+    def zi_prob(self) -> pd.Series | None:
+        """The zero-inflation probability of each fitted row (None without zero-inflation)."""
+        if self.zi is None or self.zi_beta is None:
+            return None
+        from scipy.special import expit
+
+        return pd.Series(expit(self.zi.X @ self.zi_beta), index=self.design.index, name="zi_prob")
+
+    def deviance_on(self, design: Design) -> float:
+        """-2 log-likelihood (Laplace, or the model's quadrature) of ``design``'s rows at this
+        model's estimates (a design made from the model's rows: a subset, or other offsets).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> g = hmix.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        ...                hmix.datasets.load("cbpp"), family="binomial")
+        >>> round(g.deviance_on(g.design), 4) == round(g.objective, 4)
+        True
+        """
+        from .glmm import GLMMObjective
+
+        zi = None if self.zi is None else self.zi.for_design(design)
+        nagq = 1 if zi is not None else max(self.nAGQ, 1)
+        obj = GLMMObjective(design, self.family, nagq, zi=None if zi is None else zi.X)
+        beta = self.beta if design.p else np.zeros(0)
+        extra = np.zeros(0) if self.zi_beta is None else self.zi_beta
+        return float(obj(np.concatenate([self.theta, beta, extra])))
+
+    def observed(self) -> Observed:
+        """The family bound to the response (with the zero-inflation probabilities).
+
+        Examples
+        --------
+        >>> import hmix
+        >>> g = hmix.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        ...                hmix.datasets.load("cbpp"), family="binomial")
+        >>> round(g.observed().deviance(g.fitted.to_numpy()), 2)
+        73.47
+        """
+        d = self.design
+        wt = np.ones(d.n) if d.weights is None else d.weights
+        if self.zi_prob is not None:
+            from .families.zeroinflated import ZeroInflatedObserved
+
+            return ZeroInflatedObserved(self.family, d.y, wt, self.zi_prob.to_numpy())
+        return self.family.bind(d.y, wt)
+
+    def pointwise_loglik(self, eta: np.ndarray, rows: slice = slice(None)) -> np.ndarray:
+        """log p(y_i | eta_i) for the given fitted rows; ``eta`` may hold one column per draw.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> g = hmix.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
+        ...                hmix.datasets.load("cbpp"), family="binomial")
+        >>> g.pointwise_loglik(g.linear_predictor.to_numpy()).shape
+        (56,)
+        """
+        d, fam = self.design, self.family
+        y = d.y[rows]
+        wt = (np.ones(d.n) if d.weights is None else d.weights)[rows]
+        if eta.ndim == 2:
+            y, wt = y[:, None], wt[:, None]
+        mu = fam.linkinv(eta)
+        if self.zi_prob is not None:
+            from .families.zeroinflated import zi_loglik
+
+            pi = self.zi_prob.to_numpy()[rows]
+            return zi_loglik(fam, y, mu, wt, pi[:, None] if eta.ndim == 2 else pi)
+        return -0.5 * fam.minus2loglik(y, mu, wt)
+
+    def _mean_variance(self) -> tuple[np.ndarray, np.ndarray]:
+        """The response's mean and variance at the fitted rows: (1 - pi) mu and
+        (1 - pi)(V(mu) + pi mu^2) with zero-inflation."""
+        d, fam = self.design, self.family
+        wt = np.ones(d.n) if d.weights is None else d.weights
+        mu = fam.linkinv(self._eta)
+        var = fam.variance(mu) / wt
+        if self.zi_prob is not None:
+            pi = self.zi_prob.to_numpy()
+            return (1 - pi) * mu, (1 - pi) * (var + pi * mu * mu)
+        return mu, var
+
+    @property
+    def fitted(self) -> pd.Series:
+        """Fitted means on the response scale, the random effects at their modes (with
+        zero-inflation: (1 - pi) mu)."""
+        return pd.Series(self._mean_variance()[0], index=self.design.index, name="fitted")
+
     def residuals(self, type: str = "deviance") -> pd.Series:
         """Residuals of the kinds lme4 offers: ``"deviance"`` (default), ``"pearson"``,
-        ``"response"`` (y - mu) and ``"working"``.
+        ``"response"`` (y - fitted) and ``"working"``. Zero-inflated models have no deviance or
+        working residuals (their likelihood is a mixture): their default is ``"pearson"``.
 
         Examples
         --------
@@ -1010,15 +1156,21 @@ class GeneralizedLinearMixedModel(MixedModel):
         """
         d, fam = self.design, self.family
         wt = np.ones(d.n) if d.weights is None else d.weights
-        mu = fam.linkinv(self._eta)
+        mean, var = self._mean_variance()
+        if self.zi is not None and type in ("deviance", "working"):
+            if type == "working":
+                raise ValueError(
+                    "a zero-inflated model has no working residuals; use 'pearson' or 'response'"
+                )
+            type = "pearson"
         if type == "deviance":
-            r = np.sign(d.y - mu) * np.sqrt(np.maximum(fam.dev_resid(d.y, mu, wt), 0.0))
+            r = np.sign(d.y - mean) * np.sqrt(np.maximum(fam.dev_resid(d.y, mean, wt), 0.0))
         elif type == "pearson":
-            r = (d.y - mu) * np.sqrt(wt / fam.variance(mu))
+            r = (d.y - mean) / np.sqrt(var)
         elif type == "response":
-            r = d.y - mu
+            r = d.y - mean
         elif type == "working":
-            r = (d.y - mu) / fam.mu_eta(self._eta)
+            r = (d.y - mean) / fam.mu_eta(self._eta)
         else:
             raise ValueError(f"type must be 'deviance', 'pearson', 'response' or 'working', not {type!r}")
         return pd.Series(r, index=d.index, name="residuals")

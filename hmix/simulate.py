@@ -147,6 +147,13 @@ def simulate(
         complete, eta0, terms, wt = _rows_of_newdata(model, newdata, weights, offset)
         index = newdata.index
     sims = _draw(model, rng, int(n), eta0, terms, wt)
+    zi = getattr(model, "zi", None)
+    if zi is not None:  # structural zeros, each with its row's probability
+        from scipy.special import expit
+
+        X_zi = zi.X if newdata is None else zi.matrix(newdata.loc[complete])
+        pi = expit(X_zi @ model.zi_beta)  # type: ignore[attr-defined]
+        sims[rng.uniform(size=sims.shape) < pi[:, None]] = 0.0
     out = np.full((len(index), int(n)), np.nan)
     out[complete] = sims
     return pd.DataFrame(out, index=index, columns=[f"sim_{i + 1}" for i in range(int(n))])

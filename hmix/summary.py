@@ -288,6 +288,9 @@ class Summary:
     sections: dict[str, Section] = field(default_factory=dict)
     signif: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    extras: list[tuple[str, Section]] = field(
+        default_factory=list
+    )  # (heading, block) after the fixed effects
 
     def __str__(self) -> str:
         sec = self.sections
@@ -296,6 +299,8 @@ class Summary:
         lines += ["Scaled residuals: ", *_section_text(sec["residuals"]), ""]
         lines += ["Random effects:", *_section_text(sec["random"]), self.nobs_line, ""]
         lines += ["Fixed effects:", *_section_text(sec["coefficients"]), *self.signif]
+        for heading, block in self.extras:
+            lines += ["", *([heading] if heading else []), *_section_text(block)]
         if "correlation" in sec:
             corr = sec["correlation"]
             lines.append("")
@@ -326,6 +331,9 @@ class Summary:
         ]
         if self.signif:
             parts.append(_html_lines(self.signif[1:]))  # the legend without R's "---" rule
+        for title, block in self.extras:
+            parts += [heading(title.rstrip(":"))] if title else []
+            parts.append(_section_html(block))
         if "correlation" in sec:
             corr = sec["correlation"]
             if isinstance(corr, Block):
@@ -599,9 +607,21 @@ def _glmm_title(m: GeneralizedLinearMixedModel) -> list[str]:
 
 
 def glmm_summary(m: GeneralizedLinearMixedModel) -> Summary:
-    """The summary of a GLMM, in lme4's layout, with z values and p-values."""
+    """The summary of a GLMM, in lme4's layout, with z values and p-values; a zero-inflated
+    model's zero-inflation table and an estimated dispersion follow the fixed effects, as
+    glmmTMB's summary shows them."""
     title, fam = _glmm_title(m)
-    return _summary(m, title, [fam], False, "z value")
+    out = _summary(m, title, [fam], False, "z value")
+    if m.zi is not None:
+        _, block = _coef_block(m.zi_coef_table(), "z value")
+        out.extras.append(("Zero-inflation model:", block))
+    if m.dispersion_estimated:
+        disp = m.family.dispersion
+        what = f"Dispersion parameter for {m.family.name} family (theta): {disp:.3g}"
+        if m.family.name == "gamma":
+            what = f"Dispersion estimate for {m.family.name} family (sigma^2): {disp:.3g}"
+        out.extras.append(("", [what]))
+    return out
 
 
 def glmm_brief(m: GeneralizedLinearMixedModel) -> str:

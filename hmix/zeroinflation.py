@@ -7,7 +7,7 @@ codes new data the same way; the likelihood is in ``hmix.families.zeroinflated``
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,8 @@ class ZeroInflation:
     X: np.ndarray
     names: tuple[str, ...]
     spec: Any
+    index: pd.Index
+    source: tuple[np.ndarray, pd.Index] | None = None  # (X, index) on the rows it was built on
 
     @classmethod
     def build(cls, formula: str, data: pd.DataFrame, design: Design, family: Family) -> ZeroInflation:
@@ -72,7 +74,22 @@ class ZeroInflation:
             )
         X, names, spec = evaluate(expr, frame, formula)
         check_finite(X, names, "zero-inflation column", frame.index)
-        return cls(formula=formula, X=np.asarray(X, dtype=float), names=tuple(names), spec=spec)
+        return cls(
+            formula=formula, X=np.asarray(X, dtype=float), names=tuple(names), spec=spec, index=design.index
+        )
+
+    def for_design(self, design: Design) -> ZeroInflation:
+        """The part on the rows of a design made from the model's (a subset, for refits)."""
+        if design.index.equals(self.index):
+            return self
+        X, index = self.source or (self.X, self.index)
+        pos = index.get_indexer(design.index) if index.is_unique else np.array([-1])
+        if (pos < 0).any():
+            raise DataError(
+                "the zero-inflation part cannot follow these rows (their labels are not among the "
+                "model's, or the data's index has duplicates): give the data a unique index"
+            )
+        return replace(self, X=X[pos], index=design.index, source=(X, index))
 
     def matrix(self, newdata: pd.DataFrame) -> np.ndarray:
         """X_zi for new rows, coded as the fitting data were."""

@@ -144,6 +144,10 @@ class Family(ABC):
         """glmmTMB's ``sigma()`` for the family (1 for families without a dispersion)."""
         return 1.0
 
+    # sigma = dispersion ** sigma_power (the negative binomial's sigma is theta, the Gamma's is
+    # sqrt(phi)): intervals and profiles of sigma map to the log dispersion the optimizer sees
+    sigma_power: ClassVar[float] = 1.0
+
     def statsmodels_family(self) -> Any:
         """The matching statsmodels family (a GLM without random effects)."""
         from statsmodels.genmod import families

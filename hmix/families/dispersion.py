@@ -147,6 +147,7 @@ class Gamma(Family):
 
     name: ClassVar[str] = "gamma"
     links: ClassVar[tuple[str, ...]] = ("inverse", "log", "identity")
+    sigma_power: ClassVar[float] = 0.5
     observed_laplace: ClassVar[bool] = True
     _EPS: ClassVar[float] = 1e-10
 

@@ -19,7 +19,17 @@ from scipy.special import expit
 
 from .base import _TINY, W_FLOOR, Family, Observed
 
-__all__ = ["ZeroInflatedObserved"]
+__all__ = ["ZeroInflatedObserved", "zi_loglik"]
+
+
+def zi_loglik(family: Family, y: np.ndarray, mu: np.ndarray, wt: np.ndarray, pi: np.ndarray) -> np.ndarray:
+    """log p(y | mu) of the zero-inflated model, times the prior weights (arrays broadcast: mu
+    may hold one column per draw)."""
+    logf = -0.5 * family.minus2loglik(y, mu, np.ones_like(mu))
+    with np.errstate(divide="ignore"):
+        zero = np.logaddexp(np.log(pi), np.log1p(-pi) + logf)
+        other = np.log1p(-pi) + logf
+    return wt * np.where(y == 0, zero, other)
 
 
 @dataclass(frozen=True, eq=False)
@@ -55,11 +65,7 @@ class ZeroInflatedObserved(Observed):
 
     def loglik(self, mu: np.ndarray) -> np.ndarray:
         """log p(y | mu) per row, times the prior weights."""
-        logf = self._count_log(mu)
-        with np.errstate(divide="ignore"):
-            zero = np.logaddexp(np.log(self.pi), np.log1p(-self.pi) + logf)
-            other = np.log1p(-self.pi) + logf
-        return self.wt * np.where(self.zero, zero, other)
+        return zi_loglik(self.family, self.y, mu, self.wt, self.pi)
 
     def deviance(self, mu: np.ndarray) -> float:
         return float(-2.0 * self.loglik(mu).sum())
