@@ -186,7 +186,8 @@ class _GlmmProfiler:
 
     def __init__(self, model: GeneralizedLinearMixedModel):
         d = model.design
-        self.obj = GLMMObjective(d, model.family, max(int(model.nAGQ), 1))
+        penalty = None if model.priors is None else model.priors.glmm_penalty(model.thetamap)
+        self.obj = GLMMObjective(d, model.family, max(int(model.nAGQ), 1), penalty=penalty)
         vnames = model.varpar_names()
         self.nv = len(vnames)
         self.names = vnames + list(model.fixef.index)
@@ -229,8 +230,13 @@ def _(model: GeneralizedLinearMixedModel, level: float) -> pd.DataFrame:
 def _(model: LinearMixedModel, level: float) -> pd.DataFrame:
     z = float(norm.ppf(0.5 + level / 2))
     ml = model.refit_ml()  # lme4 profiles the ML deviance, REML fits too
-    pr = _Profiler(ml)
-    if abs(pr.dev_hat - ml.objective) > 1e-6 * max(1.0, abs(ml.objective)):
+    pr: Any = _Profiler(ml)
+    if ml.priors is not None:  # (a blmer fit: its penalized criterion)
+        from .blme import BlmmProfiler
+
+        pr = BlmmProfiler(ml)
+    target = ml.penalized_objective
+    if abs(pr.dev_hat - target) > 1e-6 * max(1.0, abs(target)):
         raise HmixError("the profile's deviance does not reproduce the fit's; refit the model")
     lo, hi = [], []
     for j, name in enumerate(pr.names):

@@ -33,6 +33,8 @@ from .optimize import (
     minimize,
     minimize_newton,
 )
+from .priors import Priors
+from .remat import ThetaMap
 from .results import GeneralizedLinearMixedModel, LinearMixedModel
 
 if TYPE_CHECKING:
@@ -45,6 +47,12 @@ __all__ = ["lmer", "glmer", "fit_lmm", "fit_glmm", "refit", "LmmRefitter"]
 # quasi-Newton stage over (theta, beta) converges in a few steps
 _STAGE1_FTOL = 1e-4
 _STAGE1_PIRLS_TOL = 1e-6  # ... and its PIRLS need not converge further than that
+# what the singular-fit message of an unpenalized fit suggests
+_LMER_HINT = (
+    "; hmix.blmer fits the same model with a weakly informative prior on the covariance (blme's "
+    "default Wishart) that keeps the estimate off the boundary"
+)
+_GLMER_HINT = _LMER_HINT.replace("blmer", "bglmer")
 
 
 def _data_name(data: pd.DataFrame) -> str:
@@ -102,7 +110,12 @@ def lmer(
 
 
 def optimize_lmm(
-    f: LMMObjective, start: np.ndarray | None = None, *, check_conv: bool = True, quiet: bool = False
+    f: LMMObjective,
+    start: np.ndarray | None = None,
+    *,
+    check_conv: bool = True,
+    quiet: bool = False,
+    singular_hint: str = _LMER_HINT,
 ) -> tuple[np.ndarray, OptSummary, bool, bool]:
     """Minimize the profiled deviance: theta, what the optimizer did, singular, converged.
 
@@ -120,7 +133,13 @@ def optimize_lmm(
         return theta, optsum, bool((theta[f.scale_mask] < 1e-4).any()), True
     # the checks step the parameters in the engine's term order (the last ones cost least)
     singular, converged, messages, _ = check_convergence(
-        fc, theta, f.scale_mask, check=check_conv, fx=fmin, order=f.engine.step_order
+        fc,
+        theta,
+        f.scale_mask,
+        check=check_conv,
+        fx=fmin,
+        order=f.engine.step_order,
+        singular_hint=singular_hint,
     )
     f.engine.forget()  # (the kept factors serve the optimizer only; a fitted model keeps its own)
     return theta, replace(optsum, n_evals=fc.n, warnings=tuple(messages)), singular, converged
@@ -133,18 +152,29 @@ def fit_lmm(
     check_conv: bool = True,
     data_name: str = "data",
     penalty: Penalty | None = None,
+    priors: Priors | None = None,
 ) -> LinearMixedModel:
-    """Fit an LMM to a materialized design (``lmer`` after the formula; refits reuse it)."""
+    """Fit an LMM to a materialized design (``lmer`` after the formula; refits reuse it).
+
+    With ``priors`` (``hmix.priors.resolve``) the fit is blme's penalized one (``hmix.blmer``).
+    """
     f = LMMObjective(design, REML=REML, penalty=penalty)
-    theta, optsum, singular, converged = optimize_lmm(f, check_conv=check_conv)
-    return lmm_model(f, theta, optsum, singular=singular, converged=converged, data_name=data_name)
+    if priors is not None:
+        from .blme import PenalizedLMM
+
+        f = PenalizedLMM(design, REML, priors)
+    hint = _LMER_HINT if priors is None and penalty is None else ""
+    x, optsum, singular, converged = optimize_lmm(f, check_conv=check_conv, singular_hint=hint)
+    return lmm_model(f, x, optsum, singular=singular, converged=converged, data_name=data_name)
 
 
 def lmm_model(
-    f: LMMObjective, theta: np.ndarray, optsum: OptSummary, *, singular: bool, converged: bool, data_name: str
+    f: LMMObjective, x: np.ndarray, optsum: OptSummary, *, singular: bool, converged: bool, data_name: str
 ) -> LinearMixedModel:
-    """The fitted model at ``theta``: beta, sigma and u from the factor there."""
-    fac = f.factor(theta)
+    """The fitted model at the optimizer's ``x`` (theta; and sigma where a prior keeps it from
+    profiling): beta, sigma and u from the factor there."""
+    theta, sigma, fac = f.estimates(x)
+    objective, penalty = f.criterion(x, fac)
     d = f.design
     return LinearMixedModel(
         formula=d.formula.text,
@@ -152,8 +182,8 @@ def lmm_model(
         theta=np.array(theta, dtype=float),
         beta=fac.beta.copy(),
         u=tuple(f.engine.to_lme4(fac.u_engine)),
-        sigma=f.sigma(fac),
-        objective=f.from_factor(fac),
+        sigma=float(sigma),
+        objective=float(objective),
         optsum=optsum,
         singular=singular,
         converged=converged,
@@ -161,6 +191,8 @@ def lmm_model(
         REML=f.REML,
         devfun=f,
         data_name=data_name,
+        priors=f.priors,
+        penalty=float(penalty),
     )
 
 
@@ -171,13 +203,18 @@ class LmmRefitter:
     def __init__(self, model: LinearMixedModel):
         self.model = model
         self.f = LMMObjective(model.design, REML=model.REML)
+        if model.priors is not None:  # (a penalized fit: its refits keep the priors)
+            from .blme import PenalizedLMM
+
+            self.f = PenalizedLMM(model.design, model.REML, model.priors)
 
     def __call__(self, y: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, bool]:
         """theta, sigma, beta and the singular flag of the fit to response ``y``."""
         self.f.set_response(y)
-        theta, _, singular, _ = optimize_lmm(self.f, self.model.theta, quiet=True)
-        fac = self.f.factor(theta)
-        return theta, self.f.sigma(fac), fac.beta, singular
+        start = self.f.params_at(self.model.theta, self.model.sigma)
+        x, _, singular, _ = optimize_lmm(self.f, start, quiet=True)
+        theta, sigma, fac = self.f.estimates(x)
+        return theta, sigma, fac.beta, singular
 
 
 # ----- generalized linear mixed models ------------------------------------------------------
@@ -263,14 +300,24 @@ def fit_glmm(
     data_name: str = "data",
     pirls: PirlsSettings | None = None,
     penalty: GlmmPenalty | None = None,
+    priors: Priors | None = None,
 ) -> GeneralizedLinearMixedModel:
     """Fit a GLMM to a materialized design (``glmer`` after the formula; refits reuse it).
 
     ``penalty`` (a prior's -2 log-density over (theta, beta), with its gradient) is added to the
     objective the optimizer minimizes; the model's ``objective`` is the deviance without it.
-    BLAS runs on one thread meanwhile (see ``hmix._threads``).
+    ``priors`` (``hmix.priors.resolve``) give that penalty and are recorded in the model, with the
+    penalty's value (``hmix.bglmer``). BLAS runs on one thread meanwhile (see ``hmix._threads``).
     """
     check_glmm(design, family)
+    if priors is not None:
+        if nAGQ == 0 and priors.fixef is not None:
+            raise DataError(
+                "a fixed-effects prior needs nAGQ >= 1: with nAGQ = 0 the fixed effects come out of "
+                "PIRLS, which the prior does not enter; use nAGQ=1 or drop fixef_prior"
+            )
+        penalty = priors.glmm_penalty(ThetaMap.of(design.terms))
+    hint = _GLMER_HINT if penalty is None else ""
     with one_blas_thread():
         obj = GLMMObjective(design, family, nAGQ, pirls, penalty)
         obj.start(glm_start(design, family))
@@ -301,6 +348,7 @@ def fit_glmm(
             check=check_conv,
             hessian=nAGQ > 0 and vcov_method == "hessian",
             derivs=derivs,
+            singular_hint=hint,
         )
         optsum = replace(
             optsum,
@@ -342,6 +390,8 @@ def fit_glmm(
         vcov_method=method,
         vcov_beta=np.array(vcov, dtype=float),
         devfun=obj,
+        priors=priors,
+        penalty=0.0 if penalty is None else float(penalty(np.concatenate([theta, beta]))[0]),
     )
 
 
@@ -503,7 +553,9 @@ def refit(
         if quiet:
             warnings.simplefilter("ignore")
         if isinstance(model, LinearMixedModel):
-            return fit_lmm(design, REML=model.REML, check_conv=check_conv, data_name=model.data_name)
+            return fit_lmm(
+                design, REML=model.REML, check_conv=check_conv, data_name=model.data_name, priors=model.priors
+            )
         if isinstance(model, GeneralizedLinearMixedModel):
             return fit_glmm(
                 design,
@@ -512,5 +564,6 @@ def refit(
                 vcov_method="pirls",
                 check_conv=check_conv,
                 data_name=model.data_name,
+                priors=model.priors,
             )
     raise HmixError(f"cannot refit a {type(model).__name__}")

@@ -23,6 +23,7 @@ from .remat import ThetaMap
 if TYPE_CHECKING:
     from .glmm import GLMMObjective
     from .lmm import LMMObjective
+    from .priors import Priors
 
 __all__ = ["MixedModel", "LinearMixedModel", "GeneralizedLinearMixedModel"]
 
@@ -55,6 +56,14 @@ class MixedModel:
     data_name: str = "data"
     family: Family = field(default_factory=Gaussian)
     REML: bool = False
+    priors: Priors | None = field(default=None, repr=False)
+    penalty: float = 0.0
+
+    @property
+    def penalized_objective(self) -> float:
+        """What the optimizer minimized: ``objective`` plus ``penalty``, the priors' -2 log-density
+        (``hmix.blmer``, ``hmix.bglmer``; blme's "Prior dev"). Without priors, ``objective``."""
+        return self.objective + self.penalty
 
     # ----- sizes -------------------------------------------------------------------------
     @property
@@ -685,7 +694,7 @@ class LinearMixedModel(MixedModel):
             return self
         from .fit import fit_lmm
 
-        return fit_lmm(self.design, REML=False, data_name=self.data_name)
+        return fit_lmm(self.design, REML=False, data_name=self.data_name, priors=self.priors)
 
     def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
         """Fixed effects with standard errors and t statistics; with ``ddf``, t tests.
