@@ -23,7 +23,7 @@ import pandas as pd
 
 from .checks import check_flag
 from .design import ArrayLike, Design, build_design
-from .engine import Factor
+from .engine import Blocks, Factor
 from .errors import DataError, HmixError, whole_number
 from .families import Family, get_family
 from .lmm import LMMObjective, check_lmm
@@ -56,7 +56,8 @@ class PenalizedLMM(LMMObjective):
         self.priors: Priors = priors
         self.mode = priors.sigma_profile
         self.ntheta = self.thetamap.ntheta
-        self._base = self.engine.stats.fill(design.X, self._response(design.y), design.weights)
+        self._y = self._response(design.y)
+        self._base: Blocks | None = None  # the statistics without the pseudo-data, once needed
         self._xtx_at: float | None = None
         if self.mode == "numeric":
             # sigma starts at its profiled value without the priors, at theta's start
@@ -79,6 +80,9 @@ class PenalizedLMM(LMMObjective):
         key = 1.0 if self.mode != "numeric" else sigma
         if P is None or self._xtx_at == key:
             return
+        if self._base is None:
+            d = self.design
+            self._base = self.engine.stats.fill(d.X, self._y, d.weights)
         xy = self._base.xy.copy()
         p = self.design.p
         xy[:p, :p] += P
@@ -87,11 +91,12 @@ class PenalizedLMM(LMMObjective):
 
     def set_response(self, y: np.ndarray) -> None:
         """Evaluate for another response on the same design (bootstrap refits)."""
-        super().set_response(y)
-        d = self.design
-        self._base = self.engine.stats.fill(d.X, self._response(np.asarray(y, dtype=float)), d.weights)
-        self._xtx_at = None
-        self._set_xtx(1.0)
+        self._y = self._response(np.asarray(y, dtype=float))
+        self._base, self._xtx_at = None, None
+        if self.priors.xtx(1.0) is None:
+            super().set_response(y)
+        else:
+            self._set_xtx(1.0)
 
     def split(self, params: ArrayLike) -> tuple[np.ndarray, float | None]:
         """theta and the optimized sigma (None when sigma is profiled or fixed)."""

@@ -158,11 +158,12 @@ def fit_lmm(
 
     With ``priors`` (``hmix.priors.resolve``) the fit is blme's penalized one (``hmix.blmer``).
     """
-    f = LMMObjective(design, REML=REML, penalty=penalty)
     if priors is not None:
         from .blme import PenalizedLMM
 
-        f = PenalizedLMM(design, REML, priors)
+        f: LMMObjective = PenalizedLMM(design, REML, priors)
+    else:
+        f = LMMObjective(design, REML=REML, penalty=penalty)
     hint = _LMER_HINT if priors is None and penalty is None else ""
     x, optsum, singular, converged = optimize_lmm(f, check_conv=check_conv, singular_hint=hint)
     return lmm_model(f, x, optsum, singular=singular, converged=converged, data_name=data_name)
@@ -202,11 +203,12 @@ class LmmRefitter:
 
     def __init__(self, model: LinearMixedModel):
         self.model = model
-        self.f = LMMObjective(model.design, REML=model.REML)
         if model.priors is not None:  # (a penalized fit: its refits keep the priors)
             from .blme import PenalizedLMM
 
-            self.f = PenalizedLMM(model.design, model.REML, model.priors)
+            self.f: LMMObjective = PenalizedLMM(model.design, model.REML, model.priors)
+        else:
+            self.f = LMMObjective(model.design, REML=model.REML)
 
     def __call__(self, y: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, bool]:
         """theta, sigma, beta and the singular flag of the fit to response ``y``."""

@@ -58,10 +58,22 @@ def _logdet_pd(S: np.ndarray, what: str) -> float:
         raise DataError(f"the {what} scale matrix is not positive definite; give one that is") from None
 
 
-def _diag_abs(T: np.ndarray) -> np.ndarray:
-    # the covariance T T' is even in the sign of each column of T (the GLMM's unbounded optimizer
-    # may flip one): the densities see |diag|
-    return np.abs(np.diag(T))
+def _log_abs_diag(T: np.ndarray) -> float:
+    """sum_i log |T_ii| (log |T T'| / 2), -inf where a T_ii is 0. The covariance is even in the
+    sign of each column of T (the GLMM's unbounded optimizer may flip one), so the densities see
+    |T_ii|. Python floats over the k diagonal entries: this runs at every evaluation."""
+    total = 0.0
+    for i in range(len(T)):
+        v = abs(float(T[i, i]))
+        if v == 0.0:
+            return -math.inf
+        total += math.log(v)
+    return total
+
+
+def _times(coef: float, log_value: float) -> float:
+    """coef * log_value, 0 when coef is (a flat density's log term at 0 is 0, not NaN)."""
+    return 0.0 if coef == 0 else coef * log_value
 
 
 class Prior:

@@ -14,7 +14,7 @@ import numpy as np
 from scipy.special import gammaln
 
 from ..errors import DataError
-from .base import Prior, _diag_abs, _logdet_pd, _matrix_text, _num, _scale_matrix
+from .base import Prior, _log_abs_diag, _logdet_pd, _matrix_text, _num, _scale_matrix, _times
 
 __all__ = ["CovPrior", "Wishart", "InvWishart", "Gamma", "InvGamma"]
 
@@ -94,7 +94,7 @@ class Wishart(CovPrior):
 
     def polynomial(self, T: np.ndarray) -> float:
         assert self.df is not None
-        return float(-2.0 * (self.df - len(T) - 1.0) * np.log(_diag_abs(T)).sum())
+        return _times(-2.0 * (self.df - len(T) - 1.0), _log_abs_diag(T))
 
     def exponential(self, T: np.ndarray) -> float:
         return float(np.trace(np.linalg.solve(self.scale, T @ T.T))) if self._finite else 0.0
@@ -167,7 +167,7 @@ class InvWishart(CovPrior):
 
     def polynomial(self, T: np.ndarray) -> float:
         assert self.df is not None
-        return float(2.0 * (self.df + len(T) + 1.0) * np.log(_diag_abs(T)).sum())
+        return _times(2.0 * (self.df + len(T) + 1.0), _log_abs_diag(T))
 
     def exponential(self, T: np.ndarray) -> float:
         if (np.diag(T) == 0).any():
@@ -284,7 +284,7 @@ class Gamma(_ScalarPrior):
 
     def polynomial(self, T: np.ndarray) -> float:
         assert self.shape is not None
-        return float(-2.0 * self._power() * (self.shape - 1.0) * np.log(abs(T[0, 0])))
+        return _times(-2.0 * self._power() * (self.shape - 1.0), _log_abs_diag(T))
 
     def exponential(self, T: np.ndarray) -> float:
         return float(2.0 * self.second * abs(T[0, 0]) ** self._power())
@@ -339,7 +339,7 @@ class InvGamma(_ScalarPrior):
 
     def polynomial(self, T: np.ndarray) -> float:
         assert self.shape is not None
-        return float(2.0 * self._power() * (self.shape + 1.0) * np.log(abs(T[0, 0])))
+        return _times(2.0 * self._power() * (self.shape + 1.0), _log_abs_diag(T))
 
     def exponential(self, T: np.ndarray) -> float:
         lam = float(abs(T[0, 0]))

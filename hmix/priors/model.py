@@ -115,27 +115,20 @@ class Priors:
         prior's quadratic form in beta (the pseudo-data of ``xtx`` carry that)."""
         const, log_s2 = 0.0, 0.0
         powers: dict[int, float] = {}
-
-        def add(power: int, value: float) -> None:
-            nonlocal const
-            if power == 0:
-                const += value
+        scalars: list[tuple[Any, np.ndarray]] = [(c, T) for c, T in zip(self.cov, tmats) if c is not None]
+        if isinstance(self.resid, _ScalarPrior):
+            scalars.append((self.resid, _ONE))  # (on sigma itself: T = 1, its polynomial part is 0)
+        for prior, T in scalars:
+            const += prior.polynomial(T) + prior.constant
+            log_s2 += prior.df_adjustment
+            k = prior.sigma_power
+            if k == 0:
+                const += prior.exponential(T)
             else:
-                powers[power] = powers.get(power, 0.0) + value
-
-        with np.errstate(divide="ignore", invalid="ignore"):
-            for prior, T in zip(self.cov, tmats):
-                if prior is not None:
-                    add(0, prior.polynomial(T) + prior.constant)
-                    add(prior.sigma_power, prior.exponential(T))
-                    log_s2 += prior.df_adjustment
-            if isinstance(self.fixef, Normal):
-                const += self.fixef.constant
-                log_s2 += self.fixef.df_adjustment
-            if isinstance(self.resid, _ScalarPrior):
-                add(self.resid.sigma_power, self.resid.exponential(_ONE))
-                const += self.resid.constant
-                log_s2 += self.resid.df_adjustment
+                powers[k] = powers.get(k, 0.0) + prior.exponential(T)
+        if isinstance(self.fixef, Normal):
+            const += self.fixef.constant
+            log_s2 += self.fixef.df_adjustment
         return SigmaTerms(const, log_s2, powers)
 
     # ----- generalized linear mixed models --------------------------------------------------
