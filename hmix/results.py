@@ -633,10 +633,16 @@ class LinearMixedModel(MixedModel):
     sigma : float
         Residual standard deviation.
     objective : float
-        The REML criterion for REML fits, -2 log-likelihood for ML fits.
+        The REML criterion for REML fits, -2 log-likelihood for ML fits (for ``hmix.blmer``:
+        without the priors, at the penalized estimates, as blme reports it).
     REML : bool
     optsum : OptSummary
     singular, converged : bool
+    priors : hmix.priors.Priors or None
+        The priors of a ``blmer`` / ``bglmer`` fit (refits keep them).
+    penalty : float
+        Their -2 log-density at the estimates (0 without priors); ``penalized_objective`` is
+        ``objective + penalty``.
 
     Examples
     --------
@@ -778,6 +784,9 @@ class GeneralizedLinearMixedModel(MixedModel):
     vcov_method : str
         ``"hessian"`` (finite-difference Hessian over theta and beta, lme4's default) or
         ``"pirls"``.
+    priors, penalty
+        As for ``LinearMixedModel`` (``hmix.bglmer``): ``objective`` is then the deviance
+        without the priors.
 
     Examples
     --------

@@ -304,3 +304,23 @@ def test_bad_glmm_priors() -> None:
         P.resolve(d, "wishart", None, P.Point(1), glmm=True)
     with pytest.raises(hmix.DataError, match="same label"):
         hmix.prior_sensitivity(DYE, hmix.datasets.load("Dyestuff"), ["wishart", "wishart"])
+
+
+def test_downstream_analyses_use_the_penalized_estimates() -> None:
+    """predict, simulate, shrinkage and Wald intervals of penalized fits (their own estimates)."""
+    m = hmix.blmer(DYE, hmix.datasets.load("Dyestuff2"))
+    np.testing.assert_allclose(m.predict().to_numpy(), m.fitted.to_numpy(), rtol=1e-12)
+    sims = m.simulate(n=200, seed=1)
+    assert abs(float(sims.to_numpy().std()) - math.hypot(1.48874449750042, 3.62615085588275)) < 0.3
+    s = m.shrinkage()  # a random intercept: the conditional mode is the shrunken group mean
+    np.testing.assert_allclose(
+        s["partial_pooling"],
+        s["weight"] * s["no_pooling"] + (1 - s["weight"]) * s["complete_pooling"],
+        rtol=1e-10,
+    )
+    assert (s["weight"] > 0).all()  # lmer's singular fit pools completely (weight 0)
+    wald = m.confint("wald").loc["(Intercept)"].to_numpy()
+    np.testing.assert_allclose(wald, 5.6656 + np.array([-1, 1]) * 1.959964 * 0.898717065670246, rtol=1e-5)
+    g = hmix.bglmer(CBPP, hmix.datasets.load("cbpp"))
+    new = hmix.datasets.load("cbpp").head(3)
+    np.testing.assert_allclose(g.predict(new).to_numpy(), g.fitted.to_numpy()[:3], rtol=1e-10)
