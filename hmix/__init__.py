@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import datasets, ddf, plot, priors
+from . import anova, datasets, ddf, hypotheses, plot, priors
 from .blme import bglmer, blmer
 from .bootstrap import bootstrap
 from .compare import compare
@@ -61,6 +61,8 @@ __all__ = [
     "datasets",
     "plot",
     "ddf",
+    "anova",
+    "hypotheses",
     "HmixError",
     "FormulaError",
     "DataError",

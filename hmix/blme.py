@@ -105,6 +105,12 @@ class PenalizedLMM(LMMObjective):
             return x[: self.ntheta], float(x[self.ntheta])
         return x, None
 
+    @property
+    def param_scale(self) -> np.ndarray:
+        """theta's scale (``ThetaMap.scale``), and sigma as it is."""
+        scale = self.thetamap.scale
+        return np.r_[scale, 1.0] if self.mode == "numeric" else scale
+
     def params_at(self, theta: np.ndarray, sigma: float) -> np.ndarray:
         """The parameter vector of a fit at theta and sigma (a refit's start)."""
         return np.r_[theta, sigma] if self.mode == "numeric" else np.asarray(theta, dtype=float)

@@ -111,6 +111,13 @@ class CovarianceStructure(ABC):
         the sign of each column of T, which an unbounded optimizer may flip."""
         return np.asarray(theta, dtype=float)
 
+    def theta_scale(self, col_scale: np.ndarray) -> np.ndarray:
+        """Multipliers that put theta on the scale of the term's columns of Z: with columns of
+        typical size ``col_scale``, theta times these is what theta would be for columns of
+        size 1 (the optimizers work there, so that a predictor's units do not matter). Ones
+        unless a structure says otherwise."""
+        return np.ones(self.ntheta)
+
     def covariance(self, theta: np.ndarray) -> np.ndarray:
         """The relative covariance T T' (k x k)."""
         T = self.tmat(theta)
@@ -164,6 +171,10 @@ class _EntriesOfT(CovarianceStructure):
 
     def jacobian(self, theta: np.ndarray) -> np.ndarray:
         return np.eye(self.ntheta)
+
+    def theta_scale(self, col_scale: np.ndarray) -> np.ndarray:
+        """Row r of T multiplies column r of Z: (Z diag(1/s)) (diag(s) T) = Z T."""
+        return np.asarray(col_scale, dtype=float)[self.pattern[0]]
 
 
 @dataclass(frozen=True)
