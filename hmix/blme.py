@@ -131,9 +131,11 @@ class PenalizedLMM(LMMObjective):
             return 0.25 * (math.sqrt(a1 * a1 + 16.0 * m * R) + a1) / m
         return math.sqrt(R / m)
 
-    def _value(
+    def evaluate(
         self, theta: np.ndarray, sigma: float | None, logdet_z: float, logdet_x: float, r2: float
     ) -> tuple[float, float, SigmaTerms]:
+        """The penalized criterion, sigma and the prior's terms at theta, given the factor's
+        parts, at ``sigma`` (None: sigma profiled, or fixed by a point prior)."""
         terms = self.priors.sigma_terms(self.thetamap.tmats(theta))
         s = self.profile_sigma(r2, terms) if sigma is None else sigma
         if not s > 0 or not math.isfinite(terms.constant):
@@ -148,7 +150,7 @@ class PenalizedLMM(LMMObjective):
                 return math.inf
             self._set_xtx(sigma)
         parts = self.engine.objective_parts(self.thetamap.lam(theta))
-        return self._value(theta, sigma, *parts)[0]
+        return self.evaluate(theta, sigma, *parts)[0]
 
     def factor(self, params: ArrayLike) -> Factor:
         """The engine's factor at params (with the prior's pseudo-data at their sigma)."""
@@ -161,14 +163,14 @@ class PenalizedLMM(LMMObjective):
         """theta, sigma and the factor at params."""
         theta, sigma = self.split(params)
         fac = self.factor(params)
-        return theta, self._value(theta, sigma, fac.logdet_z, fac.logdet_x, fac.r2)[1], fac
+        return theta, self.evaluate(theta, sigma, fac.logdet_z, fac.logdet_x, fac.r2)[1], fac
 
     def criterion(self, params: ArrayLike, fac: Factor) -> tuple[float, float]:
         """blme's reported criterion (REML or deviance without the prior, at the penalized
         estimates; with a Normal prior R_X is that of X'WX plus the prior's precision, as blme's)
         and the penalty, given the factor at params."""
         theta, given = self.split(params)
-        value, sigma, _ = self._value(theta, given, fac.logdet_z, fac.logdet_x, fac.r2)
+        value, sigma, _ = self.evaluate(theta, given, fac.logdet_z, fac.logdet_x, fac.r2)
         P = self.priors.xtx(sigma)
         pwrss = fac.r2 - (0.0 if P is None else float(fac.beta @ P @ fac.beta))
         crit = self.deviance(fac.logdet_z, fac.logdet_x if self.REML else 0.0, pwrss, sigma)
@@ -210,16 +212,13 @@ class BlmmProfiler:
             theta = theta_from_sdcor(vp[:-1], sigma, self.f.thetamap)
         except NotPositiveDefinite:
             # a correlation of exactly +-1 (the profile reaching its bound): just inside it
-            theta = theta_from_sdcor(
-                np.where(self._cor, vp, 0.0)[:-1] * (1 - 1e-9) + np.where(self._cor, 0.0, vp)[:-1],
-                sigma,
-                self.f.thetamap,
-            )
+            inside = np.where(self._cor, vp * (1 - 1e-9), vp)
+            theta = theta_from_sdcor(inside[:-1], sigma, self.f.thetamap)
         fac = self.f.factor(self.f.params_at(theta, sigma))
-        return self._value(theta, sigma, fac.logdet_z, fac.r2)
+        return self._ml(theta, sigma, fac.logdet_z, fac.r2)
 
-    def _value(self, theta: np.ndarray, sigma: float | None, logdet_z: float, r2: float) -> float:
-        return self.f._value(theta, sigma, logdet_z, 0.0, r2)[0]
+    def _ml(self, theta: np.ndarray, sigma: float | None, logdet_z: float, r2: float) -> float:
+        return self.f.evaluate(theta, sigma, logdet_z, 0.0, r2)[0]
 
     def varpar_profile(self, j: int) -> Any:
         from .confint import _fix_one
@@ -246,7 +245,7 @@ class BlmmProfiler:
                 return math.inf
             fac = f.factor(x)
             r2 = fac.r2 + (v - fac.beta[j]) ** 2 / fac.xtx_inv()[j, j]
-            return self._value(theta, sigma, fac.logdet_z, r2)
+            return self._ml(theta, sigma, fac.logdet_z, r2)
 
         def profile(v: float) -> float:
             x, val = _inner_min(lambda x: at(x, v), start["x"], f.lower, f.upper)

@@ -140,7 +140,7 @@ def test_sigma_profile_minimizes_the_criterion(cov: object, resid: object, mode:
     fac = f.factor(f.params_at(theta, 25.0))
 
     def at(s: float) -> float:
-        return f._value(theta, s, fac.logdet_z, fac.logdet_x, fac.r2)[0]
+        return f.evaluate(theta, s, fac.logdet_z, fac.logdet_x, fac.r2)[0]
 
     best = minimize_scalar(at, bounds=(5, 100), method="bounded", options={"xatol": 1e-10})
     assert f.estimates(theta)[1] == pytest.approx(best.x, rel=1e-6)
@@ -158,7 +158,7 @@ def test_sigma_is_optimized_where_no_closed_form() -> None:
     )
     fac = f.factor(np.r_[m.theta, m.sigma])
     best = minimize_scalar(
-        lambda s: f._value(m.theta, s, fac.logdet_z, 0.0, fac.r2)[0], bounds=(5, 200), method="bounded"
+        lambda s: f.evaluate(m.theta, s, fac.logdet_z, 0.0, fac.r2)[0], bounds=(5, 200), method="bounded"
     )
     assert m.sigma == pytest.approx(best.x, rel=1e-4)
 
@@ -171,7 +171,7 @@ def test_sigma_quadratic_profile() -> None:
     theta = np.array([0.6])
     fac = f.factor(theta)
     best = minimize_scalar(
-        lambda s: f._value(theta, s, fac.logdet_z, 0.0, fac.r2)[0], bounds=(5, 200), method="bounded"
+        lambda s: f.evaluate(theta, s, fac.logdet_z, 0.0, fac.r2)[0], bounds=(5, 200), method="bounded"
     )
     assert f.estimates(theta)[1] == pytest.approx(best.x, rel=1e-5)
 
@@ -278,6 +278,7 @@ def test_prior_sensitivity_table_and_plot() -> None:
         ({"cov_prior": "gamma"}, "Wishart or InvWishart"),
         ({"cov_prior": "lognormal"}, "unknown covariance prior"),
         ({"cov_prior": P.Normal()}, "not a covariance prior"),
+        ({"cov_prior": {"Subject": P.Point(1)}}, "not a covariance prior"),
         ({"cov_prior": P.Wishart(df=0.5)}, "needs df > 1"),
         ({"cov_prior": P.Wishart(scale=[1, 2, 3])}, "2 variances"),
         ({"fixef_prior": "t"}, "available for bglmer"),

@@ -221,12 +221,12 @@ def resolve(
             )
         chosen = [_named(cov_prior.get(g), _COV, "covariance prior") for g in groups]
     else:
-        one = _named(cov_prior, _COV, "covariance prior")
-        if one is not None and not isinstance(one, CovPrior):
+        chosen = [_named(cov_prior, _COV, "covariance prior")] * len(terms)
+    for c in chosen:
+        if c is not None and not isinstance(c, CovPrior):
             raise DataError(
-                f"{type(one).__name__} is not a covariance prior; use Wishart, InvWishart, Gamma or InvGamma"
+                f"{type(c).__name__} is not a covariance prior; use Wishart, InvWishart, Gamma or InvGamma"
             )
-        chosen = [one] * len(terms)
     cov = tuple(None if c is None else c.resolve(t.k, glmm) for c, t in zip(chosen, terms))
     fixef = _named(fixef_prior, {"normal": Normal, "t": StudentT}, "fixed-effects prior")
     if fixef is not None:
