@@ -24,8 +24,8 @@ import pandas as pd
 from .checks import check_flag
 from .design import ArrayLike, Design, build_design
 from .engine import Blocks, Factor
-from .errors import DataError, HmixError, whole_number
-from .families import Family, get_family
+from .errors import HmixError
+from .families import Family
 from .lmm import LMMObjective, check_lmm
 from .priors import Priors, SigmaTerms, resolve
 from .results import GeneralizedLinearMixedModel, LinearMixedModel
@@ -360,14 +360,11 @@ def bglmer(
     >>> round(float(g.theta[0]), 3), round(g.penalized_objective, 3)  # blme: 0.719, 185.210
     (0.719, 185.21)
     """
-    from .fit import check_glmm, fit_glmm
+    from .fit import check_glmm, fit_glmm, glmm_arguments
 
-    fam = get_family(family, link)
-    nAGQ = whole_number(nAGQ, "nAGQ", minimum=0)
-    check_conv = check_flag(check_conv, "check_conv")
-    if vcov_method not in ("hessian", "pirls"):
-        raise DataError(f"vcov_method must be 'hessian' or 'pirls', not {vcov_method!r}")
-    design = build_design(formula, data, weights=weights, offset=offset, binary_ok=fam.name == "binomial")
+    design, fam, nAGQ, check_conv = glmm_arguments(
+        formula, data, family, link, nAGQ, weights, offset, vcov_method, check_conv
+    )
     check_glmm(design, fam)
     priors = resolve(design, cov_prior, fixef_prior, glmm=True)
     name = str(data.attrs.get("name", "data"))

@@ -301,15 +301,33 @@ def glmer(
     >>> round(m.loglik, 2)
     -92.03
     """
+    design, fam, nAGQ, check_conv = glmm_arguments(
+        formula, data, family, link, nAGQ, weights, offset, vcov_method, check_conv
+    )
+    return fit_glmm(
+        design, fam, nAGQ=nAGQ, vcov_method=vcov_method, check_conv=check_conv, data_name=_data_name(data)
+    )
+
+
+def glmm_arguments(
+    formula: str,
+    data: pd.DataFrame,
+    family: str | Family,
+    link: str | None,
+    nAGQ: int,
+    weights: ArrayLike | None,
+    offset: ArrayLike | None,
+    vcov_method: str,
+    check_conv: bool,
+) -> tuple[Design, Family, int, bool]:
+    """glmer's (and bglmer's) arguments checked, and the design: (design, family, nAGQ, check_conv)."""
     fam = get_family(family, link)
     nAGQ = whole_number(nAGQ, "nAGQ", minimum=0)
     check_conv = check_flag(check_conv, "check_conv")
     if vcov_method not in ("hessian", "pirls"):
         raise DataError(f"vcov_method must be 'hessian' or 'pirls', not {vcov_method!r}")
     design = build_design(formula, data, weights=weights, offset=offset, binary_ok=fam.name == "binomial")
-    return fit_glmm(
-        design, fam, nAGQ=nAGQ, vcov_method=vcov_method, check_conv=check_conv, data_name=_data_name(data)
-    )
+    return design, fam, nAGQ, check_conv
 
 
 def check_glmm(design: Design, family: Family) -> None:
