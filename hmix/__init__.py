@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from . import anova, datasets, ddf, hypotheses, plot
+from . import anova, datasets, ddf, hypotheses, plot, priors
+from .blme import bglmer, blmer
 from .bootstrap import bootstrap
 from .compare import compare
 from .crossval import CrossValidation, cross_validate
@@ -24,12 +25,18 @@ from .lmm import LMMObjective
 from .loo import LOO
 from .optimize import OptSummary
 from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel
+from .sensitivity import PriorSensitivity, prior_sensitivity
 
 __version__ = "0.1.0"
 
 __all__ = [
     "lmer",
     "glmer",
+    "blmer",
+    "bglmer",
+    "priors",
+    "prior_sensitivity",
+    "PriorSensitivity",
     "compare",
     "cross_validate",
     "bootstrap",

@@ -103,6 +103,18 @@ def compare(
     df = np.r_[np.nan, np.diff(npar)].astype(float)
     with np.errstate(invalid="ignore"):
         p = np.where(df > 0, chi2.sf(np.maximum(chisq, 0.0), np.where(df > 0, df, 1)), np.nan)
+    if any(m.priors is not None for m in models):
+        # a penalized fit does not maximize the likelihood: the difference in deviance is not a
+        # likelihood-ratio statistic (it can even be negative) and its chi-square p-value means nothing
+        warnings.warn(
+            "penalized fits (blmer, bglmer): logLik, deviance, AIC and BIC are those of the likelihood "
+            "without the priors at the penalized estimates (as blme reports them), and the "
+            "likelihood-ratio test does not apply, so Pr(>Chisq) is NaN; compare with loo=True, or "
+            "fit the models with lmer/glmer for likelihood-ratio tests",
+            HmixWarning,
+            stacklevel=user_stacklevel(),
+        )
+        p = np.full(len(p), np.nan)
     table["Chisq"] = chisq
     table["Df"] = df
     table["Pr(>Chisq)"] = p

@@ -203,7 +203,8 @@ class _GlmmProfiler:
         d = model.design
         family = model.devfun.family if model.devfun is not None else model.family
         zi = None if model.zi is None else model.zi.X
-        self.obj = GLMMObjective(d, family, max(int(model.nAGQ), 1), zi=zi)
+        penalty = None if model.priors is None else model.priors.glmm_penalty(model.thetamap)
+        self.obj = GLMMObjective(d, family, max(int(model.nAGQ), 1), penalty=penalty, zi=zi)
         vnames = model.varpar_names()
         self.nsd = len(vnames) - int(model.dispersion_estimated)
         self.nv = len(vnames)
@@ -266,8 +267,13 @@ def _(model: GeneralizedLinearMixedModel, level: float, parm: list[str] | None) 
 def _(model: LinearMixedModel, level: float, parm: list[str] | None) -> pd.DataFrame:
     z = float(norm.ppf(0.5 + level / 2))
     ml = model.refit_ml()  # lme4 profiles the ML deviance, REML fits too
-    pr = _Profiler(ml)
-    if abs(pr.dev_hat - ml.objective) > 1e-6 * max(1.0, abs(ml.objective)):
+    pr: Any = _Profiler(ml)
+    if ml.priors is not None:  # (a blmer fit: its penalized criterion)
+        from .blme import BlmmProfiler
+
+        pr = BlmmProfiler(ml)
+    target = ml.penalized_objective
+    if abs(pr.dev_hat - target) > 1e-6 * max(1.0, abs(target)):
         raise HmixError("the profile's deviance does not reproduce the fit's; refit the model")
     lo, hi = [], []
     for j, name in enumerate(pr.names):

@@ -183,6 +183,12 @@ def _require_lmm(m: Any) -> None:
             "denominator degrees of freedom are for linear mixed models; GLMMs use z tests "
             "(asymptotic normal reference distribution, as lme4)"
         )
+    if m.priors is not None:
+        raise HmixError(
+            "Satterthwaite and Kenward-Roger degrees of freedom are derived from the unpenalized "
+            "REML criterion, which a blmer fit does not minimize; use coef_table() (Wald t values), "
+            "confint(method='boot'), or fit the model with lmer for small-sample tests"
+        )
 
 
 def _varpar_derivatives(m: LinearMixedModel) -> _VarparDerivatives:

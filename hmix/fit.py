@@ -35,6 +35,8 @@ from .optimize import (
     minimize_newton,
     newton_polish,
 )
+from .priors import Priors
+from .remat import ThetaMap
 from .results import GeneralizedLinearMixedModel, LinearMixedModel
 from .zeroinflation import ZeroInflation
 
@@ -49,6 +51,12 @@ __all__ = ["lmer", "glmer", "fit_lmm", "fit_glmm", "refit", "LmmRefitter"]
 _STAGE1_FTOL = 1e-4
 _STAGE1_PIRLS_TOL = 1e-6  # ... and its PIRLS need not converge further than that
 _LOG_DISP_BOUND = float(np.log(1e8))
+# what the singular-fit message of an unpenalized fit suggests
+_LMER_HINT = (
+    "; hmix.blmer fits the same model with a weakly informative prior on the covariance (blme's "
+    "default Wishart) that keeps the estimate off the boundary"
+)
+_GLMER_HINT = _LMER_HINT.replace("blmer", "bglmer")
 
 
 def _no_overdispersion(mu: np.ndarray, theta: float) -> bool:
@@ -112,7 +120,12 @@ def lmer(
 
 
 def optimize_lmm(
-    f: LMMObjective, start: np.ndarray | None = None, *, check_conv: bool = True, quiet: bool = False
+    f: LMMObjective,
+    start: np.ndarray | None = None,
+    *,
+    check_conv: bool = True,
+    quiet: bool = False,
+    singular_hint: str = _LMER_HINT,
 ) -> tuple[np.ndarray, OptSummary, bool, bool]:
     """Minimize the profiled deviance: theta, what the optimizer did, singular, converged.
 
@@ -123,7 +136,7 @@ def optimize_lmm(
     region of 5% of it (at least 0.02) saves about a tenth of the evaluations over the
     reference LMMs (658 in all, against 721 in unscaled theta with a 10% region).
     """
-    scale = f.thetamap.scale
+    scale = f.param_scale
     x0 = (f.theta0 if start is None else np.asarray(start, dtype=float)) * scale
     step = np.maximum(0.05 * np.abs(x0), 0.02)
     method = choose_method(len(x0), f.engine.work)
@@ -140,11 +153,20 @@ def optimize_lmm(
         f.engine.forget()
         return theta, optsum, bool((x[f.scale_mask] < SINGULAR_TOL).any()), True
     # the checks step the parameters in the engine's term order (the last ones cost least)
-    checks = check_convergence(fc, x, f.scale_mask, check=check_conv, fx=fmin, order=f.engine.step_order)
+    checks = check_convergence(
+        fc,
+        x,
+        f.scale_mask,
+        check=check_conv,
+        fx=fmin,
+        order=f.engine.step_order,
+        singular_hint=singular_hint,
+    )
     lay = f.engine.layout
     # the exact gradient sums over rows and inverts the rest block: up to these sizes it costs a
-    # few evaluations (beyond, InstEval's costs 50: one step on the checks' gradient instead)
-    exact = lay.n * sum(t.k for t in lay.terms) <= 100_000 and lay.m <= 500
+    # few evaluations (beyond, InstEval's costs 50: one step on the checks' gradient instead);
+    # a penalized objective with priors (hmix.blme) has none
+    exact = lay.n * sum(t.k for t in lay.terms) <= 100_000 and lay.m <= 500 and f.priors is None
     grad = (lambda x: _gradient(f, x / scale) / scale) if exact else None
     x, fmin = newton_polish(fc, x, fmin, checks, f.lower, f.upper, gradient=grad)
     theta = x / scale
@@ -170,18 +192,30 @@ def fit_lmm(
     check_conv: bool = True,
     data_name: str = "data",
     penalty: Penalty | None = None,
+    priors: Priors | None = None,
 ) -> LinearMixedModel:
-    """Fit an LMM to a materialized design (``lmer`` after the formula; refits reuse it)."""
-    f = LMMObjective(design, REML=REML, penalty=penalty)
-    theta, optsum, singular, converged = optimize_lmm(f, check_conv=check_conv)
-    return lmm_model(f, theta, optsum, singular=singular, converged=converged, data_name=data_name)
+    """Fit an LMM to a materialized design (``lmer`` after the formula; refits reuse it).
+
+    With ``priors`` (``hmix.priors.resolve``) the fit is blme's penalized one (``hmix.blmer``).
+    """
+    if priors is not None:
+        from .blme import PenalizedLMM
+
+        f: LMMObjective = PenalizedLMM(design, REML, priors)
+    else:
+        f = LMMObjective(design, REML=REML, penalty=penalty)
+    hint = _LMER_HINT if priors is None and penalty is None else ""
+    x, optsum, singular, converged = optimize_lmm(f, check_conv=check_conv, singular_hint=hint)
+    return lmm_model(f, x, optsum, singular=singular, converged=converged, data_name=data_name)
 
 
 def lmm_model(
-    f: LMMObjective, theta: np.ndarray, optsum: OptSummary, *, singular: bool, converged: bool, data_name: str
+    f: LMMObjective, x: np.ndarray, optsum: OptSummary, *, singular: bool, converged: bool, data_name: str
 ) -> LinearMixedModel:
-    """The fitted model at ``theta``: beta, sigma and u from the factor there."""
-    fac = f.factor(theta)
+    """The fitted model at the optimizer's ``x`` (theta; and sigma where a prior keeps it from
+    profiling): beta, sigma and u from the factor there."""
+    theta, sigma, fac = f.estimates(x)
+    objective, penalty = f.criterion(x, fac)
     d = f.design
     return LinearMixedModel(
         formula=d.formula.text,
@@ -189,8 +223,8 @@ def lmm_model(
         theta=np.array(theta, dtype=float),
         beta=fac.beta.copy(),
         u=tuple(f.engine.to_lme4(fac.u_engine)),
-        sigma=f.sigma(fac),
-        objective=f.from_factor(fac),
+        sigma=float(sigma),
+        objective=float(objective),
         optsum=optsum,
         singular=singular,
         converged=converged,
@@ -198,6 +232,8 @@ def lmm_model(
         REML=f.REML,
         devfun=f,
         data_name=data_name,
+        priors=f.priors,
+        penalty=float(penalty),
     )
 
 
@@ -207,14 +243,20 @@ class LmmRefitter:
 
     def __init__(self, model: LinearMixedModel):
         self.model = model
-        self.f = LMMObjective(model.design, REML=model.REML)
+        if model.priors is not None:  # (a penalized fit: its refits keep the priors)
+            from .blme import PenalizedLMM
+
+            self.f: LMMObjective = PenalizedLMM(model.design, model.REML, model.priors)
+        else:
+            self.f = LMMObjective(model.design, REML=model.REML)
 
     def __call__(self, y: np.ndarray) -> tuple[np.ndarray, float, np.ndarray, bool]:
         """theta, sigma, beta and the singular flag of the fit to response ``y``."""
         self.f.set_response(y)
-        theta, _, singular, _ = optimize_lmm(self.f, self.model.theta, quiet=True)
-        fac = self.f.factor(theta)
-        return theta, self.f.sigma(fac), fac.beta, singular
+        start = self.f.params_at(self.model.theta, self.model.sigma)
+        x, _, singular, _ = optimize_lmm(self.f, start, quiet=True)
+        theta, sigma, fac = self.f.estimates(x)
+        return theta, sigma, fac.beta, singular
 
 
 # ----- generalized linear mixed models ------------------------------------------------------
@@ -277,12 +319,9 @@ def glmer(
     >>> round(m.loglik, 2)
     -92.03
     """
-    fam = get_family(family, link)
-    nAGQ = whole_number(nAGQ, "nAGQ", minimum=0)
-    check_conv = check_flag(check_conv, "check_conv")
-    if vcov_method not in ("hessian", "pirls"):
-        raise DataError(f"vcov_method must be 'hessian' or 'pirls', not {vcov_method!r}")
-    design = build_design(formula, data, weights=weights, offset=offset, binary_ok=fam.name == "binomial")
+    design, fam, nAGQ, check_conv = glmm_arguments(
+        formula, data, family, link, nAGQ, weights, offset, vcov_method, check_conv
+    )
     zi = None if zi_formula is None else ZeroInflation.build(zi_formula, data, design, fam)
     return fit_glmm(
         design,
@@ -293,6 +332,27 @@ def glmer(
         data_name=_data_name(data),
         zi=zi,
     )
+
+
+def glmm_arguments(
+    formula: str,
+    data: pd.DataFrame,
+    family: str | Family,
+    link: str | None,
+    nAGQ: int,
+    weights: ArrayLike | None,
+    offset: ArrayLike | None,
+    vcov_method: str,
+    check_conv: bool,
+) -> tuple[Design, Family, int, bool]:
+    """glmer's (and bglmer's) arguments checked, and the design: (design, family, nAGQ, check_conv)."""
+    fam = get_family(family, link)
+    nAGQ = whole_number(nAGQ, "nAGQ", minimum=0)
+    check_conv = check_flag(check_conv, "check_conv")
+    if vcov_method not in ("hessian", "pirls"):
+        raise DataError(f"vcov_method must be 'hessian' or 'pirls', not {vcov_method!r}")
+    design = build_design(formula, data, weights=weights, offset=offset, binary_ok=fam.name == "binomial")
+    return design, fam, nAGQ, check_conv
 
 
 def glmm_start(design: Design, family: Family, zi: ZeroInflation | None) -> tuple[np.ndarray, np.ndarray]:
@@ -334,13 +394,15 @@ def fit_glmm(
     pirls: PirlsSettings | None = None,
     penalty: GlmmPenalty | None = None,
     zi: ZeroInflation | None = None,
+    priors: Priors | None = None,
 ) -> GeneralizedLinearMixedModel:
     """Fit a GLMM to a materialized design (``glmer`` after the formula; refits reuse it).
 
     ``penalty`` (a prior's -2 log-density over (theta, beta), with its gradient) is added to the
     objective the optimizer minimizes; the model's ``objective`` is the deviance without it.
-    The stages and the checks work on scaled parameters (``Scaled``). BLAS runs on one thread
-    meanwhile (see ``hmix._threads``).
+    ``priors`` (``hmix.priors.resolve``) give that penalty and are recorded in the model, with the
+    penalty's value (``hmix.bglmer``). The stages and the checks work on scaled parameters
+    (``Scaled``). BLAS runs on one thread meanwhile (see ``hmix._threads``).
     """
     check_glmm(design, family)
     if nAGQ == 0 and (family.free_dispersion or zi is not None):
@@ -348,6 +410,14 @@ def fit_glmm(
             "nAGQ=0 optimizes theta alone; a dispersion or zero-inflation part is estimated with "
             "the Laplace approximation: use nAGQ=1"
         )
+    if priors is not None:
+        if nAGQ == 0 and priors.fixef is not None:
+            raise DataError(
+                "a fixed-effects prior needs nAGQ >= 1: with nAGQ = 0 the fixed effects come out of "
+                "PIRLS, which the prior does not enter; use nAGQ=1 or drop fixef_prior"
+            )
+        penalty = priors.glmm_penalty(ThetaMap.of(design.terms))
+    hint = _GLMER_HINT if penalty is None else ""
     with one_blas_thread():
         obj = GLMMObjective(design, family, nAGQ, pirls, penalty, None if zi is None else zi.X)
         beta0, extra0 = glmm_start(design, family, zi)
@@ -382,6 +452,7 @@ def fit_glmm(
             check=check_conv,
             hessian=nAGQ > 0 and vcov_method == "hessian",
             derivs=derivs,
+            singular_hint=hint,
         )
         singular, converged, messages, hess = (
             checks.singular,
@@ -457,6 +528,8 @@ def fit_glmm(
         zi_beta=None if zi is None else extra[obj.ndisp :].copy(),
         vcov_params=vcov_all,
         dispersion_estimated=bool(obj.ndisp),
+        priors=priors,
+        penalty=0.0 if penalty is None else float(penalty(np.concatenate([theta, beta]))[0]),
     )
 
 
@@ -665,7 +738,9 @@ def refit(
         if quiet:
             warnings.simplefilter("ignore")
         if isinstance(model, LinearMixedModel):
-            return fit_lmm(design, REML=model.REML, check_conv=check_conv, data_name=model.data_name)
+            return fit_lmm(
+                design, REML=model.REML, check_conv=check_conv, data_name=model.data_name, priors=model.priors
+            )
         if isinstance(model, GeneralizedLinearMixedModel):
             # (the family as it was given: an estimated dispersion is estimated again)
             family = model.devfun.family if model.devfun is not None else model.family
@@ -677,5 +752,6 @@ def refit(
                 check_conv=check_conv,
                 data_name=model.data_name,
                 zi=None if model.zi is None else model.zi.for_design(design),
+                priors=model.priors,
             )
     raise HmixError(f"cannot refit a {type(model).__name__}")

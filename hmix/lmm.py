@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -11,6 +12,9 @@ from .design import ArrayLike, Design
 from .engine import Engine, Factor, Rule
 from .errors import DataError
 from .remat import ThetaMap
+
+if TYPE_CHECKING:
+    from .priors import Priors
 
 __all__ = ["LMMObjective", "lmm_deviance", "start_theta", "check_lmm", "LOG2PI"]
 
@@ -82,6 +86,8 @@ class LMMObjective:
     319.654
     """
 
+    priors: Priors | None = None  # (a penalized objective's, hmix.blme)
+
     def __init__(
         self, design: Design, REML: bool = True, penalty: Penalty | None = None, rule: Rule | None = None
     ):
@@ -111,6 +117,28 @@ class LMMObjective:
     def factor(self, theta: ArrayLike) -> Factor:
         """The engine's factor at ``theta``."""
         return self.engine.factor(self.thetamap.lam(np.asarray(theta, dtype=float)))
+
+    @property
+    def param_scale(self) -> np.ndarray:
+        """The optimizer's parameters times this are on the scale it works on (theta for columns
+        of Z of size 1, ``ThetaMap.scale``)."""
+        return self.thetamap.scale
+
+    def params_at(self, theta: np.ndarray, sigma: float) -> np.ndarray:
+        """The optimizer's parameters of a fit at theta and sigma (theta: sigma profiles out;
+        a penalized objective may optimize sigma too)."""
+        return np.asarray(theta, dtype=float)
+
+    def estimates(self, params: ArrayLike) -> tuple[np.ndarray, float, Factor]:
+        """theta, sigma and the factor at the optimizer's parameters."""
+        theta = np.asarray(params, dtype=float)
+        fac = self.factor(theta)
+        return theta, self.sigma(fac), fac
+
+    def criterion(self, params: ArrayLike, fac: Factor) -> tuple[float, float]:
+        """The fitted model's criterion (REML or deviance) and penalty at params, given the
+        factor there (the penalty is a prior's, which this objective has not)."""
+        return self.from_factor(fac), 0.0
 
     def deviance(self, logdet_z: float, logdet_x: float, r2: float, sigma: float | None = None) -> float:
         """The deviance from the factor's parts (at ``sigma``, or with sigma profiled)."""

@@ -502,6 +502,7 @@ def check_convergence(
     derivs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None = None,
     fx: float | None = None,
     order: np.ndarray | None = None,
+    singular_hint: str = "",
 ) -> Checks:
     """lme4's checks at the optimum: singularity, scaled gradient, Hessian.
 
@@ -511,12 +512,14 @@ def check_convergence(
     when given, returns the gradient and Hessian at ``x`` instead (from an exact gradient; None
     when it cannot, and the differences of values are used). ``fx`` is the objective at ``x``
     when it is exact and known, and ``order`` the order in which to step the parameters (see
-    ``_derivs``).
+    ``_derivs``). ``singular_hint`` ends the message of a singular fit (a remedy to suggest).
     """
     messages: list[str] = []
     singular = bool(np.any(x[diagonal] < SINGULAR_TOL))
     if singular:
-        msg = "boundary (singular) fit: a variance is estimated as zero or a correlation as +-1"
+        msg = (
+            "boundary (singular) fit: a variance is estimated as zero or a correlation as +-1" + singular_hint
+        )
         messages.append(msg)
         warnings.warn(msg, SingularFitWarning, stacklevel=user_stacklevel())
     if not (hessian or (check and not singular)):

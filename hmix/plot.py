@@ -1,4 +1,5 @@
-"""Plots of a fitted model: caterpillar, shrinkage, posterior-predictive check, residuals.
+"""Plots of a fitted model: caterpillar, shrinkage, posterior-predictive check, residuals; and
+of the estimates under several priors.
 
 matplotlib is an optional extra (``pip install 'hmix[plot]'``), imported when a plot is drawn.
 Every function draws on ``ax`` (a new figure's axes when None) and returns the Axes.
@@ -6,7 +7,7 @@ Every function draws on ``ax`` (a new figure's axes when None) and returns the A
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -15,9 +16,10 @@ from .errors import DataError, HmixError
 
 if TYPE_CHECKING:
     from .results import MixedModel
+    from .sensitivity import PriorSensitivity
     from .simulate import PPCResult
 
-__all__ = ["caterpillar", "shrinkage", "ppc", "residuals"]
+__all__ = ["caterpillar", "shrinkage", "ppc", "residuals", "prior_sensitivity"]
 
 
 def _axes(ax: Any) -> Any:
@@ -246,3 +248,74 @@ def residuals(model: MixedModel, ax: Any = None, smooth: bool = True) -> Any:
     ax.set_ylabel("Pearson residuals")
     ax.set_title("Residuals vs fitted")
     return ax
+
+
+def prior_sensitivity(
+    result: PriorSensitivity, parameters: Sequence[str] | None = None, axes: Any = None
+) -> Any:
+    """One panel per parameter: its estimate under each prior (the fit without priors on top),
+    fixed effects with +-1.96 SE; singular fits as open circles.
+
+    Parameters
+    ----------
+    result : PriorSensitivity
+        From ``hmix.prior_sensitivity``.
+    parameters : list of str, optional
+        Rows of ``result.estimates`` to draw (default: all).
+    axes : sequence of matplotlib.axes.Axes, optional
+        One per parameter (default: a new figure with a grid of panels).
+
+    Returns
+    -------
+    numpy.ndarray of matplotlib.axes.Axes
+        The panels, one per parameter.
+
+    Examples
+    --------
+    >>> import matplotlib; matplotlib.use("Agg")
+    >>> import matplotlib.pyplot as plt
+    >>> import hmix
+    >>> s = hmix.prior_sensitivity("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff2"))
+    >>> axes = hmix.plot.prior_sensitivity(s)
+    >>> [ax.get_title() for ax in axes]
+    ['(Intercept)', 'sd_(Intercept)|Batch', 'sigma']
+    >>> plt.close("all")
+    """
+    est = result.estimates
+    names = list(est.index) if parameters is None else list(parameters)
+    missing = [p for p in names if p not in est.index]
+    if missing:
+        raise DataError(f"no parameter {missing[0]!r} in the table; its parameters are {list(est.index)}")
+    if axes is None:
+        _axes(None)  # (matplotlib's presence, with the clear error)
+        import matplotlib.pyplot as plt
+
+        plt.close()
+        ncol = min(3, len(names))
+        nrow = -(-len(names) // ncol)
+        fig, grid = plt.subplots(
+            nrow, ncol, figsize=(4.2 * ncol, 0.5 + 0.45 * len(est.columns) * nrow), squeeze=False
+        )
+        for extra in grid.ravel()[len(names) :]:
+            fig.delaxes(extra)
+        panels = grid.ravel()[: len(names)]
+    else:
+        panels = np.atleast_1d(np.asarray(axes, dtype=object))
+        if len(panels) != len(names):
+            raise DataError(f"axes has {len(panels)} panels for {len(names)} parameters")
+    labels = list(est.columns)
+    y = np.arange(len(labels))[::-1]
+    singular = result.singular.reindex(labels).to_numpy(dtype=bool)
+    for ax, name in zip(panels, names):
+        values = est.loc[name].to_numpy(dtype=float)
+        if name in result.std_errors.index:
+            half = 1.96 * result.std_errors.loc[name].to_numpy(dtype=float)
+            ax.errorbar(values, y, xerr=half, fmt="none", ecolor="grey", lw=1)
+        ax.scatter(values[~singular], y[~singular], color="C0", zorder=3)
+        ax.scatter(values[singular], y[singular], facecolors="none", edgecolors="C3", zorder=3)
+        ax.axvline(values[0], color="grey", lw=0.8, ls=":")
+        ax.set_yticks(y)
+        ax.set_yticklabels(labels)
+        ax.set_title(name)
+    panels[0].figure.tight_layout()
+    return panels

@@ -24,6 +24,7 @@ from .remat import ThetaMap
 if TYPE_CHECKING:
     from .glmm import GLMMObjective
     from .lmm import LMMObjective
+    from .priors import Priors
     from .zeroinflation import ZeroInflation
 
 __all__ = ["MixedModel", "LinearMixedModel", "GeneralizedLinearMixedModel"]
@@ -57,6 +58,14 @@ class MixedModel:
     data_name: str = "data"
     family: Family = field(default_factory=Gaussian)
     REML: bool = False
+    priors: Priors | None = field(default=None, repr=False)
+    penalty: float = 0.0
+
+    @property
+    def penalized_objective(self) -> float:
+        """What the optimizer minimized: ``objective`` plus ``penalty``, the priors' -2 log-density
+        (``hmix.blmer``, ``hmix.bglmer``; blme's "Prior dev"). Without priors, ``objective``."""
+        return self.objective + self.penalty
 
     # ----- sizes -------------------------------------------------------------------------
     @property
@@ -832,10 +841,16 @@ class LinearMixedModel(MixedModel):
     sigma : float
         Residual standard deviation.
     objective : float
-        The REML criterion for REML fits, -2 log-likelihood for ML fits.
+        The REML criterion for REML fits, -2 log-likelihood for ML fits (for ``hmix.blmer``:
+        without the priors, at the penalized estimates, as blme reports it).
     REML : bool
     optsum : OptSummary
     singular, converged : bool
+    priors : hmix.priors.Priors or None
+        The priors of a ``blmer`` / ``bglmer`` fit (refits keep them).
+    penalty : float
+        Their -2 log-density at the estimates (0 without priors); ``penalized_objective`` is
+        ``objective + penalty``.
 
     Examples
     --------
@@ -893,7 +908,7 @@ class LinearMixedModel(MixedModel):
             return self
         from .fit import fit_lmm
 
-        return fit_lmm(self.design, REML=False, data_name=self.data_name)
+        return fit_lmm(self.design, REML=False, data_name=self.data_name, priors=self.priors)
 
     def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
         """Fixed effects with standard errors and t statistics; with ``ddf``, t tests.
@@ -977,6 +992,9 @@ class GeneralizedLinearMixedModel(MixedModel):
     vcov_method : str
         ``"hessian"`` (finite-difference Hessian over theta and beta, lme4's default) or
         ``"pirls"``.
+    priors, penalty
+        As for ``LinearMixedModel`` (``hmix.bglmer``): ``objective`` is then the deviance
+        without the priors.
 
     Examples
     --------

@@ -275,6 +275,8 @@ class Summary:
         The legend of the significance stars, when the fixed effects show stars.
     messages : list of str
         Warnings of the fit.
+    priors : list of str
+        The priors of a penalized fit and their deviance, as blme prints them above the title.
     """
 
     title: str
@@ -288,13 +290,13 @@ class Summary:
     sections: dict[str, Section] = field(default_factory=dict)
     signif: list[str] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
-    extras: list[tuple[str, Section]] = field(
-        default_factory=list
-    )  # (heading, block) after the fixed effects
+    # (heading, block) after the fixed effects: a zero-inflation table, a dispersion line
+    extras: list[tuple[str, Section]] = field(default_factory=list)
+    priors: list[str] = field(default_factory=list)
 
     def __str__(self) -> str:
         sec = self.sections
-        lines = [self.title, *self.header, ""]
+        lines = [*self.priors, self.title, *self.header, ""]
         lines += [*_section_text(sec["criteria"]), ""]
         lines += ["Scaled residuals: ", *_section_text(sec["residuals"]), ""]
         lines += ["Random effects:", *_section_text(sec["random"]), self.nobs_line, ""]
@@ -318,6 +320,7 @@ class Summary:
             return f"<div style='font-weight: bold; margin-top: 0.6em'>{html.escape(text)}</div>"
 
         parts = [
+            *([_html_lines(self.priors)] if self.priors else []),
             f"<div style='font-weight: bold'>{html.escape(self.title)}</div>",
             _html_lines(self.header),
             _section_html(sec["criteria"]),
@@ -462,6 +465,13 @@ def _corr_block(m: MixedModel) -> tuple[pd.DataFrame | None, Section | None]:
     return corr, Block(cols[:-1], cells, rows[1:], titles=names[:-1])
 
 
+def _prior_lines(m: MixedModel) -> list[str]:
+    """blme's lines above the title of a penalized fit: the priors and the prior deviance."""
+    if m.priors is None:
+        return []
+    return [*m.priors.lines(), f"Prior dev  : {round(m.penalty, 4)}", ""]
+
+
 def _header(m: MixedModel) -> list[str]:
     lines = [f"Formula: {m.formula}", f"   Data: {m.data_name}"]
     if m.design.weights is not None and m.design.formula.cbind is None:
@@ -573,6 +583,7 @@ def _summary(
         sections=sections,
         signif=_SIGNIF if "" in coef_block.colnames else [],
         messages=_messages(m),
+        priors=_prior_lines(m),
     )
 
 
@@ -636,7 +647,7 @@ def lmm_brief(m: LinearMixedModel) -> str:
 
 
 def _brief(m: MixedModel, title: list[str], reml: bool) -> str:
-    lines = [*title, *_header(m)]
+    lines = [*_prior_lines(m), *title, *_header(m)]
     if reml:
         lines.append(f"REML criterion at convergence: {m.objective:.4f}")
     else:
