@@ -28,7 +28,7 @@ from scipy.stats import norm
 from .errors import DataError, HmixError
 from .glmm import GLMMObjective
 from .lmm import LMMObjective
-from .optimize import minimize
+from .optimize import hessian_from_gradient, minimize
 from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel, theta_from_sdcor
 
 __all__ = ["confint", "interval_frame"]
@@ -39,9 +39,46 @@ def _wald(model: MixedModel, level: float) -> pd.DataFrame:
     z = norm.ppf(0.5 + level / 2)
     se = model.std_errors
     names = model.varpar_names()
-    lo = np.r_[np.full(len(names), np.nan), model.fixef - z * se]
-    hi = np.r_[np.full(len(names), np.nan), model.fixef + z * se]
+    vlo, vhi = _wald_varpar(model, z, len(names))
+    lo = np.r_[vlo, model.fixef - z * se]
+    hi = np.r_[vhi, model.fixef + z * se]
     return interval_frame(names + list(model.fixef.index), lo, hi, level)
+
+
+def _wald_varpar(model: MixedModel, z: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wald intervals of the variance parameters where a structure defines one (the rho of
+    cs() and ar1() terms, from theta's covariance); NaN elsewhere, as lme4."""
+    lo, hi = np.full(n, np.nan), np.full(n, np.nan)
+    terms = model.design.terms
+    if not any(t.cov.has_rho for t in terms):
+        return lo, hi
+    V = _theta_vcov(model)
+    if V is None:
+        return lo, hi
+    start = 0
+    for t, sl in zip(terms, model.thetamap.slices):
+        end = start + len(t.cov.sdcor_pattern[0])
+        lo[start:end], hi[start:end] = t.cov.sdcor_wald(model.theta[sl], V[sl, sl], z)
+        start = end
+    return lo, hi
+
+
+def _theta_vcov(model: MixedModel) -> np.ndarray | None:
+    """theta's covariance, 2 H^-1 from the Hessian of the fitted criterion (the inverse of the
+    Hessian with beta and sigma profiled is theta's block of the full inverse); None for a GLMM
+    fitted without the Laplace approximation's exact gradient (nAGQ != 1)."""
+    k = len(model.theta)
+    if isinstance(model, LinearMixedModel):
+        from .ddf import varpar_vcov
+
+        return varpar_vcov(model)[:k, :k]
+    if not isinstance(model, GeneralizedLinearMixedModel) or model.nAGQ != 1:
+        return None
+    obj = GLMMObjective(model.design, model.family, 1)
+    x = np.r_[model.theta, model.beta]
+    _, g = obj.value_and_gradient(x)
+    H = hessian_from_gradient(obj.value_and_gradient, x, g)
+    return None if H is None else 2.0 * np.linalg.pinv(H)[:k, :k]
 
 
 def interval_frame(names: list[str], lo: np.ndarray, hi: np.ndarray, level: float) -> pd.DataFrame:

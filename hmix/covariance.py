@@ -7,6 +7,11 @@ their values (``lam``), the parameters' bounds and names, and how the variances 
 correlations are reported. Unstructured terms (lme4's default) take T's lower triangle as theta
 itself. To add a structure, subclass ``CovarianceStructure`` and implement ``lam`` (and
 ``jacobian`` when lam is not linear in theta).
+
+The formula names them as lme4 2.0 and glmmTMB do: ``us(x | g)`` (unstructured, the same as
+``(x | g)``), ``diag(x | g)`` (``Diagonal``), ``cs(x | g)`` (``CompoundSymmetry``) and
+``ar1(0 + t | g)`` (``AR1``), the last three with ``hom = TRUE`` for one common variance
+(``structure`` builds them from those names).
 """
 
 from __future__ import annotations
@@ -14,10 +19,21 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache, cached_property
+from typing import ClassVar
 
 import numpy as np
 
-__all__ = ["CovarianceStructure", "Unstructured", "Diagonal", "tril_indices"]
+__all__ = [
+    "CovarianceStructure",
+    "Unstructured",
+    "Diagonal",
+    "ScaledIdentity",
+    "CompoundSymmetry",
+    "AR1",
+    "STRUCTURES",
+    "structure",
+    "tril_indices",
+]
 
 
 @cache
@@ -40,6 +56,7 @@ class CovarianceStructure(ABC):
     """
 
     k: int
+    kind: ClassVar[str]  # the formula's name of the structure (``us``, ``diag``, ``cs``, ``ar1``)
 
     # ----- what a structure defines ------------------------------------------------------
     @property
@@ -85,6 +102,32 @@ class CovarianceStructure(ABC):
     def linear(self) -> bool:
         """Whether ``lam`` is the identity map of theta (then the Jacobian is the identity)."""
         return False
+
+    @property
+    def linear_covariance(self) -> bool:
+        """Whether the covariance is a linear function of free entries (one per element of the
+        pattern): what Kenward-Roger's method assumes (unstructured and diagonal terms)."""
+        return False
+
+    @property
+    def homogeneous(self) -> bool:
+        """Whether every column has the same variance (one variance parameter)."""
+        return False
+
+    @property
+    def separates_residual(self) -> bool:
+        """Whether the residual variance stays identified beside a random effect per observation:
+        when the term's covariance plus c I is outside the structure's family for c != 0."""
+        return False
+
+    @property
+    def has_rho(self) -> bool:
+        """Whether the structure has one correlation parameter rho (compound symmetry, AR(1))."""
+        return False
+
+    def rho(self, theta: np.ndarray) -> float | None:
+        """The structure's correlation parameter (compound symmetry, AR(1)); None without one."""
+        return None
 
     def tmat(self, theta: np.ndarray) -> np.ndarray:
         """T as a dense k x k array."""
@@ -150,6 +193,12 @@ class CovarianceStructure(ABC):
         diag = rows == cols
         return np.where(diag, 0.0, -1.0), np.where(diag, np.inf, 1.0)
 
+    def sdcor_wald(self, theta: np.ndarray, vcov: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
+        """Wald intervals (lower, upper) of the sd/cor parameters given theta's covariance and the
+        normal quantile: none (NaN) unless a structure overrides it, as lme4 gives none."""
+        n = len(self.sdcor_pattern[0])
+        return np.full(n, np.nan), np.full(n, np.nan)
+
 
 @dataclass(frozen=True)
 class _EntriesOfT(CovarianceStructure):
@@ -176,6 +225,12 @@ class Unstructured(_EntriesOfT):
     >>> Unstructured(2).tmat([1.0, 0.5, 2.0]).tolist()
     [[1.0, 0.0], [0.5, 2.0]]
     """
+
+    kind: ClassVar[str] = "us"
+
+    @property
+    def linear_covariance(self) -> bool:
+        return True
 
     @property
     def ntheta(self) -> int:
@@ -239,6 +294,12 @@ class Diagonal(_EntriesOfT):
     [[1.0, 0.0], [0.0, 2.0]]
     """
 
+    kind: ClassVar[str] = "diag"
+
+    @property
+    def linear_covariance(self) -> bool:
+        return True
+
     @property
     def ntheta(self) -> int:
         return self.k
@@ -268,3 +329,352 @@ class Diagonal(_EntriesOfT):
 
     def from_sdcor(self, values: np.ndarray, sigma: float) -> np.ndarray:
         return np.asarray(values, dtype=float) / sigma
+
+
+@dataclass(frozen=True)
+class ScaledIdentity(CovarianceStructure):
+    """Independent random effects with one common variance (``diag(x | g, hom = TRUE)``):
+    T = theta * I.
+
+    Examples
+    --------
+    >>> from hmix.covariance import ScaledIdentity
+    >>> ScaledIdentity(2).tmat([3.0]).tolist()
+    [[3.0, 0.0], [0.0, 3.0]]
+    """
+
+    kind: ClassVar[str] = "diag"
+
+    @property
+    def ntheta(self) -> int:
+        return 1
+
+    @property
+    def homogeneous(self) -> bool:
+        return True
+
+    @cached_property
+    def pattern(self) -> tuple[np.ndarray, np.ndarray]:
+        d = np.arange(self.k)
+        d.flags.writeable = False
+        return d, d
+
+    def lam(self, theta: np.ndarray) -> np.ndarray:
+        return np.full(self.k, float(np.asarray(theta, dtype=float)[0]))
+
+    def jacobian(self, theta: np.ndarray) -> np.ndarray:
+        return np.ones((self.k, 1))
+
+    @property
+    def scale_mask(self) -> np.ndarray:
+        return np.ones(1, dtype=bool)
+
+    @property
+    def lower(self) -> np.ndarray:
+        return np.zeros(1)
+
+    def start(self, ratios: np.ndarray) -> np.ndarray:
+        return np.array([_common_sd(ratios)])
+
+    def rectify(self, theta: np.ndarray) -> np.ndarray:
+        return np.abs(np.asarray(theta, dtype=float))
+
+    def theta_names(self, group: str, names: tuple[str, ...]) -> list[str]:
+        return [f"{group}.{names[0]}"]
+
+    @property
+    def sdcor_pattern(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+
+    def from_sdcor(self, values: np.ndarray, sigma: float) -> np.ndarray:
+        return np.asarray(values, dtype=float) / sigma
+
+
+def _common_sd(ratios: np.ndarray) -> float:
+    """One SD for columns whose own moment estimates are ``ratios`` (their root mean square)."""
+    return float(np.sqrt(np.mean(np.square(ratios))))
+
+
+@dataclass(frozen=True)
+class _ScaledCorrelation(CovarianceStructure):
+    """T = diag(s) C: relative SDs s (one per column, or one for all with ``hom``) times the
+    Cholesky factor C of a correlation matrix with one parameter rho; theta = (s, x), rho a
+    function of an unbounded x (glmmTMB's transforms).
+
+    x is unbounded rather than rho bounded because the GLMM's quasi-Newton stage steps theta
+    without bounds (T T' is even in the sign of s, so s needs none), and every x gives a
+    correlation matrix; C and its derivative are written in x, which keeps them exact where rho
+    rounds to its bound.
+    """
+
+    hom: bool = False
+
+    def __post_init__(self) -> None:
+        if self.k < 2:
+            raise ValueError(f"{self.kind}() models correlations: it needs two or more columns, not {self.k}")
+
+    @abstractmethod
+    def chol(self, x: float, derivative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        """The correlation matrix's Cholesky factor C (k x k) at x, and dC/dx when asked."""
+
+    @abstractmethod
+    def rho_of(self, x: float) -> float:
+        """rho from the unbounded parameter."""
+
+    @abstractmethod
+    def x_of(self, rho: float) -> float:
+        """The unbounded parameter from rho (inside its bounds)."""
+
+    @property
+    @abstractmethod
+    def rho_lower(self) -> float:
+        """The lowest rho that gives a positive semi-definite matrix."""
+
+    @property
+    def nsd(self) -> int:
+        return 1 if self.hom else self.k
+
+    @property
+    def ntheta(self) -> int:
+        return self.nsd + 1
+
+    @property
+    def homogeneous(self) -> bool:
+        return self.hom
+
+    @property
+    def pattern(self) -> tuple[np.ndarray, np.ndarray]:
+        return tril_indices(self.k)
+
+    @cached_property
+    def scale_mask(self) -> np.ndarray:
+        return np.arange(self.ntheta) < self.nsd
+
+    @cached_property
+    def lower(self) -> np.ndarray:
+        return np.where(self.scale_mask, 0.0, -np.inf)
+
+    def _sd_rows(self, theta: np.ndarray) -> np.ndarray:
+        """Each pattern entry's row SD (T = diag(s) C scales C's rows)."""
+        s = np.asarray(theta[: self.nsd], dtype=float)
+        return np.full(len(self.pattern[0]), s[0]) if self.hom else s[self.pattern[0]]
+
+    def lam(self, theta: np.ndarray) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        C, _ = self.chol(float(theta[-1]))
+        return self._sd_rows(theta) * C[self.pattern]
+
+    def jacobian(self, theta: np.ndarray) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        C, dC = self.chol(float(theta[-1]), derivative=True)
+        assert dC is not None
+        rows, cols = self.pattern
+        J = np.zeros((len(rows), self.ntheta))
+        if self.hom:
+            J[:, 0] = C[rows, cols]
+        else:
+            J[np.arange(len(rows)), rows] = C[rows, cols]
+        J[:, -1] = self._sd_rows(theta) * dC[rows, cols]
+        return J
+
+    @property
+    def has_rho(self) -> bool:
+        return True
+
+    def rho(self, theta: np.ndarray) -> float:
+        return self.rho_of(float(np.asarray(theta, dtype=float)[-1]))
+
+    def start(self, ratios: np.ndarray) -> np.ndarray:
+        sd = [_common_sd(ratios)] if self.hom else list(ratios)
+        return np.array([*sd, 0.0])
+
+    def rectify(self, theta: np.ndarray) -> np.ndarray:
+        out = np.array(theta, dtype=float)
+        out[: self.nsd] = np.abs(out[: self.nsd])
+        return out
+
+    def theta_names(self, group: str, names: tuple[str, ...]) -> list[str]:
+        return [f"{group}.{n}" for n in names[: self.nsd]] + [f"{group}.{self.kind}"]
+
+    # rho is reported as the correlation of the first two columns (for AR(1): of neighbours)
+    @cached_property
+    def sdcor_pattern(self) -> tuple[np.ndarray, np.ndarray]:
+        d = np.arange(self.nsd)
+        return np.append(d, 1), np.append(d, 0)
+
+    def sdcor(self, theta: np.ndarray, sigma: float) -> np.ndarray:
+        theta = np.asarray(theta, dtype=float)
+        return np.append(sigma * np.abs(theta[: self.nsd]), self.rho(theta))
+
+    def from_sdcor(self, values: np.ndarray, sigma: float) -> np.ndarray:
+        from .engine import NotPositiveDefinite
+
+        values = np.asarray(values, dtype=float)
+        rho = float(values[-1])
+        if not self.rho_lower < rho < 1.0:
+            raise NotPositiveDefinite(f"{self.kind} correlation {rho} outside ({self.rho_lower:g}, 1)")
+        return np.append(values[:-1] / sigma, self.x_of(rho))
+
+    def sdcor_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+        return (
+            np.append(np.zeros(self.nsd), self.rho_lower),
+            np.append(np.full(self.nsd, np.inf), 1.0),
+        )
+
+    def sdcor_wald(self, theta: np.ndarray, vcov: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
+        """rho's interval is the Wald interval of x mapped through rho(x), as glmmTMB's; the SDs
+        get none (NaN), as in lme4."""
+        lo, hi = super().sdcor_wald(theta, vcov, z)
+        x, se = float(theta[-1]), float(np.sqrt(vcov[-1, -1]))
+        lo[-1], hi[-1] = self.rho_of(x - z * se), self.rho_of(x + z * se)
+        return lo, hi
+
+
+@dataclass(frozen=True)
+class CompoundSymmetry(_ScaledCorrelation):
+    """glmmTMB's ``cs``: every pair of columns has the same correlation rho; a variance per column
+    (one for all with ``hom``). theta = (relative SDs, x), rho = (1 + a) plogis(x) - a with
+    a = 1/(k - 1), so that rho stays above -1/(k - 1), where R = (1 - rho) I + rho 11' stops
+    being positive definite.
+
+    C = chol(R) has a closed form: column j (from 0) has 1 (j = 0) or
+    sqrt((1 - rho)(1 + j rho) / (1 + (j - 1) rho)) on the diagonal, and below it rho (j = 0) or
+    rho sqrt((1 - rho) / ((1 + (j - 1) rho)(1 + j rho))) in every row.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmix.covariance import CompoundSymmetry
+    >>> cs = CompoundSymmetry(3)
+    >>> theta = np.array([1.0, 2.0, 1.0, cs.x_of(0.5)])
+    >>> T = cs.tmat(theta)
+    >>> (T @ T.T).round(6).tolist()
+    [[1.0, 1.0, 0.5], [1.0, 4.0, 1.0], [0.5, 1.0, 1.0]]
+    """
+
+    kind: ClassVar[str] = "cs"
+
+    @property
+    def _a(self) -> float:
+        return 1.0 / (self.k - 1)
+
+    @property
+    def rho_lower(self) -> float:
+        return -self._a
+
+    def rho_of(self, x: float) -> float:
+        return (1.0 + self._a) * _expit(x) - self._a
+
+    def x_of(self, rho: float) -> float:
+        p = (rho + self._a) / (1.0 + self._a)
+        return float(np.log(p) - np.log1p(-p))
+
+    def chol(self, x: float, derivative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        k, A = self.k, 1.0 + self._a
+        p, q = _expit(x), _expit(-x)
+        rho, u, drho = A * p - self._a, A * q, A * p * q  # (u = 1 - rho without cancellation)
+        j = np.arange(1, k, dtype=float)
+        D0, D1 = 1.0 + (j - 1.0) * rho, 1.0 + j * rho
+        g = np.sqrt(u / (D0 * D1))
+        diag = np.r_[1.0, np.sqrt(u * D1 / D0)]
+        below = np.r_[rho, rho * g]
+        C = _columns(diag, below)
+        if not derivative:
+            return C, None
+        ddiag = np.r_[0.0, diag[1:] * 0.5 * (-p + drho * (j / D1 - (j - 1.0) / D0))]
+        dbelow = np.r_[drho, drho * g + below[1:] * 0.5 * (-p - drho * ((j - 1.0) / D0 + j / D1))]
+        return C, _columns(ddiag, dbelow)
+
+
+@dataclass(frozen=True)
+class AR1(_ScaledCorrelation):
+    """First-order autoregressive correlation over the columns, taken as equally spaced occasions:
+    corr(i, j) = rho^|i - j|, with one variance (``hom``, the default, as glmmTMB's ``ar1``) or
+    one per occasion. theta = (relative SD(s), x), rho = x / sqrt(1 + x^2) (glmmTMB's).
+
+    C = chol(R) has a closed form: C[i, 0] = rho^i and C[i, j] = rho^(i - j) sqrt(1 - rho^2) for
+    1 <= j <= i.
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmix.covariance import AR1
+    >>> ar = AR1(3)
+    >>> T = ar.tmat(np.array([2.0, ar.x_of(0.5)]))
+    >>> (T @ T.T).round(6).tolist()
+    [[4.0, 2.0, 1.0], [2.0, 4.0, 2.0], [1.0, 2.0, 4.0]]
+    """
+
+    kind: ClassVar[str] = "ar1"
+    hom: bool = True
+
+    @property
+    def separates_residual(self) -> bool:
+        # with three occasions or more, rho^|i - j| fixes the covariance's diagonal from its
+        # off-diagonal entries, so a residual ("nugget") is told apart; with two it is not
+        return self.k >= 3
+
+    @property
+    def rho_lower(self) -> float:
+        return -1.0
+
+    def rho_of(self, x: float) -> float:
+        return float(x / np.sqrt(1.0 + x * x))
+
+    def x_of(self, rho: float) -> float:
+        return float(rho / np.sqrt(1.0 - rho * rho))
+
+    @cached_property
+    def _lags(self) -> np.ndarray:
+        i, j = np.indices((self.k, self.k))
+        return np.where(i >= j, i - j, 0)
+
+    def chol(self, x: float, derivative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        w = 1.0 / np.sqrt(1.0 + x * x)  # sqrt(1 - rho^2), exact for large |x|
+        rho, lags = x * w, self._lags
+        lower = np.tri(self.k, dtype=bool)
+        powers = np.where(lower, rho**lags, 0.0)
+        f = np.r_[1.0, np.full(self.k - 1, w)]
+        C = powers * f
+        if not derivative:
+            return C, None
+        dpowers = np.where(lower & (lags > 0), lags * rho ** np.maximum(lags - 1, 0), 0.0) * w**3
+        df = np.r_[0.0, np.full(self.k - 1, -x * w**3)]
+        return C, dpowers * f + powers * df
+
+
+def _expit(x: float) -> float:
+    """The logistic function, without overflow for large |x|."""
+    return float(np.exp(-np.logaddexp(0.0, -x)))
+
+
+def _columns(diag: np.ndarray, below: np.ndarray) -> np.ndarray:
+    """A lower-triangular matrix whose column j has ``diag[j]`` on the diagonal and ``below[j]``
+    in every row under it."""
+    k = len(diag)
+    i, j = np.indices((k, k))
+    return np.where(i == j, diag[j], np.where(i > j, below[j], 0.0))
+
+
+STRUCTURES = ("us", "diag", "cs", "ar1")
+
+
+def structure(kind: str, k: int, hom: bool = False) -> CovarianceStructure:
+    """The structure the formula names (``us``, ``diag``, ``cs``, ``ar1``) for k columns.
+
+    Examples
+    --------
+    >>> structure("cs", 3)
+    CompoundSymmetry(k=3, hom=False)
+    >>> structure("diag", 2, hom=True)
+    ScaledIdentity(k=2)
+    """
+    if kind == "us":
+        return Unstructured(k)
+    if kind == "diag":
+        return ScaledIdentity(k) if hom else Diagonal(k)
+    if kind == "cs":
+        return CompoundSymmetry(k, hom)
+    if kind == "ar1":
+        return AR1(k, hom)
+    raise ValueError(f"unknown covariance structure {kind!r}: one of {', '.join(STRUCTURES)}")

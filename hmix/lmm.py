@@ -231,7 +231,7 @@ def check_lmm(design: Design) -> None:
                 f"the grouping factor '{t.group}' has {t.nlevels} levels for {n} observations: "
                 "a random effect per observation is confounded with the residual"
             )
-        if t.q >= n:
+        if t.q >= n and not t.cov.separates_residual:
             raise DataError(
                 f"the term ({' + '.join(t.names)} | {t.group}) has {t.q} random effects for {n} "
                 "observations: the random-effects parameters and the residual variance are "
