@@ -25,6 +25,7 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.stats import norm
 
+from .engine import NotPositiveDefinite
 from .errors import DataError, HmixError
 from .glmm import GLMMObjective
 from .lmm import LMMObjective
@@ -106,6 +107,12 @@ def _inner_min(
     if len(x0) == 0:
         return x0, f(x0)
     x0 = np.clip(x0, lo, hi)
+    try:
+        f0 = f(x0)
+    except NotPositiveDefinite:
+        f0 = np.inf
+    if not np.isfinite(f0):  # a value the model cannot take (sigma at 0): no deviance there
+        return x0, np.inf
     x, fmin, _, _ = minimize(
         f,
         x0,
@@ -185,8 +192,8 @@ def _interval(
 ) -> tuple[float, float]:
     """Where sign(v - hat) sqrt(f(v) - dev_hat) crosses -z and +z; a bound when it never does."""
 
-    def zeta(v: float) -> float:
-        return float(np.sign(v - hat) * np.sqrt(max(f(v) - dev_hat, 0.0)))
+    def zeta(v: float) -> float:  # (capped: brentq needs finite values where f is infinite)
+        return float(np.sign(v - hat) * np.sqrt(min(max(f(v) - dev_hat, 0.0), 1e12)))
 
     out = []
     for side in (-1, 1):

@@ -16,6 +16,7 @@ The formula names them as lme4 2.0 and glmmTMB do: ``us(x | g)`` (unstructured, 
 
 from __future__ import annotations
 
+import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache, cached_property
@@ -89,8 +90,10 @@ class CovarianceStructure(ABC):
         check and the snapping of tiny values to zero look at these."""
 
     @abstractmethod
-    def start(self, ratios: np.ndarray) -> np.ndarray:
-        """Starting theta from each column's moment estimate of its SD relative to sigma."""
+    def start(self, ratios: np.ndarray, estimates: np.ndarray | None = None) -> np.ndarray:
+        """Starting theta from each column's moment estimate of its SD relative to sigma; a
+        structure with a correlation parameter starts it from ``estimates``, the per-level
+        least-squares estimates of each column (levels x k, NaN where not estimable)."""
 
     # ----- derived -----------------------------------------------------------------------
     @property
@@ -249,7 +252,7 @@ class Unstructured(_EntriesOfT):
     def lower(self) -> np.ndarray:
         return np.where(self.scale_mask, 0.0, -np.inf)
 
-    def start(self, ratios: np.ndarray) -> np.ndarray:
+    def start(self, ratios: np.ndarray, estimates: np.ndarray | None = None) -> np.ndarray:
         out = np.zeros(self.ntheta)
         out[self.scale_mask] = ratios
         return out
@@ -318,7 +321,7 @@ class Diagonal(_EntriesOfT):
     def lower(self) -> np.ndarray:
         return np.zeros(self.k)
 
-    def start(self, ratios: np.ndarray) -> np.ndarray:
+    def start(self, ratios: np.ndarray, estimates: np.ndarray | None = None) -> np.ndarray:
         return np.asarray(ratios, dtype=float).copy()
 
     def rectify(self, theta: np.ndarray) -> np.ndarray:
@@ -373,7 +376,7 @@ class ScaledIdentity(CovarianceStructure):
     def lower(self) -> np.ndarray:
         return np.zeros(1)
 
-    def start(self, ratios: np.ndarray) -> np.ndarray:
+    def start(self, ratios: np.ndarray, estimates: np.ndarray | None = None) -> np.ndarray:
         return np.array([_common_sd(ratios)])
 
     def rectify(self, theta: np.ndarray) -> np.ndarray:
@@ -393,6 +396,9 @@ class ScaledIdentity(CovarianceStructure):
 def _common_sd(ratios: np.ndarray) -> float:
     """One SD for columns whose own moment estimates are ``ratios`` (their root mean square)."""
     return float(np.sqrt(np.mean(np.square(ratios))))
+
+
+_RHO_MARGIN = 1e-12
 
 
 @dataclass(frozen=True)
@@ -416,6 +422,11 @@ class _ScaledCorrelation(CovarianceStructure):
     @abstractmethod
     def chol(self, x: float, derivative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         """The correlation matrix's Cholesky factor C (k x k) at x, and dC/dx when asked."""
+
+    @abstractmethod
+    def chol_pattern(self, x: float) -> np.ndarray:
+        """C's values at ``pattern`` (what ``lam`` scales: the engine's every evaluation, so
+        without forming C)."""
 
     @abstractmethod
     def rho_of(self, x: float) -> float:
@@ -454,15 +465,12 @@ class _ScaledCorrelation(CovarianceStructure):
     def lower(self) -> np.ndarray:
         return np.where(self.scale_mask, 0.0, -np.inf)
 
-    def _sd_rows(self, theta: np.ndarray) -> np.ndarray:
+    def _sd_rows(self, theta: np.ndarray) -> np.ndarray | float:
         """Each pattern entry's row SD (T = diag(s) C scales C's rows)."""
-        s = np.asarray(theta[: self.nsd], dtype=float)
-        return np.full(len(self.pattern[0]), s[0]) if self.hom else s[self.pattern[0]]
+        return float(theta[0]) if self.hom else np.asarray(theta, dtype=float)[self.pattern[0]]
 
     def lam(self, theta: np.ndarray) -> np.ndarray:
-        theta = np.asarray(theta, dtype=float)
-        C, _ = self.chol(float(theta[-1]))
-        return self._sd_rows(theta) * C[self.pattern]
+        return self._sd_rows(theta) * self.chol_pattern(float(theta[-1]))
 
     def jacobian(self, theta: np.ndarray) -> np.ndarray:
         theta = np.asarray(theta, dtype=float)
@@ -477,6 +485,10 @@ class _ScaledCorrelation(CovarianceStructure):
         J[:, -1] = self._sd_rows(theta) * dC[rows, cols]
         return J
 
+    @cached_property
+    def _j(self) -> np.ndarray:
+        return np.arange(1.0, self.k)
+
     @property
     def has_rho(self) -> bool:
         return True
@@ -484,9 +496,31 @@ class _ScaledCorrelation(CovarianceStructure):
     def rho(self, theta: np.ndarray) -> float:
         return self.rho_of(float(np.asarray(theta, dtype=float)[-1]))
 
-    def start(self, ratios: np.ndarray) -> np.ndarray:
+    def start(self, ratios: np.ndarray, estimates: np.ndarray | None = None) -> np.ndarray:
         sd = [_common_sd(ratios)] if self.hom else list(ratios)
-        return np.array([*sd, 0.0])
+        return np.array([*sd, self.x_of(self._rho_start(estimates))])
+
+    def _rho_start(self, estimates: np.ndarray | None) -> float:
+        """rho from the correlations of the columns' per-level estimates, inside its bounds.
+
+        Not 0 where the data say otherwise: with one observation per level and column, at
+        rho = 0 the term is a second residual and the deviance is flat in its SD, a ridge the
+        optimizer can stall on (an AR(1) with a residual is identified through rho alone)."""
+        if estimates is None:
+            return 0.0
+        complete = estimates[np.isfinite(estimates).all(axis=1)]
+        if len(complete) < 3:
+            return 0.0
+        with np.errstate(invalid="ignore", divide="ignore"):
+            corr = np.corrcoef(complete, rowvar=False)
+        rho = self.rho_from_correlations(corr)
+        if not np.isfinite(rho):
+            return 0.0
+        return float(np.clip(rho, 0.9 * self.rho_lower, 0.9))
+
+    @abstractmethod
+    def rho_from_correlations(self, corr: np.ndarray) -> float:
+        """A moment estimate of rho from a correlation matrix of the columns (NaN: none)."""
 
     def rectify(self, theta: np.ndarray) -> np.ndarray:
         out = np.array(theta, dtype=float)
@@ -511,8 +545,11 @@ class _ScaledCorrelation(CovarianceStructure):
 
         values = np.asarray(values, dtype=float)
         rho = float(values[-1])
-        if not self.rho_lower < rho < 1.0:
-            raise NotPositiveDefinite(f"{self.kind} correlation {rho} outside ({self.rho_lower:g}, 1)")
+        if not self.rho_lower <= rho <= 1.0:
+            raise NotPositiveDefinite(f"{self.kind} correlation {rho} outside [{self.rho_lower:g}, 1]")
+        # a bound itself (a singular matrix, where a profile may look) is x = +-inf: its limit is
+        # taken just inside
+        rho = min(max(rho, self.rho_lower + _RHO_MARGIN), 1.0 - _RHO_MARGIN)
         return np.append(values[:-1] / sigma, self.x_of(rho))
 
     def sdcor_bounds(self) -> tuple[np.ndarray, np.ndarray]:
@@ -565,22 +602,47 @@ class CompoundSymmetry(_ScaledCorrelation):
     def rho_of(self, x: float) -> float:
         return (1.0 + self._a) * _expit(x) - self._a
 
+    def rho_from_correlations(self, corr: np.ndarray) -> float:
+        off = corr[~np.eye(self.k, dtype=bool)]
+        off = off[np.isfinite(off)]
+        return float(off.mean()) if len(off) else np.nan
+
     def x_of(self, rho: float) -> float:
         p = (rho + self._a) / (1.0 + self._a)
         return float(np.log(p) - np.log1p(-p))
 
-    def chol(self, x: float, derivative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
-        k, A = self.k, 1.0 + self._a
+    def _columns_at(self, x: float) -> tuple[float, float, float, float, np.ndarray, np.ndarray]:
+        """p = plogis(x), rho, 1 - rho, d rho / dx, and per column j >= 1: D0 = 1 + (j - 1) rho
+        and D1 = 1 + j rho."""
+        A = 1.0 + self._a
         p, q = _expit(x), _expit(-x)
-        rho, u, drho = A * p - self._a, A * q, A * p * q  # (u = 1 - rho without cancellation)
-        j = np.arange(1, k, dtype=float)
-        D0, D1 = 1.0 + (j - 1.0) * rho, 1.0 + j * rho
+        rho = A * p - self._a
+        return p, rho, A * q, A * p * q, 1.0 + (self._j - 1.0) * rho, 1.0 + self._j * rho
+
+    def _diag_below(self, x: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Each column's diagonal value and the value under it; sqrt((1 - rho) / (D0 D1))."""
+        _, rho, u, _, D0, D1 = self._columns_at(x)  # (u = 1 - rho without cancellation)
         g = np.sqrt(u / (D0 * D1))
-        diag = np.r_[1.0, np.sqrt(u * D1 / D0)]
-        below = np.r_[rho, rho * g]
+        return np.concatenate(([1.0], np.sqrt(u * D1 / D0))), np.concatenate(([rho], rho * g)), g
+
+    def chol_pattern(self, x: float) -> np.ndarray:
+        # column by column in plain floats: a few columns cost less so than in numpy calls
+        A, a, k = 1.0 + self._a, self._a, self.k
+        rho, u = A * _expit(x) - a, A * _expit(-x)
+        values = [1.0] + [rho] * (k - 1)
+        for j in range(1, k):
+            D0, D1 = 1.0 + (j - 1) * rho, 1.0 + j * rho
+            values.append(math.sqrt(u * D1 / D0))
+            values += [rho * math.sqrt(u / (D0 * D1))] * (k - 1 - j)
+        return np.array(values)
+
+    def chol(self, x: float, derivative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
+        diag, below, g = self._diag_below(x)
         C = _columns(diag, below)
         if not derivative:
             return C, None
+        p, _, _, drho, D0, D1 = self._columns_at(x)
+        j = self._j
         ddiag = np.r_[0.0, diag[1:] * 0.5 * (-p + drho * (j / D1 - (j - 1.0) / D0))]
         dbelow = np.r_[drho, drho * g + below[1:] * 0.5 * (-p - drho * ((j - 1.0) / D0 + j / D1))]
         return C, _columns(ddiag, dbelow)
@@ -619,7 +681,14 @@ class AR1(_ScaledCorrelation):
         return -1.0
 
     def rho_of(self, x: float) -> float:
-        return float(x / np.sqrt(1.0 + x * x))
+        return x / math.sqrt(1.0 + x * x)
+
+    def rho_from_correlations(self, corr: np.ndarray) -> float:
+        # lag 2 over lag 1: the noise in the estimates shrinks both alike
+        lag1, lag2 = (np.nanmean(np.diagonal(corr, lag)) if self.k > lag else np.nan for lag in (1, 2))
+        if np.isfinite(lag2) and lag1 > 0.05 and lag2 > 0:
+            return float(lag2 / lag1)
+        return float(lag1)
 
     def x_of(self, rho: float) -> float:
         return float(rho / np.sqrt(1.0 - rho * rho))
@@ -628,6 +697,17 @@ class AR1(_ScaledCorrelation):
     def _lags(self) -> np.ndarray:
         i, j = np.indices((self.k, self.k))
         return np.where(i >= j, i - j, 0)
+
+    @cached_property
+    def _pattern_lags(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each pattern entry's lag i - j, and whether it lies in the first column."""
+        rows, cols = self.pattern
+        return (rows - cols).astype(float), (cols == 0).astype(float)
+
+    def chol_pattern(self, x: float) -> np.ndarray:
+        w = 1.0 / math.sqrt(1.0 + x * x)
+        lags, first = self._pattern_lags
+        return (x * w) ** lags * (w + first * (1.0 - w))
 
     def chol(self, x: float, derivative: bool = False) -> tuple[np.ndarray, np.ndarray | None]:
         w = 1.0 / np.sqrt(1.0 + x * x)  # sqrt(1 - rho^2), exact for large |x|
@@ -645,7 +725,10 @@ class AR1(_ScaledCorrelation):
 
 def _expit(x: float) -> float:
     """The logistic function, without overflow for large |x|."""
-    return float(np.exp(-np.logaddexp(0.0, -x)))
+    if x >= 0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
 
 
 def _columns(diag: np.ndarray, below: np.ndarray) -> np.ndarray:

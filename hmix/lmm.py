@@ -184,8 +184,10 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
         dof = d.n - sum(int(o.sum()) for o in ok)
         joint_s2 = float((w * (r - total) ** 2).sum()) / max(dof, 1)
     ratios: list[np.ndarray] = []
+    estimates: list[np.ndarray] = []  # (each level's estimate of each column, for structures)
     i = 0
     for t in d.terms:
+        estimates.append(np.column_stack([np.where(ok[i + a], slopes[i + a], np.nan) for a in range(t.k)]))
         sd = np.empty(t.k)
         for a in range(t.k):
             (_, za), b, o = cols[i], slopes[i], ok[i]
@@ -207,7 +209,7 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
             sd[a] = min(max(ratio, 0.1), 5.0)
             i += 1
         ratios.append(sd)
-    return thetamap.start(ratios)
+    return thetamap.start(ratios, estimates)
 
 
 def check_lmm(design: Design) -> None:

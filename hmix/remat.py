@@ -241,9 +241,13 @@ class ThetaMap:
         ``CovarianceStructure.rectify``)."""
         return _cat([t.cov.rectify(theta[sl]) for t, sl in zip(self.terms, self.slices)])
 
-    def start(self, ratios: Sequence[np.ndarray]) -> np.ndarray:
-        """theta from each term's per-column SD ratios."""
-        return _cat([t.cov.start(r) for t, r in zip(self.terms, ratios)])
+    def start(
+        self, ratios: Sequence[np.ndarray], estimates: Sequence[np.ndarray] | None = None
+    ) -> np.ndarray:
+        """theta from each term's per-column SD ratios (and per-level estimates of its columns,
+        see ``CovarianceStructure.start``)."""
+        per_term = estimates if estimates is not None else [None] * len(self.terms)
+        return _cat([t.cov.start(r, e) for t, r, e in zip(self.terms, ratios, per_term)])
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:

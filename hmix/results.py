@@ -580,8 +580,9 @@ class MixedModel:
             re-optimized, reaches the chi-square quantile (lme4 profiles the ML deviance, also
             for REML fits, and so does this; GLMMs profile their Laplace or quadrature deviance
             over the sd/cor parameters and the fixed effects). ``"wald"``: estimate +- z SE for the fixed
-            effects (NaN for the variance parameters, as lme4). ``"boot"``: percentiles of a
-            parametric bootstrap (``hmix.bootstrap``).
+            effects (NaN for the variance parameters, as lme4, except the rho of ``cs()`` and
+            ``ar1()`` terms: glmmTMB's interval on its unbounded scale, mapped back).
+            ``"boot"``: percentiles of a parametric bootstrap (``hmix.bootstrap``).
         level : float, default 0.95
         n, seed, progress_bar
             Bootstrap replicates, their seed, and a progress bar (``method="boot"``).
