@@ -742,8 +742,9 @@ def _columns(diag: np.ndarray, below: np.ndarray) -> np.ndarray:
 STRUCTURES = ("us", "diag", "cs", "ar1")
 
 
-def structure(kind: str, k: int, hom: bool = False) -> CovarianceStructure:
-    """The structure the formula names (``us``, ``diag``, ``cs``, ``ar1``) for k columns.
+def structure(kind: str, k: int, hom: bool | None = None) -> CovarianceStructure:
+    """The structure the formula names (``us``, ``diag``, ``cs``, ``ar1``) for k columns; ``hom``
+    (one common variance) defaults as in lme4 2.0: true for ``ar1``, false otherwise.
 
     Examples
     --------
@@ -757,7 +758,7 @@ def structure(kind: str, k: int, hom: bool = False) -> CovarianceStructure:
     if kind == "diag":
         return ScaledIdentity(k) if hom else Diagonal(k)
     if kind == "cs":
-        return CompoundSymmetry(k, hom)
+        return CompoundSymmetry(k, bool(hom))
     if kind == "ar1":
-        return AR1(k, hom)
+        return AR1(k, hom is None or hom)
     raise ValueError(f"unknown covariance structure {kind!r}: one of {', '.join(STRUCTURES)}")
