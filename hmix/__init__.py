@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from . import datasets, ddf, plot
+from . import anova, datasets, ddf, hypotheses, plot
 from .bootstrap import bootstrap
 from .compare import compare
 from .crossval import CrossValidation, cross_validate
@@ -54,6 +54,8 @@ __all__ = [
     "datasets",
     "plot",
     "ddf",
+    "anova",
+    "hypotheses",
     "HmixError",
     "FormulaError",
     "DataError",

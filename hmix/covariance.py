@@ -157,6 +157,13 @@ class CovarianceStructure(ABC):
         the sign of each column of T, which an unbounded optimizer may flip."""
         return np.asarray(theta, dtype=float)
 
+    def theta_scale(self, col_scale: np.ndarray) -> np.ndarray:
+        """Multipliers that put theta on the scale of the term's columns of Z: with columns of
+        typical size ``col_scale``, theta times these is what theta would be for columns of
+        size 1 (the optimizers work there, so that a predictor's units do not matter). Ones
+        unless a structure says otherwise."""
+        return np.ones(self.ntheta)
+
     def covariance(self, theta: np.ndarray) -> np.ndarray:
         """The relative covariance T T' (k x k)."""
         T = self.tmat(theta)
@@ -216,6 +223,10 @@ class _EntriesOfT(CovarianceStructure):
 
     def jacobian(self, theta: np.ndarray) -> np.ndarray:
         return np.eye(self.ntheta)
+
+    def theta_scale(self, col_scale: np.ndarray) -> np.ndarray:
+        """Row r of T multiplies column r of Z: (Z diag(1/s)) (diag(s) T) = Z T."""
+        return np.asarray(col_scale, dtype=float)[self.pattern[0]]
 
 
 @dataclass(frozen=True)
@@ -382,6 +393,9 @@ class ScaledIdentity(CovarianceStructure):
     def rectify(self, theta: np.ndarray) -> np.ndarray:
         return np.abs(np.asarray(theta, dtype=float))
 
+    def theta_scale(self, col_scale: np.ndarray) -> np.ndarray:
+        return np.array([_common_sd(col_scale)])
+
     def theta_names(self, group: str, names: tuple[str, ...]) -> list[str]:
         return [f"{group}.{names[0]}"]
 
@@ -394,7 +408,8 @@ class ScaledIdentity(CovarianceStructure):
 
 
 def _common_sd(ratios: np.ndarray) -> float:
-    """One SD for columns whose own moment estimates are ``ratios`` (their root mean square)."""
+    """One SD for columns whose own SDs (moment estimates, sizes) are ``ratios``: their root mean
+    square."""
     return float(np.sqrt(np.mean(np.square(ratios))))
 
 
@@ -526,6 +541,12 @@ class _ScaledCorrelation(CovarianceStructure):
         out = np.array(theta, dtype=float)
         out[: self.nsd] = np.abs(out[: self.nsd])
         return out
+
+    def theta_scale(self, col_scale: np.ndarray) -> np.ndarray:
+        """Row r of T = diag(s) C multiplies column r of Z, so s_r scales with it (one s: with
+        the columns' common size); rho does not."""
+        col_scale = np.asarray(col_scale, dtype=float)
+        return np.append([_common_sd(col_scale)] if self.hom else col_scale, 1.0)
 
     def theta_names(self, group: str, names: tuple[str, ...]) -> list[str]:
         return [f"{group}.{n}" for n in names[: self.nsd]] + [f"{group}.{self.kind}"]

@@ -140,13 +140,71 @@ class LMMObjective:
         value = self.deviance(*self.engine.objective_parts(self.thetamap.lam(theta)))
         return value if self.penalty is None else value + self.penalty(theta)
 
+    def gradient(self, theta: ArrayLike) -> np.ndarray:
+        """The exact gradient of the profiled deviance (without the penalty) in theta.
+
+        With M = Lambda'Z'WZ Lambda + I, Omega the whole penalized system (M and the fixed
+        effects' rows), zeta_i = Lambda' z_i and e the penalized fit's residual, per element
+        lam_p of T (row r, column c of a term's T; the chain rule takes it to theta)::
+
+            d log|M| / d lam_p = 2 sum_i w_i z_i[r] (M^-1 zeta_i)[c]       (ML)
+            d log|Omega| / d lam_p: the same with Omega^-1 [zeta_i; x_i]  (REML)
+            d r^2 / d lam_p = -2 sum_i w_i e_i z_i[r] u_i[c]
+
+        (the last by the envelope theorem: u and beta minimize r^2), and the deviance moves by
+        d log|.| + m d r^2 / r^2, m = n (ML) or n - p (REML). M^-1 enters only through the
+        entries each row touches (``Factor.row_inverse``); Omega^-1 = M^-1 + C S^-1 C' in the
+        random effects' block and -C S^-1 beside it, C = M^-1 Lambda'Z'WX, S = L_XX L_XX'. The
+        derivative-free optimizer does not need it; the fit's last Newton step does
+        (differences of values are too noisy to place the optimum to better than ~1e-7).
+        """
+        theta = np.asarray(theta, dtype=float)
+        d, lay = self.design, self.engine.layout
+        fac = self.factor(theta)
+        cols, zt, lam_r, lam_c = lay.row_columns
+        w = np.ones(d.n) if d.weights is None else d.weights
+        zeta = zt @ lay.row_lambda(fac.tmats)
+        Vz = np.einsum("iab,ib->ia", fac.row_inverse(cols), zeta)
+        u = np.concatenate(fac.u_engine)[cols]
+        resid = self._response(d.y) - d.X @ fac.beta - np.einsum("ia,ia->i", zeta, u)
+        m = d.n
+        if self.REML and d.p:
+            q = lay.q1 + lay.qr
+            wX = d.X * w[:, None]
+            C = np.empty((q, d.p))
+            for j in range(d.p):  # Lambda'Z'W x_j in u-space, then M^-1 of it
+                ztx = np.bincount(cols.ravel(), (zt * wX[:, j, None]).ravel(), minlength=q)
+                C[:, j] = fac.solve(self._lambda_t(ztx, fac))
+            Crow = C[cols]  # (n, K, p)
+            a = (np.einsum("ikp,ik->ip", Crow, zeta) - d.X) @ fac.xtx_inv()
+            Vz = Vz + np.einsum("ikp,ip->ik", Crow, a)
+            m = d.n - d.p
+        wz = w[:, None] * zt[:, lam_r]
+        g_logdet = 2.0 * np.einsum("ij,ij->j", wz, Vz[:, lam_c])
+        g_r2 = -2.0 * np.einsum("ij,ij->j", wz * resid[:, None], u[:, lam_c])
+        g_lam = g_logdet + (m / fac.r2) * g_r2
+        J = self.thetamap.lam_jacobian(theta)
+        return g_lam if J is None else J.T @ g_lam
+
+    @staticmethod
+    def _lambda_t(v: np.ndarray, fac: Factor) -> np.ndarray:
+        """Lambda' v for v in u-space (engine order)."""
+        lay = fac.layout
+        return np.concatenate(
+            [
+                (v[o : o + t.q].reshape(t.nlevels, t.k) @ T).ravel()
+                for o, t, T in zip(lay.offsets, lay.terms, fac.tmats)
+            ]
+        )
+
 
 def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
     """Moment-based starting values for theta (lme4 starts every diagonal at 1).
 
     Per term and column: regress the OLS residuals on the column within each level; the spread
     of those per-level slopes beyond their sampling variance, relative to the residual
-    variance, estimates the column's relative SD. Clipped to [0.1, 5]; each structure turns the
+    variance, estimates the column's relative SD. Clipped to [0.1, 5] times the column's root
+    mean square (so in any units of the predictor); each structure turns the
     SDs into its theta (off-diagonals start at 0). With one term the residual variance is the
     column's within-level one; with several, crossed factors would count each other's variation
     as residual there, so it is taken after all terms' level effects are fitted jointly (a few
@@ -186,7 +244,7 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
     ratios: list[np.ndarray] = []
     estimates: list[np.ndarray] = []  # (each level's estimate of each column, for structures)
     i = 0
-    for t in d.terms:
+    for t, size in zip(d.terms, thetamap.column_scales):
         estimates.append(np.column_stack([np.where(ok[i + a], slopes[i + a], np.nan) for a in range(t.k)]))
         sd = np.empty(t.k)
         for a in range(t.k):
@@ -206,7 +264,9 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
             else:
                 between = 0.0
             ratio = math.sqrt(max(between, 0.0) / s2) if s2 > 0 else 1.0
-            sd[a] = min(max(ratio, 0.1), 5.0)
+            # clipped on the scale of a column of size 1 (a predictor's units must not matter)
+            sa = float(size[a]) if size[a] > 0 else 1.0
+            sd[a] = min(max(ratio * sa, 0.1), 5.0) / sa
             i += 1
         ratios.append(sd)
     return thetamap.start(ratios, estimates)

@@ -30,8 +30,12 @@ def predict(
     new_levels: str = "error",
     type: str = "response",
     offset: Any = None,
-) -> pd.Series:
-    """Predictions; see ``hmix.LinearMixedModel.predict``.
+    se_fit: bool = False,
+    interval: str | None = None,
+    level: float = 0.95,
+) -> pd.Series | pd.DataFrame:
+    """Predictions; see ``hmix.LinearMixedModel.predict`` (and ``hmix.predint`` for ``se_fit``
+    and ``interval``).
 
     Examples
     --------
@@ -46,6 +50,12 @@ def predict(
         raise DataError(f"new_levels must be one of {NEW_LEVELS}, not {new_levels!r}")
     if type not in ("response", "link"):
         raise DataError(f"type must be 'response' or 'link', not {type!r}")
+    if se_fit or interval is not None:
+        from .predint import with_intervals
+
+        eta = predict(model, newdata, random=random, new_levels=new_levels, type="link", offset=offset)
+        assert isinstance(eta, pd.Series)
+        return with_intervals(model, newdata, eta, random, type, interval, level)
     d = model.design
     if newdata is None:
         eta = d.X @ model.beta + (d.offset if d.offset is not None else 0.0)

@@ -241,6 +241,23 @@ class ThetaMap:
         ``CovarianceStructure.rectify``)."""
         return _cat([t.cov.rectify(theta[sl]) for t, sl in zip(self.terms, self.slices)])
 
+    @cached_property
+    def column_scales(self) -> list[np.ndarray]:
+        """Each term's columns' typical size: their standard deviation over the rows (the root
+        mean square for a constant column, such as the intercept's 1)."""
+        out = []
+        for t in self.terms:
+            sd, rms = np.std(t.z, axis=0), np.sqrt(np.mean(t.z * t.z, axis=0))
+            out.append(np.where(sd > 0, sd, rms))
+        return out
+
+    @cached_property
+    def scale(self) -> np.ndarray:
+        """theta times this is theta for columns of Z of size 1 (``CovarianceStructure.theta_scale``;
+        a column of zeros counts as size 1)."""
+        scales = [np.where(s > 0, s, 1.0) for s in self.column_scales]
+        return _cat([t.cov.theta_scale(s) for t, s in zip(self.terms, scales)])
+
     def start(
         self, ratios: Sequence[np.ndarray], estimates: Sequence[np.ndarray] | None = None
     ) -> np.ndarray:

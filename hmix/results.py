@@ -283,8 +283,11 @@ class MixedModel:
         new_levels: str = "error",
         type: str = "response",
         offset: Any = None,
-    ) -> pd.Series:
-        """Predictions for the fitted rows or for new data.
+        se_fit: bool = False,
+        interval: str | None = None,
+        level: float = 0.95,
+    ) -> pd.Series | pd.DataFrame:
+        """Predictions for the fitted rows or for new data, optionally with SEs and intervals.
 
         Parameters
         ----------
@@ -303,11 +306,24 @@ class MixedModel:
         offset : str or array-like, optional
             An offset for the new rows, like ``offset=`` at fit time (``offset(...)`` terms in
             the formula are evaluated on ``newdata``).
+        se_fit : bool, default False
+            Return a DataFrame with the prediction (``fit``) and its standard error (``se``):
+            from vcov(beta), plus the conditional variance of the random effects of known
+            levels when ``random=True``. On the response scale of a GLMM by the delta method.
+        interval : {None, "confidence", "prediction"}
+            Add ``lower`` and ``upper``: a confidence interval for the line the prediction
+            follows (population line with ``random=False``), or a prediction interval, which adds
+            the random effects' variance for rows at the population level (``random=False`` or a
+            new level) and, for LMMs, the residual variance sigma^2. Normal quantiles on the
+            link scale, mapped through the inverse link. See ``hmix.predint`` for exactly what is
+            included (and what is not: theta's uncertainty, the covariance of beta and b).
+        level : float, default 0.95
 
         Returns
         -------
-        pandas.Series
-            Indexed like ``newdata`` (or the fitted rows).
+        pandas.Series or pandas.DataFrame
+            Indexed like ``newdata`` (or the fitted rows): the predictions, or with ``se_fit``
+            or ``interval`` the columns ``fit``, ``se`` (and ``lower``, ``upper``).
 
         Examples
         --------
@@ -316,10 +332,24 @@ class MixedModel:
         >>> new = pd.DataFrame({"Days": [0, 5], "Subject": ["308", "NEW"]})
         >>> m.predict(new, new_levels="population").round(1).tolist()
         [253.7, 303.7]
+        >>> m.predict(new, random=False, interval="confidence").round(1)
+             fit   se  lower  upper
+        0  251.4  6.8  238.0  264.8
+        1  303.7  9.6  285.0  322.5
         """
         from .predict import predict
 
-        return predict(self, newdata, random=random, new_levels=new_levels, type=type, offset=offset)
+        return predict(
+            self,
+            newdata,
+            random=random,
+            new_levels=new_levels,
+            type=type,
+            offset=offset,
+            se_fit=se_fit,
+            interval=interval,
+            level=level,
+        )
 
     def coef_table(self) -> pd.DataFrame:
         """Fixed effects with standard errors and test statistics."""
@@ -610,6 +640,165 @@ class MixedModel:
         from .confint import confint
 
         return confint(self, method, level, n=n, seed=seed, progress_bar=progress_bar)
+
+    # ----- lme4's coef, lmerTest's anova, R^2 and statsmodels' names -----------------------
+    def coef(self) -> dict[str, pd.DataFrame]:
+        """Per-level coefficients: the fixed effects plus each level's conditional modes (lme4's
+        ``coef``).
+
+        Returns
+        -------
+        dict
+            Grouping factor -> DataFrame, one row per level and a column per fixed effect; a
+            random effect with no fixed effect of its name gets a column of its own (first),
+            the conditional mode alone. See ``hmix.coefs``.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.coef()["Subject"].head(2).round(2)
+                 (Intercept)   Days
+        Subject
+        308           253.66  19.67
+        309           211.01   1.85
+        """
+        from .coefs import coef
+
+        return coef(self)
+
+    def anova(self, type: str = "III", ddf: str | None = None) -> pd.DataFrame:
+        """One test per term of the fixed part, a multi-level factor as one test (lmerTest's
+        ``anova(m)``).
+
+        Parameters
+        ----------
+        type : {"III", "I"}
+            Type III (default, lmerTest's and SAS's): each term given all the others, main
+            effects averaged with equal weights over the levels of the factors they interact
+            with, whatever the contrasts the formula uses (formulaic's treatment coding or
+            ``C(f, contr.sum)`` give the same table). Type I: sequential, in the formula's
+            order. The hypothesis matrices are in ``attrs["hypotheses"]``; see
+            ``hmix.hypotheses``.
+        ddf : {None, "satterthwaite", "kenward-roger"}
+            LMMs: the F tests' denominator df, Satterthwaite's by default (Kenward-Roger also
+            scales F; REML fits only). GLMMs have none (leave it None): their terms get Wald
+            chi-square tests.
+
+        Returns
+        -------
+        pandas.DataFrame
+            Indexed by term. LMMs: ``sum_sq``, ``mean_sq``, ``num_df``, ``den_df``, ``F``,
+            ``p_value`` (lmerTest's columns); GLMMs: ``chisq``, ``df``, ``p_value``.
+            ``attrs["heading"]`` names the test. See ``hmix.anova``.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.anova().round(2)  # doctest: +NORMALIZE_WHITESPACE
+                sum_sq   mean_sq  num_df  den_df      F  p_value
+        term
+        Days  30031.01  30031.01       1    17.0  45.85      0.0
+        """
+        from .anova import anova
+
+        return anova(self, type, ddf)
+
+    def r2(self, poisson_mean: str = "fitted") -> pd.Series:
+        """Marginal and conditional R^2 (Nakagawa & Schielzeth 2013; Johnson 2014 for slopes),
+        as ``performance::r2_nakagawa``.
+
+        Marginal: the variance of X beta over the total; conditional: that plus the random
+        effects' variance over the total. GLMMs on the latent scale, with the distribution-
+        specific variances of ``variance_decomposition``; see ``hmix.r2``.
+
+        Parameters
+        ----------
+        poisson_mean : {"fitted", "null"}
+            For Poisson models, the mean mu in the residual variance log(1 + 1/mu): the model's
+            marginal mean averaged over the fitted rows, or exp(intercept) of the null model
+            (refitted with only an intercept, as performance 0.10 does).
+
+        Returns
+        -------
+        pandas.Series
+            ``marginal``, ``conditional``, ``var_fixed``, ``var_random``, ``var_residual``;
+            ``attrs["residual"]`` says how the residual variance was obtained.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.r2()[["marginal", "conditional"]].round(3).tolist()
+        [0.279, 0.799]
+        """
+        from .r2 import r2_nakagawa
+
+        return r2_nakagawa(self, poisson_mean)
+
+    @property
+    def params(self) -> pd.Series:
+        """statsmodels' name for ``fixef``."""
+        return self.fixef
+
+    @property
+    def bse(self) -> pd.Series:
+        """statsmodels' name for ``std_errors``."""
+        return self.std_errors
+
+    @property
+    def tvalues(self) -> pd.Series:
+        """The fixed effects over their standard errors (t for LMMs, z for GLMMs), as statsmodels."""
+        return (self.fixef / self.std_errors).rename("tvalues")
+
+    @property
+    def pvalues(self) -> pd.Series:
+        """Two-sided p-values of the fixed effects: t tests on Satterthwaite's df for LMMs
+        (lmerTest's default; statsmodels' MixedLM uses the normal), z tests for GLMMs.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.pvalues.round(6).tolist()
+        [0.0, 3e-06]
+        """
+        from .coefs import fixef_tests
+
+        return fixef_tests(self)["p_value"].rename("pvalues")
+
+    def conf_int(self, alpha: float = 0.05) -> pd.DataFrame:
+        """1 - alpha confidence limits of the fixed effects, statsmodels' layout (columns 0 and 1).
+
+        With the same reference distributions as ``pvalues`` (Satterthwaite t for LMMs, normal
+        for GLMMs); ``confint`` gives lme4's profile, Wald and bootstrap intervals.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.conf_int().round(2)
+                          0       1
+        (Intercept)  237.01  265.80
+        Days           7.21   13.73
+        """
+        from .coefs import fixef_tests
+
+        limits = fixef_tests(self, alpha)[["lower", "upper"]]
+        return limits.set_axis([0, 1], axis=1)
+
+    @property
+    def fittedvalues(self) -> pd.Series:
+        """statsmodels' name for ``fitted`` (response scale, random effects included)."""
+        return self.fitted
+
+    @property
+    def resid(self) -> pd.Series:
+        """Response residuals, y - fitted, as statsmodels' ``resid`` (for other kinds:
+        ``residuals(type)``, a method because it takes the kind; a GLMM's default kind there is
+        the deviance residual, as lme4's)."""
+        return self.residuals("response")
 
 
 @dataclass(frozen=True, eq=False, repr=False)

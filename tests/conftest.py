@@ -8,6 +8,7 @@ from functools import cache
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -28,6 +29,39 @@ def reference(name: str = "lme4_reference.json") -> dict[str, Any]:
 @cache
 def spec(name: str = "public_spec.json") -> dict[str, dict[str, Any]]:
     return {s["id"]: s for s in json.loads((REFERENCE / name).read_text())}
+
+
+# each spec of lme4 models and the file of lme4's figures for it (made by make_reference.R)
+LME4_REFERENCES = {
+    "public_spec.json": "lme4_reference.json",
+    "extra_spec.json": "lme4_extra.json",
+    # the binomial/cloglog models of lme4's own tests/glmmExt.R (data: make_cloglog_data.R)
+    "glmmext_spec.json": "lme4_glmmext.json",
+}
+
+
+def lme4_ref(spec_file: str, model_id: str) -> dict[str, Any]:
+    """lme4's figures for one model of a spec."""
+    return reference(LME4_REFERENCES[spec_file])[model_id]
+
+
+def lme4_cases(gaussian: bool, refused: bool = False) -> list[tuple[str, str]]:
+    """(spec file, model id) of every LMM (``gaussian``) or GLMM that lme4 fitted (or, with
+    ``refused``, refused with an error)."""
+    out = []
+    for sf, rf in LME4_REFERENCES.items():
+        for mid, s in spec(sf).items():
+            r = reference(rf).get(mid)
+            if r is None or (s.get("family", "gaussian") == "gaussian") != gaussian:
+                continue
+            if ("error" in r) == refused:
+                out.append((sf, mid))
+    return out
+
+
+def vec(x: object) -> np.ndarray:
+    """R's jsonlite writes length-one vectors as scalars."""
+    return np.atleast_1d(np.asarray(x, dtype=float))
 
 
 def load_data(name: str, factors: tuple[str, ...] = ()) -> pd.DataFrame:

@@ -253,13 +253,57 @@ def test_cross_validation_glmm_and_crossed() -> None:
     pen = hmix.lmer("diameter ~ 1 + (1 | plate) + (1 | sample)", hmix.datasets.load("Penicillin"))
     cv = hmix.cross_validate(pen, by="sample")  # leave one sample out; plates are all seen
     assert len(cv.folds) == 6 and np.isfinite(cv.elpd)
-    cbpp = hmix.glmer(
-        "cbind(incidence, size - incidence) ~ period + (1 | herd)",
-        hmix.datasets.load("cbpp"),
-        family="binomial",
-    )
+    # Penicillin's held-out samples: each fold's density against the dense marginal by hand
+    d = pen.design
+    data = hmix.datasets.load("Penicillin")
+    for k in (1, 4):
+        test = np.flatnonzero(cv.pointwise["fold"].to_numpy() == k)
+        fit = hmix.lmer(pen.formula, data.drop(index=data.index[test]), check_conv=False)  # (as refits)
+        plate, sample = (fit.design.terms[i] for i in (0, 1))  # plate (24 levels) first
+        assert (plate.group, sample.group) == ("plate", "sample")
+        b_plate = pd.Series(fit.b[0], index=plate.levels)
+        held = data.iloc[test]
+        mean = fit.beta[0] + b_plate.loc[held["plate"].astype(str)].to_numpy()
+        sd_sample = fit.varcorr.set_index("group").loc["sample", "sdcor"]
+        V = sd_sample**2 * np.ones((len(test), len(test))) + fit.sigma**2 * np.eye(len(test))
+        from scipy.stats import multivariate_normal
+
+        expected = multivariate_normal(mean, V).logpdf(d.y[test])
+        assert cv.folds.loc[k, "elpd"] == pytest.approx(expected, rel=1e-8)
+
+
+def test_cross_validation_glmm_by_hand() -> None:
+    """cbpp, three folds of herds: a fold's held-out density is the product over its herds of
+    the binomial likelihood integrated over a new herd effect (here by scipy's quad), at the
+    estimates of a refit without them; predictions are the population-level means."""
+    from scipy.integrate import quad
+    from scipy.special import expit
+    from scipy.stats import binom, norm
+
+    data = hmix.datasets.load("cbpp")
+    formula = "cbind(incidence, size - incidence) ~ period + (1 | herd)"
+    cbpp = hmix.glmer(formula, data, family="binomial")
     cv = hmix.cross_validate(cbpp, folds=3, seed=1)
-    assert np.isfinite(cv.elpd) and (cv.pointwise["predicted"].between(0, 1)).all()
+    fold = cv.pointwise["fold"].to_numpy()
+    for k in (1, 2):
+        test = np.flatnonzero(fold == k)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = hmix.glmer(formula, data.drop(index=data.index[test]), family="binomial")
+        X, sd = cbpp.design.X[test], float(fit.theta[0])
+        eta = X @ fit.beta
+        held = data.iloc[test]
+        total = 0.0
+        for herd in held["herd"].unique():
+            rows = (held["herd"] == herd).to_numpy()
+            k_i, n_i, e_i = held["incidence"].to_numpy()[rows], held["size"].to_numpy()[rows], eta[rows]
+
+            def integrand(b: float, k_i=k_i, n_i=n_i, e_i=e_i, sd=sd) -> float:
+                return float(np.prod(binom.pmf(k_i, n_i, expit(e_i + b))) * norm.pdf(b, 0, sd))
+
+            total += np.log(quad(integrand, -10 * sd, 10 * sd, epsabs=0, epsrel=1e-12, limit=200)[0])
+        assert cv.folds.loc[k, "elpd"] == pytest.approx(total, rel=1e-6)
+        np.testing.assert_allclose(cv.pointwise["predicted"].to_numpy()[test], expit(eta), rtol=1e-10)
 
 
 def test_cross_validation_errors(sleep: hmix.LinearMixedModel) -> None:
@@ -291,6 +335,16 @@ def test_boot_confint_covers_the_estimates(sleep: hmix.LinearMixedModel) -> None
 
 
 def test_glmm_bootstrap(cbpp: hmix.GeneralizedLinearMixedModel) -> None:
-    reps = hmix.bootstrap(cbpp, n=5, seed=1)
-    assert reps.shape == (5, 5) and "sigma" not in reps.columns
-    assert reps.notna().all().all()
+    """Each replicate is the fit by hand to the response simulated with the same seed."""
+    reps = hmix.bootstrap(cbpp, n=3, seed=1)
+    assert reps.shape == (3, 5) and "sigma" not in reps.columns
+    sims = cbpp.simulate(n=3, seed=np.random.default_rng(1))
+    data = hmix.datasets.load("cbpp")
+    for i in range(3):
+        sim = data.assign(incidence=np.round(sims[f"sim_{i + 1}"].to_numpy() * data["size"]))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            fit = hmix.glmer(cbpp.formula, sim, family="binomial")
+        np.testing.assert_allclose(
+            reps.iloc[i].to_numpy(), np.r_[fit.varpar(), fit.beta], rtol=1e-6, atol=1e-8
+        )

@@ -10,34 +10,19 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REFERENCE, fit_spec, reference, spec
+from conftest import fit_spec, lme4_cases, lme4_ref, vec
 
-SPEC_FILES = ["public_spec.json"] + (["extra_spec.json"] if (REFERENCE / "extra_spec.json").exists() else [])
-REF_FOR = {"public_spec.json": "lme4_reference.json", "extra_spec.json": "lme4_extra.json"}
+import hmix
 
-
-def _cases() -> list[tuple[str, str]]:
-    out = []
-    for sf in SPEC_FILES:
-        ref = reference(REF_FOR[sf])
-        for mid, s in spec(sf).items():
-            r = ref.get(mid)
-            if r is None or s.get("family", "gaussian") != "gaussian" or "error" in r:
-                continue
-            out.append((sf, mid))
-    return out
+CASES = lme4_cases(gaussian=True)
+_ref, _vec = lme4_ref, vec
 
 
-CASES = _cases()
-
-
-def _ref(sf: str, mid: str) -> dict:
-    return reference(REF_FOR[sf])[mid]
-
-
-def _vec(x: object) -> np.ndarray:
-    """R's jsonlite writes length-one vectors as scalars."""
-    return np.atleast_1d(np.asarray(x, dtype=float))
+@pytest.mark.parametrize(("sf", "mid"), lme4_cases(gaussian=True, refused=True) + lme4_cases(False, True))
+def test_models_lme4_refuses_are_refused(sf: str, mid: str) -> None:
+    """What lme4 refuses to fit (its error is in the reference), hmix refuses too."""
+    with pytest.raises(hmix.HmixError):
+        fit_spec.__wrapped__(sf, mid)
 
 
 def _list(x: object) -> list:

@@ -157,6 +157,32 @@ class Layout:
             out[i] = per_term[e]
         return out
 
+    @cached_property
+    def row_columns(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Per row, the u-space columns of Z it touches (n, K) and their values (n, K); per element
+        of lam, its row and column among those K (K = sum of the terms' k): the exact
+        gradients sum over rows with these."""
+        columns = self.u_columns()
+        kstart = np.cumsum([0] + [t.k for t in self.terms])
+        lam_r = np.empty(self.nlam, dtype=np.int64)
+        lam_c = np.empty(self.nlam, dtype=np.int64)
+        for i, (t, sl) in enumerate(zip(self.terms, self.lam_slices)):
+            r, c = t.cov.pattern
+            lam_r[sl], lam_c[sl] = kstart[i] + r, kstart[i] + c
+        cols = np.stack([c for c, _ in columns], axis=1)
+        return cols, np.stack([z for _, z in columns], axis=1), lam_r, lam_c
+
+    def row_lambda(self, tmats: tuple[np.ndarray, ...]) -> np.ndarray:
+        """The block-diagonal K x K Lambda of one row (every row's is the same): zeta_i = its
+        transpose times the row's z values."""
+        K = sum(t.k for t in self.terms)
+        Lam = np.zeros((K, K))
+        k0 = 0
+        for t, T in zip(self.terms, tmats):
+            Lam[k0 : k0 + t.k, k0 : k0 + t.k] = T
+            k0 += t.k
+        return Lam
+
     def u_columns(self) -> list[tuple[np.ndarray, np.ndarray]]:
         """(u-space column, z column) for every column of every term, engine order: the columns
         of Z each row touches (the first term's k1 first)."""

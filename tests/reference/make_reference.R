@@ -8,7 +8,8 @@
 #
 # A spec entry: id, data (CSV name without .csv, looked up in DATADIR, then DATADIR2), factors,
 # binary (Y/N columns made 0/1), r_formula, py_formula, REML, and optionally family, link, nAGQ,
-# weights (a column name, lmer/glmer weights=) and offset (a column name, the offset= argument).
+# weights (a column name, lmer/glmer weights=) and offset (a column name, the offset= argument),
+# and tight (glmer's optimizer to tight tolerances: nloptwrap with ftol_abs 1e-12).
 # CSV fields that are empty or "NA" are missing; lme4's default na.action (na.omit) drops them.
 #
 # Extra fields beyond the shared script:
@@ -62,6 +63,9 @@ for (s in spec) {
   extra <- list()
   if (!is.null(s$weights)) extra$weights <- as.name(s$weights)
   if (!is.null(s$offset)) extra$offset <- as.name(s$offset)
+  # "tight": lme4's optimizers run to tight tolerances (its defaults stop short on some models)
+  if (isTRUE(s$tight)) extra$control <- quote(glmerControl(optimizer = "nloptwrap",
+    optCtrl = list(ftol_abs = 1e-12, ftol_rel = 1e-14, xtol_abs = 1e-10, xtol_rel = 0, maxeval = 1e5)))
   cl <- if (fam == "gaussian") {
     as.call(c(list(quote(lmer), formula = form, data = quote(df), REML = isTRUE(s$REML)), extra))
   } else {
