@@ -7,10 +7,11 @@ from collections.abc import Callable
 
 import numpy as np
 
+from .covariance import LevelEstimates
 from .design import ArrayLike, Design
 from .engine import Engine, Factor, Rule
 from .errors import DataError
-from .remat import ThetaMap
+from .remat import ReTerm, ThetaMap
 
 __all__ = ["LMMObjective", "lmm_deviance", "start_theta", "check_lmm", "LOG2PI"]
 
@@ -242,10 +243,13 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
         dof = d.n - sum(int(o.sum()) for o in ok)
         joint_s2 = float((w * (r - total) ** 2).sum()) / max(dof, 1)
     ratios: list[np.ndarray] = []
-    estimates: list[np.ndarray] = []  # (each level's estimate of each column, for structures)
+    estimates: list[LevelEstimates] = []  # (what the structures start their correlations from)
     i = 0
     for t, size in zip(d.terms, thetamap.column_scales):
-        estimates.append(np.column_stack([np.where(ok[i + a], slopes[i + a], np.nan) for a in range(t.k)]))
+        columns = range(i, i + t.k)
+        values = np.column_stack([np.where(ok[j], slopes[j], np.nan) for j in columns])
+        sampling = np.array([float((1.0 / szz[j][ok[j]]).mean()) if ok[j].any() else np.nan for j in columns])
+        estimates.append(_level_estimates(t, r, w, values, sampling))
         sd = np.empty(t.k)
         for a in range(t.k):
             (_, za), b, o = cols[i], slopes[i], ok[i]
@@ -270,6 +274,19 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
             i += 1
         ratios.append(sd)
     return thetamap.start(ratios, estimates)
+
+
+def _level_estimates(
+    t: ReTerm, r: np.ndarray, w: np.ndarray, values: np.ndarray, sampling: np.ndarray
+) -> LevelEstimates:
+    """A term's per-level column estimates; for columns on separate rows (a factor's
+    indicators), with the residual variance within the cells they leave."""
+    if not (np.count_nonzero(t.z, axis=1) <= 1).all():
+        return LevelEstimates(values, sampling)
+    fitted = np.einsum("ij,ij->i", t.z, np.nan_to_num(values)[t.refs])
+    dof = len(r) - int(np.isfinite(values).sum())
+    within = float((w * (r - fitted) ** 2).sum()) / dof if dof > 0 else float("nan")
+    return LevelEstimates(values, sampling, True, within)
 
 
 def check_lmm(design: Design) -> None:

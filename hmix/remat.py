@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .covariance import CovarianceStructure
+from .covariance import CovarianceStructure, LevelEstimates
 
 __all__ = ["ReTerm", "ThetaMap", "group_codes"]
 
@@ -259,7 +259,7 @@ class ThetaMap:
         return _cat([t.cov.theta_scale(s) for t, s in zip(self.terms, scales)])
 
     def start(
-        self, ratios: Sequence[np.ndarray], estimates: Sequence[np.ndarray] | None = None
+        self, ratios: Sequence[np.ndarray], estimates: Sequence[LevelEstimates] | None = None
     ) -> np.ndarray:
         """theta from each term's per-column SD ratios (and per-level estimates of its columns,
         see ``CovarianceStructure.start``)."""
