@@ -248,6 +248,22 @@ def test_rho_start_avoids_the_ridge() -> None:
     assert abs(AR1(8).rho_of(x0) - m.varpar()[1]) < 0.15
 
 
+def test_moment_starts() -> None:
+    """Columns on separate rows: the covariance of their per-level estimates (sigma^2 from
+    within cells, cs_sim's four replicates) starts cs within 5% of the estimates; an AR(1) with
+    one observation per occasion from its lag-1 and lag-2 covariances, within 30%."""
+    cs = fit(CS_FORMULA, "cs")
+    np.testing.assert_allclose(hmix.LMMObjective(cs.design, REML=False).theta0, cs.theta, rtol=0.05)
+    ar1 = fit(AR1_FORMULA)
+    np.testing.assert_allclose(hmix.LMMObjective(ar1.design, REML=False).theta0, ar1.theta, rtol=0.3)
+    # columns sharing rows (intercept and slope): the SD ratios, as unstructured terms start
+    sleep = hmix.datasets.load("sleepstudy")
+    d = hmix.build_design("Reaction ~ Days + cs(Days | Subject)", sleep)
+    u = hmix.build_design("Reaction ~ Days + diag(Days | Subject)", sleep)
+    start_cs, start_diag = hmix.LMMObjective(d).theta0, hmix.LMMObjective(u).theta0
+    np.testing.assert_allclose(start_cs[:2], start_diag)
+
+
 def test_tail_cache_with_a_structured_first_term() -> None:
     """The engine's tail cache steps theta (not lam) in the convergence checks."""
     d = ar1_data().assign(a=lambda f: (f.index % 37).astype(str), b=lambda f: (f.index % 3).astype(str))
