@@ -16,7 +16,7 @@ from .errors import (
     MissingDataWarning,
     SingularFitWarning,
 )
-from .families import Binomial, Family, Gaussian, Poisson, get_family
+from .families import Binomial, Family, Gamma, Gaussian, NegativeBinomial, Poisson, get_family
 from .fit import glmer, lmer
 from .formula import ParsedFormula, parse_formula
 from .glmm import GLMMObjective, PirlsSettings
@@ -42,6 +42,8 @@ __all__ = [
     "Binomial",
     "Poisson",
     "Gaussian",
+    "NegativeBinomial",
+    "Gamma",
     "get_family",
     "PirlsSettings",
     "MixedModel",

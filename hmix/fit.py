@@ -36,6 +36,7 @@ from .optimize import (
     newton_polish,
 )
 from .results import GeneralizedLinearMixedModel, LinearMixedModel
+from .zeroinflation import ZeroInflation
 
 if TYPE_CHECKING:
     from .engine import Factor
@@ -219,10 +220,11 @@ def glmer(
     nAGQ: int = 1,
     weights: ArrayLike | None = None,
     offset: ArrayLike | None = None,
+    zi_formula: str | None = None,
     vcov_method: str = "hessian",
     check_conv: bool = True,
 ) -> GeneralizedLinearMixedModel:
-    """Fit a generalized linear mixed model, as lme4's ``glmer`` does.
+    """Fit a generalized linear mixed model, as lme4's ``glmer`` (and glmmTMB's families) does.
 
     Parameters
     ----------
@@ -231,15 +233,24 @@ def glmer(
         ``cbind(successes, failures)``, or a proportion with ``weights=`` the number of trials.
     data : pandas.DataFrame
         Never modified.
-    family : {"binomial", "poisson"} or Family
+    family : {"binomial", "poisson", "negative_binomial", "gamma"} or Family
+        The negative binomial (NB2, variance mu + mu^2/theta) and the Gamma estimate their
+        dispersion (theta; phi) by maximum likelihood with the other parameters, and use the
+        exact Laplace approximation (the observed information), as glmmTMB; fix theta or phi
+        with a family object (``hmix.NegativeBinomial(theta=2)``, ``hmix.Gamma("log", phi=0.5)``).
     link : str, optional
-        ``"logit"`` (default), ``"probit"`` or ``"cloglog"`` for binomial; ``"log"`` for Poisson.
+        ``"logit"`` (default), ``"probit"`` or ``"cloglog"`` for binomial; ``"log"`` for Poisson
+        and the negative binomial; ``"inverse"`` (default), ``"log"`` or ``"identity"`` for Gamma.
     nAGQ : int, default 1
         0: optimize theta only, with beta from PIRLS (fast); 1: Laplace approximation over theta
         and beta; > 1: adaptive Gauss-Hermite quadrature with that many nodes (one scalar
         random-effects term only).
     weights, offset : str or array-like, optional
         Prior weights (binomial: trials) and an offset (adds to ``offset(...)`` terms).
+    zi_formula : str, optional
+        Zero-inflation for Poisson and negative binomial counts, as glmmTMB's ``ziformula``: the
+        logit of the probability of a structural zero, ``"~ 1"`` or with fixed-effect
+        covariates (``"~ x"``).
     vcov_method : {"hessian", "pirls"}
         Covariance of beta from the finite-difference Hessian of the deviance over (theta, beta),
         as lme4 does by default, or from the PIRLS weights alone (cheaper, a few percent off).
@@ -265,9 +276,32 @@ def glmer(
     if vcov_method not in ("hessian", "pirls"):
         raise DataError(f"vcov_method must be 'hessian' or 'pirls', not {vcov_method!r}")
     design = build_design(formula, data, weights=weights, offset=offset, binary_ok=fam.name == "binomial")
+    zi = None if zi_formula is None else ZeroInflation.build(zi_formula, data, design, fam)
     return fit_glmm(
-        design, fam, nAGQ=nAGQ, vcov_method=vcov_method, check_conv=check_conv, data_name=_data_name(data)
+        design,
+        fam,
+        nAGQ=nAGQ,
+        vcov_method=vcov_method,
+        check_conv=check_conv,
+        data_name=_data_name(data),
+        zi=zi,
     )
+
+
+def glmm_start(design: Design, family: Family, zi: ZeroInflation | None) -> tuple[np.ndarray, np.ndarray]:
+    """Starting fixed effects (the GLM's, lme4's start) and extras: the log dispersion from the
+    GLM's means (moments), the zero-inflation coefficients at 0 (glmmTMB's start)."""
+    fam = family.with_dispersion(1.0) if family.free_dispersion else family
+    beta = glm_start(design, fam)
+    extra = []
+    if family.free_dispersion:
+        wt = np.ones(design.n) if design.weights is None else design.weights
+        off = 0.0 if design.offset is None else design.offset
+        mu = fam.linkinv(design.X @ beta + off)
+        extra.append(np.log(family.dispersion_start(design.y, mu, wt)))
+    if zi is not None:
+        extra.extend([0.0] * zi.X.shape[1])
+    return beta, np.array(extra, dtype=float)
 
 
 def check_glmm(design: Design, family: Family) -> None:
@@ -292,6 +326,7 @@ def fit_glmm(
     data_name: str = "data",
     pirls: PirlsSettings | None = None,
     penalty: GlmmPenalty | None = None,
+    zi: ZeroInflation | None = None,
 ) -> GeneralizedLinearMixedModel:
     """Fit a GLMM to a materialized design (``glmer`` after the formula; refits reuse it).
 
@@ -301,9 +336,16 @@ def fit_glmm(
     meanwhile (see ``hmix._threads``).
     """
     check_glmm(design, family)
+    if nAGQ == 0 and (family.free_dispersion or zi is not None):
+        raise DataError(
+            "nAGQ=0 optimizes theta alone; a dispersion or zero-inflation part is estimated with "
+            "the Laplace approximation: use nAGQ=1"
+        )
     with one_blas_thread():
-        obj = GLMMObjective(design, family, nAGQ, pirls, penalty)
-        obj.start(glm_start(design, family))
+        obj = GLMMObjective(design, family, nAGQ, pirls, penalty, None if zi is None else zi.X)
+        beta0, extra0 = glmm_start(design, family, zi)
+        obj.start(beta0)
+        obj.set_extra(extra0)
         sc = Scaled(obj)
         theta, state, optsum, counted = stage_theta(sc)
         beta = state.beta
@@ -311,9 +353,9 @@ def fit_glmm(
         if nAGQ == 0:
             params, diag = theta, obj.scale_mask
         else:
-            x0 = np.concatenate([theta, beta])
-            diag = np.concatenate([obj.scale_mask, np.zeros(design.p, bool)])
-            newton = stage_newton(sc, x0, state.factor) if nAGQ == 1 else None
+            x0 = np.concatenate([theta, beta, extra0])
+            diag = np.concatenate([obj.scale_mask, np.zeros(design.p + obj.nextra, bool)])
+            newton = stage_newton(sc, x0, state.factor) if nAGQ == 1 and obj.exact_gradient else None
             if newton is not None and newton[1].return_code > 0:
                 params, opt2, counted, derivs = newton
             else:
@@ -326,7 +368,7 @@ def fit_glmm(
         at_optimum = obj.cached_state(params) if nAGQ == 1 else None
         n_before = counted.n  # type: ignore[attr-defined]
         S = sc.scale[: len(params)]
-        singular, converged, messages, _, hess = check_convergence(
+        checks = check_convergence(
             counted,
             params * S,
             diag,
@@ -334,6 +376,17 @@ def fit_glmm(
             hessian=nAGQ > 0 and vcov_method == "hessian",
             derivs=derivs,
         )
+        singular, converged, messages, hess = (
+            checks.singular,
+            checks.converged,
+            checks.messages,
+            checks.hessian,
+        )
+        if derivs is None and nAGQ > 0:
+            # BOBYQA stops where its trust region sees no change of 1e-12: one Newton step on the
+            # checks' differences places the optimum (grouseticks' NB: 6e-9 -> 1e-11 in -2 log L)
+            x1, _ = newton_polish(counted, params * S, counted(params * S), checks, sc.lower, sc.upper)
+            params = x1 / S
         if hess is not None:
             hess = hess * np.outer(S, S)  # (the Hessian over the parameters themselves)
         optsum = replace(
@@ -342,8 +395,10 @@ def fit_glmm(
             warnings=tuple(messages),
             pirls=obj.settings,
         )
-        theta = params[: obj.ntheta]
-        beta = params[obj.ntheta :] if nAGQ > 0 else obj.pirls(theta, None).beta
+        theta, beta, extra = obj.split(params)
+        obj.set_extra(extra)
+        if nAGQ == 0:
+            beta = obj.pirls(theta, None).beta
         if at_optimum is not None:
             final = at_optimum
             obj.keep_modes(obj.thetamap.lam(theta), [v.copy() for v in final.u], final.w)
@@ -358,25 +413,31 @@ def fit_glmm(
                 stacklevel=user_stacklevel(),
             )
         value = obj.agq_value(theta, beta, final) if nAGQ > 1 else obj.laplace_value(final)
-        vcov, method = glmm_vcov(obj, theta, beta, final, hess if vcov_method == "hessian" else None)
+        vcov, method, vcov_all = glmm_vcov(
+            obj, theta, beta, final, hess if vcov_method == "hessian" else None
+        )
     return GeneralizedLinearMixedModel(
         formula=design.formula.text,
         design=design,
         theta=np.array(theta, dtype=float),
         beta=np.array(beta, dtype=float),
         u=tuple(obj.layout.to_lme4([v.copy() for v in final.u])),
-        sigma=1.0,
         objective=float(value),
         optsum=optsum,
         singular=singular,
         converged=converged,
         factor=final.factor,
         data_name=data_name,
-        family=family,
+        family=obj.bound_family,
         nAGQ=obj.nAGQ,
         vcov_method=method,
         vcov_beta=np.array(vcov, dtype=float),
         devfun=obj,
+        sigma=obj.bound_family.sigma,
+        zi=zi,
+        zi_beta=None if zi is None else extra[obj.ndisp :].copy(),
+        vcov_params=vcov_all,
+        dispersion_estimated=bool(obj.ndisp),
     )
 
 
@@ -392,7 +453,10 @@ class Scaled:
         X = obj.design.X
         sd, rms = X.std(axis=0), np.sqrt((X * X).mean(axis=0))
         xs = np.where(sd > 0, sd, np.where(rms > 0, rms, 1.0))
-        self.scale = np.concatenate([obj.thetamap.scale, xs])
+        self.scale = np.concatenate([obj.thetamap.scale, xs, np.ones(obj.nextra)])
+        p = len(xs) + obj.nextra
+        self.lower = np.concatenate([obj.lower_theta, np.full(p, -np.inf)])
+        self.upper = np.concatenate([obj.thetamap.upper, np.full(p, np.inf)])
         self.theta_scale = obj.thetamap.scale
 
     def __call__(self, x: np.ndarray) -> float:
@@ -475,13 +539,16 @@ def stage_bobyqa(
     """BOBYQA over (theta, beta) (nAGQ > 1, and where the quasi-Newton stage gave up), with a
     restart from small steps: BOBYQA's first run can stop early on this objective."""
     obj = sc.obj
-    p = obj.design.p
+    p, ne = obj.design.p, obj.nextra
     S = sc.scale
-    lower = np.concatenate([obj.lower_theta, np.full(p, -np.inf)])
-    upper = np.concatenate([obj.thetamap.upper, np.full(p, np.inf)])
-    diag = np.concatenate([obj.scale_mask, np.zeros(p, bool)])
+    lower = np.concatenate([obj.lower_theta, np.full(p + ne, -np.inf)])
+    upper = np.concatenate([obj.thetamap.upper, np.full(p + ne, np.inf)])
+    diag = np.concatenate([obj.scale_mask, np.zeros(p + ne, bool)])
     se0 = np.sqrt(np.maximum(np.diag(obj.engine_joint.factor(obj.thetamap.lam(theta)).xtx_inv()), 1e-12))
-    step = np.concatenate([np.full(obj.ntheta, 0.1), np.minimum(se0 * S[obj.ntheta :], 1.0)])
+    # (the extras: a log dispersion and logits, of order 1)
+    step = np.concatenate(
+        [np.full(obj.ntheta, 0.1), np.minimum(se0 * S[obj.ntheta : obj.ntheta + p], 1.0), np.full(ne, 0.25)]
+    )
     x, _, opt1, _ = minimize(
         sc, x0 * S, lower, upper=upper, diagonal=diag, initial_step=step, method="NLOPT_LN_BOBYQA"
     )
@@ -496,16 +563,18 @@ def stage_bobyqa(
 
 def glmm_vcov(
     obj: GLMMObjective, theta: np.ndarray, beta: np.ndarray, final: PirlsState, hess: np.ndarray | None
-) -> tuple[np.ndarray, str]:
-    """The covariance of beta: from the Hessian of the deviance over (theta, beta) when given
-    (lme4's default) and positive definite, else from the PIRLS weights; and which it is."""
+) -> tuple[np.ndarray, str, np.ndarray | None]:
+    """The covariance of beta: from the Hessian of the deviance over all the parameters when
+    given (lme4's default) and positive definite, else from the PIRLS weights; which it is; and
+    the covariance of all the parameters (theta, beta, the extras) from the Hessian, or None."""
     vcov_pirls = obj.joint_factor(theta, final.eta, beta).xtx_inv()
     if hess is None or obj.nAGQ == 0:
-        return vcov_pirls, "pirls"
+        return vcov_pirls, "pirls", None
     try:
         Vh = np.linalg.inv(hess)
         if np.linalg.eigvalsh(Vh).min() > 0:
-            return 2 * Vh[obj.ntheta :, obj.ntheta :], "hessian"
+            k, p = obj.ntheta, obj.design.p
+            return 2 * Vh[k : k + p, k : k + p], "hessian", 2 * Vh
     except np.linalg.LinAlgError:
         pass
     warnings.warn(
@@ -514,7 +583,7 @@ def glmm_vcov(
         HmixWarning,
         stacklevel=user_stacklevel(),
     )
-    return vcov_pirls, "pirls"
+    return vcov_pirls, "pirls", None
 
 
 def _exact_derivs(

@@ -20,6 +20,7 @@ from .design import ArrayLike, Design
 from .engine import Engine, Factor, NotPositiveDefinite
 from .errors import DataError, HmixWarning, user_stacklevel
 from .families import Family
+from .families.zeroinflated import ZeroInflatedObserved
 from .remat import ThetaMap
 
 __all__ = ["GLMMObjective", "PirlsSettings", "PirlsState", "glm_start", "GlmmPenalty"]
@@ -57,15 +58,16 @@ class PirlsSettings:
     halvings: int = 12
 
     @classmethod
-    def for_family(cls, family: Family) -> PirlsSettings:
+    def for_family(cls, family: Family, zero_inflated: bool = False) -> PirlsSettings:
         """The defaults for a family. With the canonical link PIRLS is Newton's method: once the
         penalized deviance changes by 1e-12, the modes are exact to about the square of the last
         step. For other links (probit, cloglog) its Fisher scoring converges only linearly: a
         small change in the penalized deviance (quadratic near its minimum) still leaves the
         modes ~1e-6 off, which moves the Laplace log-determinant (linear in them) by ~1e-7 and
         makes the objective depend on where PIRLS started. There the linear predictor must also
-        have stopped moving, to 1e-10."""
-        if family.canonical:
+        have stopped moving, to 1e-10; so for zero-inflated models, whose PIRLS weights are
+        not their curvature."""
+        if family.canonical and not zero_inflated:
             return cls(tol=1e-12)
         return cls(tol=1e-14, eta_tol=1e-10)
 
@@ -106,6 +108,12 @@ class GLMMObjective:
     penalty : callable, optional
         ``(theta, beta) -> (value, gradient)``: a prior's -2 log-density and its gradient, added
         to the deviance (the optimizer minimizes the sum; ``deviance`` leaves it out).
+    zi : ndarray, optional
+        The zero-inflation part's model matrix (n x p_zi).
+
+    Beyond theta and beta, the parameters hold the extras (``nextra``): the logarithm of the
+    family's dispersion when it is estimated (a negative binomial's theta, a Gamma's phi), then
+    the zero-inflation coefficients.
 
     Examples
     --------
@@ -124,17 +132,24 @@ class GLMMObjective:
         nAGQ: int = 1,
         pirls: PirlsSettings | None = None,
         penalty: GlmmPenalty | None = None,
+        zi: np.ndarray | None = None,
     ):
         self.design = design
         self.penalty = penalty
         self.family = family
+        self.zi = zi
+        self.ndisp = int(family.free_dispersion)
+        self.nextra = self.ndisp + (0 if zi is None else zi.shape[1])
         self.nAGQ = int(nAGQ)
-        self.settings = PirlsSettings.for_family(family) if pirls is None else pirls
+        self.settings = (
+            PirlsSettings.for_family(family, zero_inflated=zi is not None) if pirls is None else pirls
+        )
         n = design.n
         self.y = design.y
         self.wt = np.ones(n) if design.weights is None else design.weights
         self.off = np.zeros(n) if design.offset is None else design.offset
-        self.obs = family.bind(self.y, self.wt)
+        self._extra_at: bytes | None = None
+        self.set_extra(np.zeros(self.nextra))
         self._x0 = np.zeros((n, 0))
         self.engine_u = Engine(design.terms, self._x0, np.zeros(n), np.ones(n), reweighted=True)
         self.layout = self.engine_u.layout
@@ -150,11 +165,49 @@ class GLMMObjective:
         self.lower_theta = self.thetamap.lower
         if self.nAGQ > 1:
             t = design.terms
+            if zi is not None:
+                raise DataError("nAGQ > 1 is not available for zero-inflated models; use nAGQ=1 (Laplace)")
             if len(t) != 1 or t[0].k != 1:
                 raise DataError(
                     "nAGQ > 1 is only available for models with a single, scalar random-effects "
                     "term, such as (1 | g); use nAGQ=1 (Laplace) for this model"
                 )
+
+    @property
+    def observed_curvature(self) -> bool:
+        """Whether the Laplace approximation's curvature is the observed information rather than
+        PIRLS's Fisher weights: for glmmTMB's families with a non-canonical link, and for
+        zero-inflated models (whose likelihood has no Fisher form)."""
+        return self.zi is not None or (self.family.observed_laplace and not self.family.canonical)
+
+    @property
+    def exact_gradient(self) -> bool:
+        """Whether ``value_and_gradient`` applies: the Laplace approximation with PIRLS's
+        curvature and no extra parameters."""
+        return self.nextra == 0 and self.nAGQ <= 1 and not self.observed_curvature
+
+    def set_extra(self, extra: np.ndarray) -> None:
+        """Bind the family at these extra parameters (the log dispersion, the zero-inflation
+        coefficients); later evaluations use them."""
+        extra = np.asarray(extra, dtype=float)
+        key = extra.tobytes()
+        if key == self._extra_at:
+            return
+        fam = self.family
+        if self.ndisp:
+            fam = fam.with_dispersion(float(np.exp(extra[0])))
+        self.bound_family = fam
+        if self.zi is None:
+            self.obs = fam.bind(self.y, self.wt)
+        else:
+            self.obs = ZeroInflatedObserved.of(fam, self.y, self.wt, self.zi @ extra[self.ndisp :])
+        self._extra_at = key
+
+    def split(self, params: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """theta, beta and the extras of a parameter vector."""
+        p = self.design.p
+        nth = self.ntheta
+        return params[:nth], params[nth : nth + p], params[nth + p :]
 
     @cached_property
     def engine_joint(self) -> Engine:
@@ -293,9 +346,19 @@ class GLMMObjective:
         self._last = None
 
     def laplace_value(self, st: PirlsState) -> float:
-        """-2 log-likelihood by the Laplace approximation at a PIRLS solution."""
+        """-2 log-likelihood by the Laplace approximation at a PIRLS solution (the curvature:
+        PIRLS's Fisher weights, or the observed information for ``observed_laplace`` families)."""
         dev = st.deviance if np.isfinite(st.deviance) else self.obs.deviance(st.mu)
-        return float(dev + self.obs.constant + sum(float(v @ v) for v in st.u) + st.factor.logdet_z)
+        return float(dev + self.obs.constant + sum(float(v @ v) for v in st.u) + self.logdet(st))
+
+    def logdet(self, st: PirlsState) -> float:
+        """log |Lambda'Z'WZ Lambda + I| at the modes, W the curvature the Laplace approximation
+        takes (``Family.observed_laplace``)."""
+        if not self.observed_curvature:
+            return st.factor.logdet_z
+        w = self.obs.observed_weights(st.eta)
+        self.engine_u.set_data(self._x0, np.zeros(self.design.n), w)
+        return self.engine_u.factor(st.factor.lam).logdet_z
 
     def laplace_joint(self, theta: np.ndarray, settings: PirlsSettings | None = None) -> float:
         """nAGQ = 0: the Laplace deviance with beta from PIRLS (plus the penalty at that beta)."""
@@ -304,9 +367,10 @@ class GLMMObjective:
         return self.laplace_value(st) + self._penalty(np.concatenate([theta, st.beta]))[0]
 
     def deviance(self, params: ArrayLike) -> float:
-        """The deviance over (theta, beta) for nAGQ >= 1, without the penalty."""
+        """The deviance over (theta, beta, extras) for nAGQ >= 1, without the penalty."""
         params = np.asarray(params, dtype=float)
-        theta, beta = params[: self.ntheta], params[self.ntheta :]
+        theta, beta, extra = self.split(params)
+        self.set_extra(extra)
         st = self.pirls(theta, beta)
         if self.nAGQ <= 1:
             return self.laplace_value(st)
@@ -318,10 +382,14 @@ class GLMMObjective:
         return self.deviance(params) + self._penalty(params)[0]
 
     def _penalty(self, params: np.ndarray) -> tuple[float, np.ndarray]:
+        """The penalty over (theta, beta) (and 0 over the extras) and its gradient."""
+        grad = np.zeros(len(params))
         if self.penalty is None:
-            return 0.0, np.zeros(len(params))
-        value, grad = self.penalty(params)
-        return float(value), np.asarray(grad, dtype=float)
+            return 0.0, grad
+        k = self.ntheta + self.design.p
+        value, g = self.penalty(params[:k])
+        grad[:k] = np.asarray(g, dtype=float)[:k]
+        return float(value), grad
 
     def value_and_gradient(self, params: ArrayLike) -> tuple[float, np.ndarray]:
         """The Laplace deviance over (theta, beta) and its exact gradient (canonical links).
@@ -334,13 +402,16 @@ class GLMMObjective:
         entries of M^-1 that row touches, the leverage h_i = zeta_i' M^-1 zeta_i; with
         v = h dW/deta and s = M^-1 Lambda'Z'v, every component is one sum over the rows.
         """
-        if self.nAGQ > 1:
-            raise DataError("the exact gradient is that of the Laplace approximation (nAGQ <= 1)")
+        if not self.exact_gradient:
+            raise DataError(
+                "the exact gradient is that of the Laplace approximation (nAGQ <= 1) with Fisher's "
+                "curvature and without extra parameters"
+            )
         params = np.asarray(params, dtype=float)
         key = params.tobytes()
         if self._last is not None and self._last[0] == key:
             return self._last[2], self._last[3].copy()
-        theta, beta = params[: self.ntheta], params[self.ntheta :]
+        theta, beta, _ = self.split(params)
         st = self.pirls(theta, beta)
         pen, pen_grad = self._penalty(params)
         value, grad = self.laplace_value(st) + pen, self._gradient(theta, st) + pen_grad
@@ -398,7 +469,7 @@ class GLMMObjective:
         Laplace approximation."""
         (t,) = self.design.terms
         z_nodes, z_weights = np.polynomial.hermite_e.hermegauss(self.nAGQ if nodes is None else nodes)
-        fam = self.family
+        fam = self.bound_family
         lam = float(self.thetamap.lam(theta)[0])
         u0 = st.u[0]
         sd = 1.0 / st.factor.L11[:, 0, 0]

@@ -40,7 +40,8 @@ _LATENT = {
 
 def _term_covariances(model: MixedModel) -> list[np.ndarray]:
     """Sigma_t of every random-effects term, lme4's order."""
-    return [(model.sigma * T) @ (model.sigma * T).T for T in model.thetamap.tmats(model.theta)]
+    s = model.cov_scale
+    return [(s * T) @ (s * T).T for T in model.thetamap.tmats(model.theta)]
 
 
 def _group_sums(refs: np.ndarray, values: np.ndarray, nlevels: int) -> np.ndarray:

@@ -75,7 +75,7 @@ def link_variances(
     for z, idx, C, T in zip(zs, levels, cond, model.thetamap.tmats(model.theta)):
         known = idx >= 0
         conf = conf + np.where(known, np.einsum("ia,iab,ib->i", z, C[np.where(known, idx, 0)], z), 0.0)
-        S = model.sigma**2 * (T @ T.T)
+        S = model.cov_scale**2 * (T @ T.T)
         extra = extra + np.where(known, 0.0, np.einsum("ia,ab,ib->i", z, S, z))
     return conf, extra, complete
 

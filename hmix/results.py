@@ -23,6 +23,7 @@ from .remat import ThetaMap
 if TYPE_CHECKING:
     from .glmm import GLMMObjective
     from .lmm import LMMObjective
+    from .zeroinflation import ZeroInflation
 
 __all__ = ["MixedModel", "LinearMixedModel", "GeneralizedLinearMixedModel"]
 
@@ -83,6 +84,13 @@ class MixedModel:
         return self.thetamap.names
 
     @property
+    def cov_scale(self) -> float:
+        """sigma in Sigma = sigma^2 T T', the random effects' covariance: the residual SD of an
+        LMM, 1 for a GLMM (whose ``sigma`` is glmmTMB's: a negative binomial's theta, a Gamma's
+        coefficient of variation, 1 for the binomial and Poisson)."""
+        return self.sigma if self.has_scale else 1.0
+
+    @property
     def has_scale(self) -> bool:
         """Whether the model estimates a residual scale sigma (LMMs)."""
         return self.family.has_scale
@@ -111,7 +119,7 @@ class MixedModel:
         >>> m.varpar().round(3).tolist()
         [24.74, 0.066, 5.922, 25.592]
         """
-        v = sdcor(self.theta, self.sigma, self.thetamap)
+        v = sdcor(self.theta, self.cov_scale, self.thetamap)
         return np.append(v, self.sigma) if self.has_scale else v
 
     # ----- fixed effects -----------------------------------------------------------------
@@ -147,7 +155,7 @@ class MixedModel:
     @cached_property
     def _cond_var(self) -> list[np.ndarray]:
         cv = self.factor.layout.to_lme4(self.factor.cond_var_engine())
-        return [self.sigma**2 * v for v in cv]
+        return [self.cov_scale**2 * v for v in cv]
 
     def ranef(self) -> dict[str, pd.DataFrame]:
         """Conditional modes of the random effects.
@@ -235,7 +243,7 @@ class MixedModel:
         """
         rows: list[tuple[str, str | None, str | None, float, float]] = []
         for t, th in zip(self.design.terms, self.thetamap.split(self.theta)):
-            S = self.sigma**2 * t.cov.covariance(th)
+            S = self.cov_scale**2 * t.cov.covariance(th)
             sd = np.sqrt(np.diag(S))
             r, c = t.cov.sdcor_pattern
             for a in r[r == c]:
@@ -976,6 +984,17 @@ class GeneralizedLinearMixedModel(MixedModel):
     vcov_method: str = "hessian"
     vcov_beta: np.ndarray | None = field(default=None, repr=False)
     devfun: GLMMObjective | None = field(default=None, repr=False)
+    zi: ZeroInflation | None = field(default=None, repr=False)
+    zi_beta: np.ndarray | None = None
+    vcov_params: np.ndarray | None = field(default=None, repr=False)
+    dispersion_estimated: bool = False
+
+    @property
+    def npar(self) -> int:
+        """Number of estimated parameters: fixed effects, theta, an estimated dispersion and the
+        zero-inflation coefficients."""
+        nzi = 0 if self.zi_beta is None else len(self.zi_beta)
+        return self.design.p + len(self.theta) + int(self.dispersion_estimated) + nzi
 
     def _vcov_array(self) -> np.ndarray:
         assert self.vcov_beta is not None

@@ -164,10 +164,10 @@ def _draw(
     eta = np.repeat(eta0[:, None], nsim, axis=1)
     for (z, codes, nlevels), T in zip(terms, model.thetamap.tmats(model.theta)):
         k = z.shape[1]
-        b = np.einsum("ab,lbs->las", model.sigma * T, rng.standard_normal((nlevels, k, nsim)))
+        b = np.einsum("ab,lbs->las", model.cov_scale * T, rng.standard_normal((nlevels, k, nsim)))
         for a in range(k):
             eta += z[:, a, None] * b[codes, a, :]
-    return model.family.sample(model.family.linkinv(eta), wt, model.sigma, rng)
+    return model.family.sample(model.family.linkinv(eta), wt, model.cov_scale, rng)
 
 
 _STATS: dict[str, Callable[[np.ndarray], np.ndarray]] = {

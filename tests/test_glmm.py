@@ -143,9 +143,11 @@ def test_bad_responses_get_clear_errors(frame: pd.DataFrame, formula: str, famil
 
 def test_bad_family_and_link(cbpp: pd.DataFrame) -> None:
     with pytest.raises(DataError, match="family must be"):
-        hmix.glmer(CBPP_FORMULA, cbpp, family="gamma")
+        hmix.glmer(CBPP_FORMULA, cbpp, family="tweedie")
     with pytest.raises(DataError, match="links"):
         hmix.glmer(CBPP_FORMULA, cbpp, family="poisson", link="logit")
+    with pytest.raises(DataError, match="Gamma response must be positive"):  # cbpp has zeros
+        hmix.glmer("incidence ~ period + (1 | herd)", cbpp, family="gamma")
 
 
 def test_complete_separation_warns() -> None:

@@ -11,8 +11,11 @@ deviance pays); to add a link, subclass ``Link`` and list it in the family's ``l
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from ..errors import DataError
 from .base import Family, Observed
+from .dispersion import Gamma, NegativeBinomial
 from .links import CLogLog, Identity, Inverse, Link, Log, Logit, Probit
 from .lme4 import Binomial, Gaussian, Poisson
 
@@ -28,16 +31,23 @@ __all__ = [
     "Binomial",
     "Poisson",
     "Gaussian",
+    "NegativeBinomial",
+    "Gamma",
     "Observed",
     "get_family",
 ]
 
-_FAMILIES: dict[str, type[Family]] = {c.name: c for c in (Binomial, Poisson, Gaussian)}
+_FAMILIES: dict[str, type[Family]] = {
+    **{c.name: c for c in (Binomial, Poisson, Gaussian, NegativeBinomial, Gamma)},
+    "nbinom2": NegativeBinomial,  # (glmmTMB's name)
+}
 
 
 def get_family(family: str | Family, link: str | None = None) -> Family:
-    """A ``Family`` from a name (``"binomial"``, ``"poisson"``, ``"gaussian"``) and an optional
-    link (the family's canonical one by default).
+    """A ``Family`` from a name (``"binomial"``, ``"poisson"``, ``"negative_binomial"`` (or
+    ``"nbinom2"``), ``"gamma"``, ``"gaussian"``) and an optional link (the family's default,
+    its first in ``links``, otherwise). A negative binomial's theta and a Gamma's dispersion are
+    then estimated; give a family object (``hmix.NegativeBinomial(theta=2)``) to fix them.
 
     Examples
     --------
@@ -47,9 +57,12 @@ def get_family(family: str | Family, link: str | None = None) -> Family:
     """
     if isinstance(family, Family):
         if link is not None and link != family.link.name:
-            return type(family)(link)  # type: ignore[arg-type]
+            return replace(family, link=link)  # type: ignore[arg-type]
         return family
     name = str(family).lower()
     if name not in _FAMILIES:
-        raise DataError(f"family must be 'binomial' or 'poisson' (or 'gaussian' with lmer), not {family!r}")
+        raise DataError(
+            "family must be 'binomial', 'poisson', 'negative_binomial' or 'gamma' (or 'gaussian' "
+            f"with lmer), not {family!r}"
+        )
     return _FAMILIES[name](link)  # type: ignore[arg-type]

@@ -15,6 +15,7 @@ from .links import LINKS, Link
 __all__ = ["Family", "Observed", "W_FLOOR"]
 
 W_FLOOR = 1e-10
+_TINY = np.finfo(float).tiny
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +39,11 @@ class Family(ABC):
 
     name: ClassVar[str]
     links: ClassVar[tuple[str, ...]]  # the links the family takes, the canonical one first
-    has_scale: ClassVar[bool] = False  # a dispersion estimated with the model (Gaussian: sigma)
+    has_scale: ClassVar[bool] = False  # a residual scale profiled out of an LMM (Gaussian: sigma)
+    # the Laplace approximation's curvature: the observed information at the modes (the exact
+    # Laplace approximation, as glmmTMB's) or the expected one, Fisher's (lme4's; the two agree
+    # for canonical links)
+    observed_laplace: ClassVar[bool] = False
 
     def __post_init__(self) -> None:
         link = self.link
@@ -115,6 +120,30 @@ class Family(ABC):
         """The family tied to a response and its prior weights."""
         return Observed(self, y, wt)
 
+    # ----- a dispersion parameter estimated with the model (negative binomial, Gamma) --------
+    @property
+    def free_dispersion(self) -> bool:
+        """Whether the family has a dispersion parameter to estimate (it is unset)."""
+        return False
+
+    @property
+    def dispersion(self) -> float | None:
+        """The dispersion parameter's value, on the family's own scale (None: none, or unset)."""
+        return None
+
+    def with_dispersion(self, value: float) -> Family:
+        """The family with its dispersion parameter set to ``value``."""
+        raise TypeError(f"the {self.name} family has no dispersion parameter")
+
+    def dispersion_start(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> float:
+        """A starting value of the dispersion from a fit's means (moment estimate)."""
+        raise TypeError(f"the {self.name} family has no dispersion parameter")
+
+    @property
+    def sigma(self) -> float:
+        """glmmTMB's ``sigma()`` for the family (1 for families without a dispersion)."""
+        return 1.0
+
     def statsmodels_family(self) -> Any:
         """The matching statsmodels family (a GLM without random effects)."""
         from statsmodels.genmod import families
@@ -174,7 +203,7 @@ class Observed:
         mueta = fam.mu_eta(eta)
         V = fam.variance(mu)
         w = np.maximum(self.wt * mueta**2 / V, 0.0)
-        w = np.maximum(w, W_FLOOR * w.max())
+        w = np.maximum(w, max(W_FLOOR * float(w.max(initial=0.0)), _TINY))
         return mu, mueta, self.wt * (self.y - mu) * mueta / V / w, w
 
     def score(
@@ -201,3 +230,12 @@ class Observed:
             w_obs = w - self.wt * (self.y - mu) * (d2 / V - d1**2 * dV / V**2)
         dw[w <= W_FLOOR * w.max() * (1 + 1e-12)] = 0.0
         return r, dw, w_obs
+
+    def observed_weights(self, eta: np.ndarray) -> np.ndarray:
+        """-d^2 log p(y | mu) / d eta^2 per row: the observed information, whose sum over the
+        random effects gives the exact Laplace approximation's curvature."""
+        fam = self.family
+        mu = fam.linkinv(eta)
+        d1, d2 = fam.mu_eta(eta), fam.mu_eta2(eta)
+        V, dV = fam.variance(mu), fam.dvariance(mu)
+        return np.asarray(self.wt * d1 * d1 / V - self.wt * (self.y - mu) * (d2 / V - d1 * d1 * dV / V**2))

@@ -12,7 +12,19 @@ from scipy.special import gammaln, xlogy
 from ..errors import DataError
 from .base import Family, Observed
 
-__all__ = ["Binomial", "Poisson", "Gaussian"]
+__all__ = ["Binomial", "Poisson", "Gaussian", "check_counts"]
+
+
+def check_counts(y: np.ndarray, family: str) -> None:
+    """A count response: whole and non-negative."""
+    article = "an" if family[0] in "aeiouAEIOU" else "a"
+    if (y < 0).any():
+        raise DataError(f"{article} {family} response must be non-negative counts; found negative values")
+    if np.abs(y - np.round(y)).max(initial=0.0) > 1e-7:
+        raise DataError(
+            f"{article} {family} response must be whole counts; found non-integer values "
+            "(for rates, model the count with offset(log(exposure)))"
+        )
 
 
 @dataclass(frozen=True, eq=False, repr=False)
@@ -115,13 +127,7 @@ class Poisson(Family):
         return y + 0.1
 
     def validate(self, y: np.ndarray, wt: np.ndarray) -> None:
-        if (y < 0).any():
-            raise DataError("a Poisson response must be non-negative counts; found negative values")
-        if np.abs(y - np.round(y)).max(initial=0.0) > 1e-7:
-            raise DataError(
-                "a Poisson response must be whole counts; found non-integer values "
-                "(for rates, model the count with offset(log(exposure)))"
-            )
+        check_counts(y, "Poisson")
 
     def sample(self, mu: np.ndarray, wt: np.ndarray, scale: float, rng: np.random.Generator) -> np.ndarray:
         return rng.poisson(mu).astype(float)
