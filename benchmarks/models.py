@@ -2,6 +2,7 @@
 
 The CSVs are this directory's own copies (``benchmarks/data/``), so the benchmark does not depend
 on what hmix bundles. Every column in ``labels`` is read as a string (a label, not a number).
+A model's ``engines`` (default: ``DEFAULT_ENGINES``) are the engines that fit it.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 DATA = Path(__file__).parent / "data"
+DEFAULT_ENGINES = ["hmix", "lme4", "mixedlm", "statsmodels"]
 
 MODELS: dict[str, dict] = {
     "sleepstudy": {
@@ -48,5 +50,29 @@ MODELS: dict[str, dict] = {
         "formula": "TICKS ~ YEAR + sHEIGHT + (1 | BROOD) + (1 | INDEX) + (1 | LOCATION)",
         "family": "poisson",
         "repeats": 11,
+    },
+    # structured covariances (glmmTMB's syntax, which hmix reads): lme4 1.1 has none, so they run
+    # beside glmmTMB. ar1_sim and cs_sim are tests/data's (the glmmTMB reference data);
+    # ar1_large is make_ar1_large.py's, the same design with 1,000 subjects.
+    "ar1": {
+        "csv": DATA / "ar1_sim.csv",
+        "labels": ["id", "time"],
+        "formula": "y ~ x + tnum + ar1(0 + time | id)",
+        "engines": ["hmix", "glmmTMB"],
+        "repeats": 25,
+    },
+    "ar1_large": {
+        "csv": DATA / "ar1_large.csv",
+        "labels": ["id", "time"],
+        "formula": "y ~ x + tnum + ar1(0 + time | id)",
+        "engines": ["hmix", "glmmTMB"],
+        "repeats": 5,
+    },
+    "cs": {
+        "csv": DATA / "cs_sim.csv",
+        "labels": ["id", "cond"],
+        "formula": "y ~ cond + cs(0 + cond | id)",
+        "engines": ["hmix", "glmmTMB"],
+        "repeats": 25,
     },
 }

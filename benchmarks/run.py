@@ -6,7 +6,9 @@ Each (engine, model) runs in its own process, so imports and peak memory are tha
 the first fit in each process is a warm-up and is not timed. Prints a Markdown table of median
 wall times, each peer's time over hmix's, peak memory and the objective (-2 log-likelihood) each
 engine reached, and writes it to benchmarks/results.md (every number: benchmarks/results.json).
-lme4 runs through Rscript when it is on PATH; statsmodels runs under a per-fit time cap.
+lme4 and glmmTMB run through Rscript when it is on PATH; statsmodels runs under a per-fit time
+cap. A model's ``engines`` (models.py) say which engines fit it: the structured-covariance models
+run beside glmmTMB only.
 An engine that is missing or fails is reported as "n/a" / "error"; the run goes on.
 """
 
@@ -29,19 +31,20 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
-from models import MODELS  # noqa: E402
+from models import DEFAULT_ENGINES, MODELS  # noqa: E402
 
-ENGINES = ["hmix", "lme4", "mixedlm", "statsmodels"]
-SHORT = {"hmix": "hmix", "lme4": "lme4", "mixedlm": "mixedlm", "statsmodels": "sm"}
+ENGINES = ["hmix", "lme4", "mixedlm", "statsmodels", "glmmTMB"]
+SHORT = {"hmix": "hmix", "lme4": "lme4", "mixedlm": "mixedlm", "statsmodels": "sm", "glmmTMB": "TMB"}
+R_WORKERS = {"lme4": "lme4_worker.R", "glmmTMB": "glmmtmb_worker.R"}
 
 
 def command(engine: str, model: str, repeats: int) -> list[str] | None:
     spec = MODELS[model]
-    if engine == "lme4":
+    if engine in R_WORKERS:
         rscript = shutil.which("Rscript")
         if rscript is None:
             return None
-        return [rscript, str(HERE / "lme4_worker.R"), str(spec["csv"]), ",".join(spec["labels"]),
+        return [rscript, str(HERE / R_WORKERS[engine]), str(spec["csv"]), ",".join(spec["labels"]),
                 spec["formula"], str(repeats), spec.get("family", "gaussian")]  # fmt: skip
     return [sys.executable, str(HERE / "worker.py"), engine, model, str(repeats)]
 
@@ -171,10 +174,11 @@ def versions(results: dict) -> dict:
             v[pkg] = "not installed"
     found = {e: r for rs in results.values() for e, r in rs.items() if r is not None and r["status"] == "ok"}
     v["hmix"] = found["hmix"]["version"] if "hmix" in found else "n/a"
-    if "lme4" in found:
-        v["lme4"], v["R"] = found["lme4"]["version"], found["lme4"]["R"]
-    else:
-        v["lme4"] = v["R"] = "n/a"
+    v["R"] = "n/a"
+    for engine in R_WORKERS:
+        v[engine] = found[engine]["version"] if engine in found else "n/a"
+        if engine in found:
+            v["R"] = found[engine]["R"]
     return v
 
 
@@ -236,6 +240,9 @@ def main() -> None:
         reps = 1 if args.quick else (args.repeats or MODELS[model]["repeats"])
         results[model] = {}
         for engine in engines:
+            if engine not in MODELS[model].get("engines", DEFAULT_ENGINES):
+                results[model][engine] = None
+                continue
             if engine == "statsmodels" and args.quick:
                 results[model][engine] = None
                 continue

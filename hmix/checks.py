@@ -7,6 +7,7 @@ pandas or formulaic, nor as a fit that means nothing.
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections import Counter
 from collections.abc import Collection, Sequence
@@ -16,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from .errors import DataError, FormulaError, HmixWarning, user_stacklevel
-from .formula import ParsedFormula
+from .formula import BarTerm, ParsedFormula
 
 if TYPE_CHECKING:
     from .design import Design
@@ -29,6 +30,7 @@ __all__ = [
     "check_lmer_response",
     "check_magnitudes",
     "check_random_terms",
+    "check_structure_columns",
     "warn_duplicated_terms",
 ]
 
@@ -225,3 +227,104 @@ def check_flag(value: object, name: str) -> bool:
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     raise DataError(f"{name} must be True or False, not {value!r}")
+
+
+_LEVEL = re.compile(r"(.*)\[(.*)\]")  # formulaic's name of a factor's indicator column
+
+
+def check_structure_columns(
+    bar: BarTerm, z: np.ndarray, names: Sequence[str], variables: Collection[str], formula: str
+) -> None:
+    """A structured term's columns must suit its structure: two or more for ``cs()``; for
+    ``ar1()`` one indicator column per occasion of one factor, without an intercept, in time
+    order (equally spaced occasions, else a warning).
+
+    Parameters
+    ----------
+    bar : BarTerm
+    z : ndarray, shape (n, k)
+        The term's columns.
+    names : sequence of str
+        Their names.
+    variables : collection of str
+        The data columns the term's left side uses.
+    formula : str
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> from hmix import parse_formula
+    >>> bar = parse_formula("y ~ ar1(0 + week | id)").bars[0]
+    >>> check_structure_columns(bar, np.ones((3, 1)), ["week"], ["week"], "y ~ ar1(0 + week | id)")
+    ... # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    hmix.errors.FormulaError: ar1() needs the occasions as a factor, ... write ar1(0 + C(week) | id), ...
+    """
+    at = formula.find(bar.text)
+    where = at if at >= 0 else None
+    g = bar.group_name
+    if bar.structure == "cs" and len(names) < 2:
+        raise FormulaError(
+            f"cs() is a correlation between a level's random effects, and {bar.lhs} gives one "
+            f"column: write (1 | {g}) for one random effect, or give cs() two or more columns, as "
+            f"in cs(0 + f | {g}) with f a factor",
+            formula,
+            where,
+        )
+    if bar.structure != "ar1":
+        return
+    used = sorted(variables)
+    t = used[0] if len(used) == 1 else "t"
+    if "(Intercept)" in names:
+        raise FormulaError(
+            f"ar1() needs one random effect per occasion and no intercept: write ar1(0 + {t} | {g})",
+            formula,
+            where,
+        )
+    if len(names) < 2:
+        raise FormulaError(
+            f"ar1() needs the occasions as a factor, but {bar.lhs} gives one numeric column: write "
+            f"ar1(0 + C({t}) | {g}), or make '{t}' a pandas Categorical",
+            formula,
+            where,
+        )
+    if not (np.isin(z, (0.0, 1.0)).all() and (z.sum(axis=1) == 1).all()):
+        raise FormulaError(
+            f"ar1() takes one factor of occasions (an indicator column each), not {bar.lhs}: write "
+            f"ar1(0 + {t} | {g})",
+            formula,
+            where,
+        )
+    _check_occasion_order(bar, names, t, formula, where)
+
+
+def _check_occasion_order(
+    bar: BarTerm, names: Sequence[str], t: str, formula: str, where: int | None
+) -> None:
+    """Occasions labelled by numbers must be in time order (text sorts "10" before "2"), and AR(1)
+    takes them as equally spaced."""
+    labels = [m.group(2) for m in (_LEVEL.fullmatch(n) for n in names) if m is not None]
+    try:
+        times = np.array([float(v) for v in labels])
+    except ValueError:  # labels that are not numbers: their order is the user's to set
+        return
+    if len(times) < len(names):
+        return
+    steps = np.diff(times)
+    if (steps <= 0).any():
+        raise FormulaError(
+            f"the occasions of {bar.text} are numbers out of order ({', '.join(labels)}; labels "
+            f"sort as text): write ar1(0 + C({t}) | {bar.group_name}) with '{t}' numeric, or make "
+            "it a pandas Categorical with the categories in time order",
+            formula,
+            where,
+        )
+    if not np.allclose(steps, steps[0]):
+        warnings.warn(
+            f"ar1() takes consecutive occasions as equally spaced, but those of {bar.text} are at "
+            f"{', '.join(f'{v:g}' for v in times)}: the correlation of neighbours is rho whatever "
+            "the gap between them",
+            HmixWarning,
+            stacklevel=user_stacklevel(),
+        )

@@ -25,10 +25,11 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.stats import norm
 
+from .engine import NotPositiveDefinite
 from .errors import DataError, HmixError
 from .glmm import GLMMObjective
 from .lmm import LMMObjective
-from .optimize import minimize
+from .optimize import hessian_from_gradient, minimize
 from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel, theta_from_sdcor
 
 __all__ = ["confint", "interval_frame"]
@@ -41,8 +42,7 @@ def _wald(model: MixedModel, level: float) -> pd.DataFrame:
     z = norm.ppf(0.5 + level / 2)
     se = model.std_errors
     names = model.varpar_names()
-    lo = np.full(len(names), np.nan)
-    hi = np.full(len(names), np.nan)
+    lo, hi = _wald_varpar(model, z, len(names))
     out_names = names + list(model.fixef.index)
     lo, hi = np.r_[lo, model.fixef - z * se], np.r_[hi, model.fixef + z * se]
     if isinstance(model, GeneralizedLinearMixedModel):
@@ -56,6 +56,44 @@ def _wald(model: MixedModel, level: float) -> pd.DataFrame:
             out_names += model.zi_names
             lo, hi = np.r_[lo, model.zi_beta - z * zse], np.r_[hi, model.zi_beta + z * zse]
     return interval_frame(out_names, lo, hi, level)
+
+
+def _wald_varpar(model: MixedModel, z: float, n: int) -> tuple[np.ndarray, np.ndarray]:
+    """Wald intervals of the variance parameters where a structure defines one (the rho of
+    cs() and ar1() terms, from theta's covariance); NaN elsewhere, as lme4."""
+    lo, hi = np.full(n, np.nan), np.full(n, np.nan)
+    terms = model.design.terms
+    if not any(t.cov.has_rho for t in terms):
+        return lo, hi
+    V = _theta_vcov(model)
+    if V is None:
+        return lo, hi
+    start = 0
+    for t, sl in zip(terms, model.thetamap.slices):
+        end = start + len(t.cov.sdcor_pattern[0])
+        lo[start:end], hi[start:end] = t.cov.sdcor_wald(model.theta[sl], V[sl, sl], z)
+        start = end
+    return lo, hi
+
+
+def _theta_vcov(model: MixedModel) -> np.ndarray | None:
+    """theta's covariance, 2 H^-1 from the Hessian of the fitted criterion (the inverse of the
+    Hessian with beta and sigma profiled is theta's block of the full inverse); None for a GLMM
+    fitted without the Laplace approximation's exact gradient (nAGQ != 1)."""
+    k = len(model.theta)
+    if isinstance(model, LinearMixedModel):
+        from .ddf import varpar_vcov
+
+        return varpar_vcov(model)[:k, :k]
+    if not isinstance(model, GeneralizedLinearMixedModel) or model.nAGQ != 1:
+        return None
+    if model.vcov_params is not None:  # (the fit's own Hessian over all its parameters)
+        return model.vcov_params[:k, :k]
+    obj = GLMMObjective(model.design, model.family, 1)
+    x = np.r_[model.theta, model.beta]
+    _, g = obj.value_and_gradient(x)
+    H = hessian_from_gradient(obj.value_and_gradient, x, g)
+    return None if H is None else 2.0 * np.linalg.pinv(H)[:k, :k]
 
 
 def interval_frame(names: list[str], lo: np.ndarray, hi: np.ndarray, level: float) -> pd.DataFrame:
@@ -83,6 +121,12 @@ def _inner_min(
     if len(x0) == 0:
         return x0, f(x0)
     x0 = np.clip(x0, lo, hi)
+    try:
+        f0 = f(x0)
+    except NotPositiveDefinite:
+        f0 = np.inf
+    if not np.isfinite(f0):  # a value the model cannot take (sigma at 0): no deviance there
+        return x0, np.inf
     x, fmin, _, _ = minimize(
         f,
         x0,
@@ -162,8 +206,8 @@ def _interval(
 ) -> tuple[float, float]:
     """Where sign(v - hat) sqrt(f(v) - dev_hat) crosses -z and +z; a bound when it never does."""
 
-    def zeta(v: float) -> float:
-        return float(np.sign(v - hat) * np.sqrt(max(f(v) - dev_hat, 0.0)))
+    def zeta(v: float) -> float:  # (capped: brentq needs finite values where f is infinite)
+        return float(np.sign(v - hat) * np.sqrt(min(max(f(v) - dev_hat, 0.0), 1e12)))
 
     out = []
     for side in (-1, 1):

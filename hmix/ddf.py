@@ -66,7 +66,14 @@ from .errors import ConvergenceWarning, HmixError
 if TYPE_CHECKING:
     from .results import LinearMixedModel
 
-__all__ = ["satterthwaite_df", "kenward_roger", "KenwardRoger", "ddf_table", "MAX_KR_RANDOM_EFFECTS"]
+__all__ = [
+    "satterthwaite_df",
+    "varpar_vcov",
+    "kenward_roger",
+    "KenwardRoger",
+    "ddf_table",
+    "MAX_KR_RANDOM_EFFECTS",
+]
 
 MAX_KR_RANDOM_EFFECTS = 3000  # dense q x q matrices; at the limit about 4 s and 0.9 GB
 _STEP = 1e-2  # base step of the theta differences, times max(|theta_i|, 0.1)
@@ -245,6 +252,22 @@ def satterthwaite_df(m: LinearMixedModel, L: Any = None) -> np.ndarray:
         return np.asarray(np.where(denom > 0, 2.0 * v**2 / np.where(denom > 0, denom, 1.0), np.inf))
 
 
+def varpar_vcov(m: LinearMixedModel) -> np.ndarray:
+    """The covariance of (theta, sigma) from the Hessian of the criterion the model was fitted
+    with, 2 H^-1 (a pseudo-inverse; see the module's notes): the A of Satterthwaite's df.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+    >>> hmix.ddf.varpar_vcov(m).shape
+    (2, 2)
+    """
+    _require_lmm(m)
+    deriv: _VarparDerivatives = _cached(m, "satterthwaite", _varpar_derivatives)
+    return deriv.vcov_varpar.copy()
+
+
 # ----- Kenward-Roger -------------------------------------------------------------------------
 @dataclass(frozen=True, eq=False)
 class KenwardRoger:
@@ -327,6 +350,13 @@ def _kenward_roger(m: LinearMixedModel) -> KenwardRoger:
             "refuses): fit with lmer(..., REML=True), or use ddf='satterthwaite'"
         )
     d = m.design
+    for t in d.terms:
+        if not t.cov.linear_covariance:
+            raise HmixError(
+                f"Kenward-Roger's method needs covariances linear in their parameters (unstructured "
+                f"and diag() terms), and the {t.cov.kind}() term of {t.group} is not: use "
+                "ddf='satterthwaite', which works for any covariance structure"
+            )
     q = sum(t.q for t in d.terms)
     if q > MAX_KR_RANDOM_EFFECTS:
         raise HmixError(

@@ -18,6 +18,7 @@ from .checks import (
     check_frame,
     check_magnitudes,
     check_random_terms,
+    check_structure_columns,
     warn_duplicated_terms,
 )
 from .columns import (
@@ -34,9 +35,9 @@ from .columns import (
     no_column,
     unknown_names,
 )
-from .covariance import Unstructured
+from .covariance import CovarianceStructure, structure
 from .errors import DataError, FormulaError, HmixWarning, MissingDataWarning, user_stacklevel
-from .formula import ParsedFormula, as_code, parse_formula, quote_dotted
+from .formula import BarTerm, ParsedFormula, as_code, parse_formula, quote_dotted
 from .newdata import ColumnCoding, code_columns, codings, formulaic_types
 from .rank import aliased_columns, drop_columns
 from .remat import ReTerm, group_codes
@@ -468,11 +469,19 @@ def _re_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[ReTerm]:
                 z=z,
                 lhs=bar.lhs,
                 spec=zspec,
-                cov=Unstructured(len(znames)),
+                cov=_structure(bar, z, znames, frame, parsed.text),
             )
         )
     terms.sort(key=lambda t: -t.nlevels)
     return terms
+
+
+def _structure(
+    bar: BarTerm, z: np.ndarray, names: tuple[str, ...], frame: pd.DataFrame, formula: str
+) -> CovarianceStructure:
+    """The term's covariance structure, once its columns show that it fits them."""
+    check_structure_columns(bar, z, names, names_in(bar.lhs, frame.columns), formula)
+    return structure(bar.structure, len(names), bar.hom)
 
 
 def _offset(parsed: ParsedFormula, frame: pd.DataFrame, given: np.ndarray | None) -> np.ndarray | None:

@@ -42,11 +42,18 @@ class BarTerm:
         The columns whose observed combinations define the grouping factor (``("a", "b")`` for ``a:b``).
     text : str
         The term as the user wrote it, for messages.
+    structure : str
+        Its covariance structure: ``"us"`` (unstructured, for ``(x | g)`` and ``us(x | g)``),
+        ``"diag"``, ``"cs"`` or ``"ar1"`` (see ``hmix.covariance``).
+    hom : bool
+        One common variance for all columns (``hom = TRUE``; ``ar1``'s default).
     """
 
     lhs: str
     group: tuple[str, ...]
     text: str
+    structure: str = "us"
+    hom: bool = False
 
     @property
     def group_name(self) -> str:
@@ -69,7 +76,8 @@ class ParsedFormula:
     fixed : str
         The fixed-effects right side, a formulaic formula (``"1"`` when only bars were given).
     bars : tuple of BarTerm
-        Random-effects terms, ``||`` split into uncorrelated terms and ``a/b`` into ``a + a:b``.
+        Random-effects terms, ``||`` split into uncorrelated terms and ``a/b`` into ``a + a:b``;
+        ``us()``, ``diag()``, ``cs()`` and ``ar1()`` terms carry their structure.
     offsets : tuple of str
         The expressions inside ``offset(...)`` terms.
 
@@ -245,10 +253,11 @@ def _split_uncorrelated(lhs: str) -> list[str]:
     return ["1" if t == "1" else f"0 + {t}" for t in terms]
 
 
-def _parse_bar(piece: _Piece, formula: str) -> list[BarTerm]:
-    inner_full = piece.text[1:-1]
-    inner = inner_full
-    base = piece.start + 1
+def _parse_bar(
+    text: str, inner: str, base: int, formula: str, structure: str = "us", hom: bool = False
+) -> list[BarTerm]:
+    """The terms of ``inner`` (``lhs | group`` or ``lhs || group``, at position ``base``); ``text``
+    is the whole term as written."""
     depths = _scan(inner, base)
     bars = [i for i, ch in enumerate(inner) if ch == "|" and depths[i] == 0]
     double = len(bars) == 2 and bars[1] == bars[0] + 1
@@ -261,6 +270,13 @@ def _parse_bar(piece: _Piece, formula: str) -> list[BarTerm]:
     bar = bars[0]
     lhs, lpos = _strip(inner, 0, bar)
     rhs, rpos = _strip(inner, bars[-1] + 1, len(inner))
+    if double and structure != "us":
+        raise FormulaError(
+            f"{structure}() takes one bar: write {structure}({lhs} | {rhs}) (a structure's columns "
+            "are one term; (x || g) splits them into uncorrelated terms)",
+            formula,
+            base + bar,
+        )
     if not lhs:
         raise FormulaError(
             "nothing on the left of '|': write (1 | g) for a random intercept", formula, base + bar
@@ -276,12 +292,60 @@ def _parse_bar(piece: _Piece, formula: str) -> list[BarTerm]:
     lhss = _split_uncorrelated(lhs) if double else [lhs]
     if not lhss or not list(Formula(lhs)):
         raise FormulaError(
-            f"the term {piece.text} has no random effects ('{lhs}' removes the intercept and leaves "
+            f"the term {text} has no random effects ('{lhs}' removes the intercept and leaves "
             f"nothing): write (1 | {rhs}) for a random intercept, or drop the term",
             formula,
             base + lpos,
         )
-    return [BarTerm(lhs=lhs_, group=g, text=piece.text) for g in groups for lhs_ in lhss]
+    return [
+        BarTerm(lhs=lhs_, group=g, text=text, structure=structure, hom=hom) for g in groups for lhs_ in lhss
+    ]
+
+
+_CALL = re.compile(r"([A-Za-z_][A-Za-z0-9_.]*)\s*\(")
+_HOM = re.compile(r"hom\s*=\s*(TRUE|FALSE|True|False|T|F)")
+_HOM_DEFAULT = {"us": False, "diag": False, "cs": False, "ar1": True}  # (lme4 2.0's defaults)
+
+
+def _parse_structured(body: str, pos: int, formula: str) -> list[BarTerm] | None:
+    """``name(lhs | group[, hom = TRUE])`` at position ``pos``: its terms; None when ``body`` is
+    no function call with a bar among its arguments."""
+    m = _CALL.match(body)
+    if m is None or not _wrapped(body[m.end() - 1 :]):
+        return None
+    name, args, base = m.group(1), body[m.end() : -1], pos + m.end()
+    depths = _scan(args, base)
+    if not any(ch == "|" and depths[i] == 0 for i, ch in enumerate(args)):
+        return None
+    if name not in _HOM_DEFAULT:
+        raise FormulaError(
+            f"unknown covariance structure {name}(): hmix has us(), diag(), cs() and ar1(), as in "
+            "cs(1 + x | g); an unstructured term is (1 + x | g)",
+            formula,
+            pos,
+        )
+    parts = _split_top(args, depths, ",")
+    hom = _HOM_DEFAULT[name]
+    for s, e, _ in parts[1:]:
+        arg, apos = _strip(args, s, e)
+        flag = _HOM.fullmatch(arg)
+        if flag is None:
+            raise FormulaError(
+                f"{name}() takes the term and hom = TRUE or FALSE, not '{arg}': write "
+                f"{name}(x | g) or {name}(x | g, hom = TRUE)",
+                formula,
+                base + apos,
+            )
+        hom = flag.group(1) in ("TRUE", "True", "T")
+    if name == "us" and hom:
+        raise FormulaError(
+            "us() has one variance per column: for a common one write cs(x | g, hom = TRUE) "
+            "(correlated) or diag(x | g, hom = TRUE) (independent)",
+            formula,
+            pos,
+        )
+    inner, ipos = _strip(args, parts[0][0], parts[0][1])
+    return _parse_bar(body, inner, base + ipos, formula, name, hom)
 
 
 def _parse_cbind(lhs: str, formula: str, start: int) -> tuple[str, str] | None:
@@ -399,6 +463,8 @@ def _parse(text: str) -> ParsedFormula:
             raise FormulaError("an empty term: two operators in a row, or one at the end", text, piece.start)
         m_off = re.fullmatch(r"offset\s*\((.*)\)", body, flags=re.S)
         bar_at = _bar_position(body)
+        call = _unwrap(body)  # (a structure's term may come in parentheses of its own)
+        call_pos = inner_pos + body.index(call) if call else inner_pos
         if m_off is not None:
             if piece.sign == "-":
                 raise FormulaError("an offset cannot be subtracted", text, piece.start)
@@ -407,6 +473,10 @@ def _parse(text: str) -> ParsedFormula:
                 raise FormulaError("offset() needs an expression", text, inner_pos)
             _check_formulaic(as_code(expr), text, inner_pos, "offset expression")
             offsets.append(expr)
+        elif bar_at is not None and (structured := _parse_structured(call, call_pos, text)) is not None:
+            if piece.sign == "-":
+                raise FormulaError("a random-effects term cannot be subtracted", text, piece.start)
+            bars.extend(structured)
         elif bar_at is not None:
             is_bar = _wrapped(body)
             if is_bar:
@@ -421,7 +491,7 @@ def _parse(text: str) -> ParsedFormula:
                 )
             if piece.sign == "-":
                 raise FormulaError("a random-effects term cannot be subtracted", text, piece.start)
-            bars.extend(_parse_bar(_Piece(piece.sign, body, inner_pos), text))
+            bars.extend(_parse_bar(body, body[1:-1], inner_pos + 1, text))
         else:
             fixed.append(_Piece(piece.sign, body, inner_pos))
 

@@ -8,10 +8,11 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
+from .covariance import LevelEstimates
 from .design import ArrayLike, Design
 from .engine import Engine, Factor, Rule
 from .errors import DataError
-from .remat import ThetaMap
+from .remat import ReTerm, ThetaMap
 
 if TYPE_CHECKING:
     from .priors import Priors
@@ -270,8 +271,13 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
         dof = d.n - sum(int(o.sum()) for o in ok)
         joint_s2 = float((w * (r - total) ** 2).sum()) / max(dof, 1)
     ratios: list[np.ndarray] = []
+    estimates: list[LevelEstimates] = []  # (what the structures start their correlations from)
     i = 0
     for t, size in zip(d.terms, thetamap.column_scales):
+        columns = range(i, i + t.k)
+        values = np.column_stack([np.where(ok[j], slopes[j], np.nan) for j in columns])
+        sampling = np.array([float((1.0 / szz[j][ok[j]]).mean()) if ok[j].any() else np.nan for j in columns])
+        estimates.append(_level_estimates(t, r, w, values, sampling))
         sd = np.empty(t.k)
         for a in range(t.k):
             (_, za), b, o = cols[i], slopes[i], ok[i]
@@ -295,7 +301,20 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
             sd[a] = min(max(ratio * sa, 0.1), 5.0) / sa
             i += 1
         ratios.append(sd)
-    return thetamap.start(ratios)
+    return thetamap.start(ratios, estimates)
+
+
+def _level_estimates(
+    t: ReTerm, r: np.ndarray, w: np.ndarray, values: np.ndarray, sampling: np.ndarray
+) -> LevelEstimates:
+    """A term's per-level column estimates; for columns on separate rows (a factor's
+    indicators), with the residual variance within the cells they leave."""
+    if not (np.count_nonzero(t.z, axis=1) <= 1).all():
+        return LevelEstimates(values, sampling)
+    fitted = np.einsum("ij,ij->i", t.z, np.nan_to_num(values)[t.refs])
+    dof = len(r) - int(np.isfinite(values).sum())
+    within = float((w * (r - fitted) ** 2).sum()) / dof if dof > 0 else float("nan")
+    return LevelEstimates(values, sampling, True, within)
 
 
 def check_lmm(design: Design) -> None:
@@ -319,7 +338,7 @@ def check_lmm(design: Design) -> None:
                 f"the grouping factor '{t.group}' has {t.nlevels} levels for {n} observations: "
                 "a random effect per observation is confounded with the residual"
             )
-        if t.q >= n:
+        if t.q >= n and not t.cov.separates_residual:
             raise DataError(
                 f"the term ({' + '.join(t.names)} | {t.group}) has {t.q} random effects for {n} "
                 "observations: the random-effects parameters and the residual variance are "

@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from .covariance import CovarianceStructure
+from .covariance import CovarianceStructure, LevelEstimates
 
 __all__ = ["ReTerm", "ThetaMap", "group_codes"]
 
@@ -258,9 +258,13 @@ class ThetaMap:
         scales = [np.where(s > 0, s, 1.0) for s in self.column_scales]
         return _cat([t.cov.theta_scale(s) for t, s in zip(self.terms, scales)])
 
-    def start(self, ratios: Sequence[np.ndarray]) -> np.ndarray:
-        """theta from each term's per-column SD ratios."""
-        return _cat([t.cov.start(r) for t, r in zip(self.terms, ratios)])
+    def start(
+        self, ratios: Sequence[np.ndarray], estimates: Sequence[LevelEstimates] | None = None
+    ) -> np.ndarray:
+        """theta from each term's per-column SD ratios (and per-level estimates of its columns,
+        see ``CovarianceStructure.start``)."""
+        per_term = estimates if estimates is not None else [None] * len(self.terms)
+        return _cat([t.cov.start(r, e) for t, r, e in zip(self.terms, ratios, per_term)])
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:

@@ -251,20 +251,23 @@ class MixedModel:
 
         Columns ``group``, ``var1``, ``var2`` (None for variances), ``vcov`` (variance or
         covariance) and ``sdcor`` (standard deviation or correlation), as lme4's
-        ``as.data.frame(VarCorr(m))``.
+        ``as.data.frame(VarCorr(m))``. The rows are each term's variance parameters
+        (``varpar_names``): variances first, then correlations; a ``diag()`` term has none,
+        a ``cs()`` or ``ar1()`` term one, its rho (the correlation of its first two columns),
+        and a term with ``hom = TRUE`` one variance.
         """
         rows: list[tuple[str, str | None, str | None, float, float]] = []
-        for t, T in zip(self.design.terms, self.thetamap.tmats(self.theta)):
-            S = self.cov_scale**2 * (T @ T.T)
+        for t, th in zip(self.design.terms, self.thetamap.split(self.theta)):
+            S = self.cov_scale**2 * t.cov.covariance(th)
             sd = np.sqrt(np.diag(S))
-            for a in range(t.k):
+            r, c = t.cov.sdcor_pattern
+            for a in r[r == c]:
                 rows.append((t.group, t.names[a], None, S[a, a], sd[a]))
-            for a in range(t.k):
-                for c in range(a + 1, t.k):
-                    denom = sd[a] * sd[c]
-                    rows.append(
-                        (t.group, t.names[a], t.names[c], S[c, a], S[c, a] / denom if denom > 0 else np.nan)
-                    )
+            rho = t.cov.rho(th)
+            for a, b in zip(c[r != c], r[r != c]):
+                denom = sd[a] * sd[b]
+                cor = rho if rho is not None else (S[b, a] / denom if denom > 0 else np.nan)
+                rows.append((t.group, t.names[a], t.names[b], S[b, a], cor))
         if self.has_scale:
             rows.append(("Residual", None, None, self.sigma**2, self.sigma))
         return pd.DataFrame(rows, columns=["group", "var1", "var2", "vcov", "sdcor"])
@@ -633,8 +636,9 @@ class MixedModel:
             re-optimized, reaches the chi-square quantile (lme4 profiles the ML deviance, also
             for REML fits, and so does this; GLMMs profile their Laplace or quadrature deviance
             over the sd/cor parameters and the fixed effects). ``"wald"``: estimate +- z SE for the fixed
-            effects (NaN for the variance parameters, as lme4). ``"boot"``: percentiles of a
-            parametric bootstrap (``hmix.bootstrap``).
+            effects (NaN for the variance parameters, as lme4, except the rho of ``cs()`` and
+            ``ar1()`` terms: glmmTMB's interval on its unbounded scale, mapped back).
+            ``"boot"``: percentiles of a parametric bootstrap (``hmix.bootstrap``).
         level : float, default 0.95
         parm : str or list of str, optional
             The parameters (rows) to give, as lme4's ``parm``: a profile computes only these.

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 if TYPE_CHECKING:
+    from .covariance import CovarianceStructure
     from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel
 
 __all__ = [
@@ -349,67 +350,74 @@ class Summary:
 
 
 def _random_block(m: MixedModel, show_variance: bool = True) -> tuple[pd.DataFrame, Block]:
+    """lme4's VarCorr table; a structured term shows its rho in the first row, as glmmTMB does
+    (``0.60 (ar1)``), and a term with one common variance one row."""
     vc = m.varcorr
     variances = vc[vc["var2"].isna()]
     var_s = rformat(variances["vcov"].to_numpy(), 4)
     sd_s = rformat(variances["sdcor"].to_numpy(), 4)
-    rows, cells = [], []
-    maxk = max((t.k for t in m.design.terms), default=1)
+    terms = list(zip(m.design.terms, m.thetamap.split(m.theta)))
+    ncorr = max((_corr_columns(t.cov, t.k) for t, _ in terms), default=0)
+    cells, records = [], []
     vi = 0
-    records = []
-    for t, T in zip(m.design.terms, m.thetamap.tmats(m.theta)):
-        S = T @ T.T
+    for t, th in terms:
+        pr, pc = t.cov.sdcor_pattern
+        shown = pr[pr == pc]
+        rho = t.cov.rho(th)
+        S = t.cov.covariance(th)
         sd = np.sqrt(np.diag(S))
         with np.errstate(invalid="ignore", divide="ignore"):
             corr = S / np.outer(sd, sd)
-        for a in range(t.k):
-            corr_cells = [f"{corr[a, c]:.2f}" if a > c else "" for c in range(maxk - 1)] if maxk > 1 else []
-            group = t.group if a == 0 else ""
-            row = [group, t.names[a]] + ([var_s[vi]] if show_variance else []) + [sd_s[vi]] + corr_cells
+        full = rho is None and bool((pr != pc).any())
+        for i, a in enumerate(shown):
+            values: list[float] = [np.nan] * ncorr
+            texts = [""] * ncorr
+            if full:
+                for c in range(min(a, ncorr)):
+                    values[c], texts[c] = corr[a, c], f"{corr[a, c]:.2f}"
+            elif rho is not None and i == 0:
+                values[0], texts[0] = rho, f"{rho:.2f} ({t.cov.kind})"
+            group = t.group if i == 0 else ""
+            cells.append([group, t.names[a]] + ([var_s[vi]] if show_variance else []) + [sd_s[vi]] + texts)
             records.append(
                 {
                     "Groups": group,
                     "Name": t.names[a],
                     "Variance": variances["vcov"].iloc[vi],
                     "Std.Dev.": variances["sdcor"].iloc[vi],
-                    **(
-                        {
-                            f"Corr{'' if c == 0 else c + 1}": (corr[a, c] if a > c else np.nan)
-                            for c in range(maxk - 1)
-                        }
-                    ),
+                    **{f"Corr{'' if c == 0 else c + 1}": values[c] for c in range(ncorr)},
                 }
             )
-            cells.append(row)
-            rows.append("")
             vi += 1
     if m.has_scale:
-        cells.append(
-            ["Residual", ""]
-            + ([var_s[vi]] if show_variance else [])
-            + [sd_s[vi]]
-            + [""] * (maxk - 1 if maxk > 1 else 0)
-        )
+        cells.append(["Residual", ""] + ([var_s[vi]] if show_variance else []) + [sd_s[vi]] + [""] * ncorr)
         records.append({"Groups": "Residual", "Name": "", "Variance": m.sigma**2, "Std.Dev.": m.sigma})
-        rows.append("")
-    # corr columns are right-justified numbers within a left-justified layout, as lme4 prints them
-    if maxk > 1:
-        ncorr = maxk - 1
-        for j in range(ncorr):
-            col = [r[-ncorr + j] for r in cells]
-            w = max(len(c) for c in col)
-            for r, c in zip(cells, col):
-                r[-ncorr + j] = c.rjust(w)
+    # corr columns are right-justified numbers within a left-justified layout, as lme4 prints
+    # them; a structure's name follows its number
+    for j in range(len(cells[0]) - ncorr, len(cells[0])):
+        parts = [r[j].partition(" ") for r in cells]
+        w = max(len(p[0]) for p in parts)
+        for r, (num, _, label) in zip(cells, parts):
+            r[j] = num.rjust(w) + (f" {label}" if label else "")
     cols = ["Groups", "Name"] + (["Variance"] if show_variance else []) + ["Std.Dev."]
-    if maxk > 1:
-        cols += ["Corr"] + [""] * (maxk - 2)
+    if ncorr:
+        cols += ["Corr"] + [""] * (ncorr - 1)
     table = pd.DataFrame(records).set_index(["Groups", "Name"])
     if not show_variance:
         table = table.drop(columns="Variance")
     numbers = len(cols) - 2
     return table, Block(
-        cols, cells, rows, left=[True] * len(cols), html_left=[True, True] + [False] * numbers
+        cols, cells, [""] * len(cells), left=[True] * len(cols), html_left=[True, True] + [False] * numbers
     )
+
+
+def _corr_columns(cov: CovarianceStructure, k: int) -> int:
+    """Correlation columns a term needs: k - 1 for a correlation matrix, one for a structure's
+    rho, none for independent effects."""
+    rows, cols = cov.sdcor_pattern
+    if not (rows != cols).any():
+        return 0
+    return 1 if cov.has_rho else k - 1
 
 
 def _nobs_line(m: MixedModel) -> str:

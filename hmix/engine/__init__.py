@@ -237,9 +237,12 @@ class Engine:
 
     @property
     def step_order(self) -> np.ndarray | None:
-        """lam's indices term by term in the engine's order, when stepping the last terms'
+        """theta's indices term by term in the engine's order, when stepping the last terms'
         alone lets a factor be finished from the last one's (the tail cache); else None."""
-        return None if self.cache is None else self.cache.step_order
+        if self.cache is None:
+            return None
+        slices = self.layout.thetamap.slices  # (theta's, not lam's: a structured term has fewer)
+        return np.concatenate([np.arange(slices[i].start, slices[i].stop) for i in self.layout.perm])
 
     def to_lme4(self, per_term: list[np.ndarray]) -> list[np.ndarray]:
         """Reorder per-term results from engine order to lme4's order."""

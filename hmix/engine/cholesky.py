@@ -422,11 +422,6 @@ class TailCache:
         """Forget the kept factors (new data, or the fit is over)."""
         self._kept.clear()
 
-    @property
-    def step_order(self) -> np.ndarray:
-        """lam's indices term by term in the engine's order."""
-        return np.concatenate([np.arange(sl.start, sl.stop) for sl in self.layout.lam_slices])
-
     def factor(self, lam: np.ndarray) -> Factor:
         lam = np.asarray(lam, dtype=float)
         inner, lay = self.inner, self.layout

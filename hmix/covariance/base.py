@@ -1,23 +1,56 @@
-"""Covariance structures of random-effects terms: theta <-> the term's relative covariance factor.
-
-A term with k columns per level has covariance Sigma = sigma^2 T T' for every level, with T a
-k x k lower-triangular "relative covariance factor". A structure says how its parameters theta
-give T: which entries of T can be nonzero (its ``pattern``, the engine only ever touches those),
-their values (``lam``), the parameters' bounds and names, and how the variances and
-correlations are reported. Unstructured terms (lme4's default) take T's lower triangle as theta
-itself. To add a structure, subclass ``CovarianceStructure`` and implement ``lam`` (and
-``jacobian`` when lam is not linear in theta).
-"""
+"""The base of the covariance structures, and the structures whose theta are entries of T
+(unstructured, diagonal) or one common scale (``ScaledIdentity``). See ``hmix.covariance``."""
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from functools import cache, cached_property
+from typing import ClassVar
 
 import numpy as np
 
-__all__ = ["CovarianceStructure", "Unstructured", "Diagonal", "tril_indices"]
+__all__ = [
+    "CovarianceStructure",
+    "LevelEstimates",
+    "Unstructured",
+    "Diagonal",
+    "ScaledIdentity",
+    "tril_indices",
+]
+
+
+@dataclass(frozen=True, eq=False)
+class LevelEstimates:
+    """What the data say about a term's columns level by level (the moment start's raw material).
+
+    Attributes
+    ----------
+    values : ndarray, shape (levels, k)
+        Each level's least-squares estimate of each column's coefficient, from the residuals of
+        the fixed effects (NaN where a level cannot estimate it).
+    sampling : ndarray, shape (k,)
+        The mean over levels of each column's 1 / sum(w z^2): the estimates' sampling variance
+        over sigma^2.
+    disjoint : bool
+        Whether no row has two of the columns (a factor's indicators): then the estimates'
+        noise is independent between columns, and their covariances estimate the random
+        effects' without bias.
+    within : float
+        For disjoint columns, the residual variance within the levels' cells (all the term's
+        columns fitted): an estimate of sigma^2; NaN where no cell has two observations.
+    """
+
+    values: np.ndarray
+    sampling: np.ndarray
+    disjoint: bool = False
+    within: float = float("nan")
+
+    def covariance(self) -> np.ndarray | None:
+        """The covariance of the columns' estimates over the levels that estimate all of them
+        (None with fewer than three)."""
+        complete = self.values[np.isfinite(self.values).all(axis=1)]
+        return np.cov(complete, rowvar=False) if len(complete) >= 3 else None
 
 
 @cache
@@ -40,6 +73,7 @@ class CovarianceStructure(ABC):
     """
 
     k: int
+    kind: ClassVar[str]  # the formula's name of the structure (``us``, ``diag``, ``cs``, ``ar1``)
 
     # ----- what a structure defines ------------------------------------------------------
     @property
@@ -72,8 +106,10 @@ class CovarianceStructure(ABC):
         check and the snapping of tiny values to zero look at these."""
 
     @abstractmethod
-    def start(self, ratios: np.ndarray) -> np.ndarray:
-        """Starting theta from each column's moment estimate of its SD relative to sigma."""
+    def start(self, ratios: np.ndarray, estimates: LevelEstimates | None = None) -> np.ndarray:
+        """Starting theta from each column's moment estimate of its SD relative to sigma; a
+        structure with a correlation parameter starts it from ``estimates`` (the columns'
+        per-level estimates)."""
 
     # ----- derived -----------------------------------------------------------------------
     @property
@@ -85,6 +121,32 @@ class CovarianceStructure(ABC):
     def linear(self) -> bool:
         """Whether ``lam`` is the identity map of theta (then the Jacobian is the identity)."""
         return False
+
+    @property
+    def linear_covariance(self) -> bool:
+        """Whether the covariance is a linear function of free entries (one per element of the
+        pattern): what Kenward-Roger's method assumes (unstructured and diagonal terms)."""
+        return False
+
+    @property
+    def homogeneous(self) -> bool:
+        """Whether every column has the same variance (one variance parameter)."""
+        return False
+
+    @property
+    def separates_residual(self) -> bool:
+        """Whether the residual variance stays identified beside a random effect per observation:
+        when the term's covariance plus c I is outside the structure's family for c != 0."""
+        return False
+
+    @property
+    def has_rho(self) -> bool:
+        """Whether the structure has one correlation parameter rho (compound symmetry, AR(1))."""
+        return False
+
+    def rho(self, theta: np.ndarray) -> float | None:
+        """The structure's correlation parameter (compound symmetry, AR(1)); None without one."""
+        return None
 
     def tmat(self, theta: np.ndarray) -> np.ndarray:
         """T as a dense k x k array."""
@@ -157,6 +219,12 @@ class CovarianceStructure(ABC):
         diag = rows == cols
         return np.where(diag, 0.0, -1.0), np.where(diag, np.inf, 1.0)
 
+    def sdcor_wald(self, theta: np.ndarray, vcov: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
+        """Wald intervals (lower, upper) of the sd/cor parameters given theta's covariance and the
+        normal quantile: none (NaN) unless a structure overrides it, as lme4 gives none."""
+        n = len(self.sdcor_pattern[0])
+        return np.full(n, np.nan), np.full(n, np.nan)
+
 
 @dataclass(frozen=True)
 class _EntriesOfT(CovarianceStructure):
@@ -188,6 +256,12 @@ class Unstructured(_EntriesOfT):
     [[1.0, 0.0], [0.5, 2.0]]
     """
 
+    kind: ClassVar[str] = "us"
+
+    @property
+    def linear_covariance(self) -> bool:
+        return True
+
     @property
     def ntheta(self) -> int:
         return self.k * (self.k + 1) // 2
@@ -205,7 +279,7 @@ class Unstructured(_EntriesOfT):
     def lower(self) -> np.ndarray:
         return np.where(self.scale_mask, 0.0, -np.inf)
 
-    def start(self, ratios: np.ndarray) -> np.ndarray:
+    def start(self, ratios: np.ndarray, estimates: LevelEstimates | None = None) -> np.ndarray:
         out = np.zeros(self.ntheta)
         out[self.scale_mask] = ratios
         return out
@@ -223,7 +297,7 @@ class Unstructured(_EntriesOfT):
 
     def from_sdcor(self, values: np.ndarray, sigma: float) -> np.ndarray:
         """T = D chol(R) / sigma."""
-        from .engine import NotPositiveDefinite
+        from ..engine import NotPositiveDefinite
 
         rows, cols = self.pattern
         diag = rows == cols
@@ -250,6 +324,12 @@ class Diagonal(_EntriesOfT):
     [[1.0, 0.0], [0.0, 2.0]]
     """
 
+    kind: ClassVar[str] = "diag"
+
+    @property
+    def linear_covariance(self) -> bool:
+        return True
+
     @property
     def ntheta(self) -> int:
         return self.k
@@ -268,7 +348,7 @@ class Diagonal(_EntriesOfT):
     def lower(self) -> np.ndarray:
         return np.zeros(self.k)
 
-    def start(self, ratios: np.ndarray) -> np.ndarray:
+    def start(self, ratios: np.ndarray, estimates: LevelEstimates | None = None) -> np.ndarray:
         return np.asarray(ratios, dtype=float).copy()
 
     def rectify(self, theta: np.ndarray) -> np.ndarray:
@@ -279,3 +359,71 @@ class Diagonal(_EntriesOfT):
 
     def from_sdcor(self, values: np.ndarray, sigma: float) -> np.ndarray:
         return np.asarray(values, dtype=float) / sigma
+
+
+@dataclass(frozen=True)
+class ScaledIdentity(CovarianceStructure):
+    """Independent random effects with one common variance (``diag(x | g, hom = TRUE)``):
+    T = theta * I.
+
+    Examples
+    --------
+    >>> from hmix.covariance import ScaledIdentity
+    >>> ScaledIdentity(2).tmat([3.0]).tolist()
+    [[3.0, 0.0], [0.0, 3.0]]
+    """
+
+    kind: ClassVar[str] = "diag"
+
+    @property
+    def ntheta(self) -> int:
+        return 1
+
+    @property
+    def homogeneous(self) -> bool:
+        return True
+
+    @cached_property
+    def pattern(self) -> tuple[np.ndarray, np.ndarray]:
+        d = np.arange(self.k)
+        d.flags.writeable = False
+        return d, d
+
+    def lam(self, theta: np.ndarray) -> np.ndarray:
+        return np.full(self.k, float(np.asarray(theta, dtype=float)[0]))
+
+    def jacobian(self, theta: np.ndarray) -> np.ndarray:
+        return np.ones((self.k, 1))
+
+    @property
+    def scale_mask(self) -> np.ndarray:
+        return np.ones(1, dtype=bool)
+
+    @property
+    def lower(self) -> np.ndarray:
+        return np.zeros(1)
+
+    def start(self, ratios: np.ndarray, estimates: LevelEstimates | None = None) -> np.ndarray:
+        return np.array([_common_sd(ratios)])
+
+    def rectify(self, theta: np.ndarray) -> np.ndarray:
+        return np.abs(np.asarray(theta, dtype=float))
+
+    def theta_scale(self, col_scale: np.ndarray) -> np.ndarray:
+        return np.array([_common_sd(col_scale)])
+
+    def theta_names(self, group: str, names: tuple[str, ...]) -> list[str]:
+        return [f"{group}.{names[0]}"]
+
+    @property
+    def sdcor_pattern(self) -> tuple[np.ndarray, np.ndarray]:
+        return np.zeros(1, dtype=np.int64), np.zeros(1, dtype=np.int64)
+
+    def from_sdcor(self, values: np.ndarray, sigma: float) -> np.ndarray:
+        return np.asarray(values, dtype=float) / sigma
+
+
+def _common_sd(ratios: np.ndarray) -> float:
+    """One SD for columns whose own SDs (moment estimates, sizes) are ``ratios``: their root mean
+    square."""
+    return float(np.sqrt(np.mean(np.square(ratios))))
