@@ -590,7 +590,9 @@ def stage_theta(sc: Scaled) -> tuple[np.ndarray, PirlsState, OptSummary, Callabl
         obj.scale_mask.astype(float),
         obj.lower_theta,
         upper=obj.thetamap.upper,
-        diagonal=obj.scale_mask,
+        # (a variance snapped to an exact zero here would be a stationary point the next stage
+        # cannot leave: the snapping waits for the last stage)
+        diagonal=None if newton else obj.scale_mask,
         method=method,
         ftol_rel=_STAGE1_FTOL if newton else 1e-12,
     )
@@ -615,9 +617,13 @@ def stage_newton(
     nth = obj.ntheta
     S = sc.scale[: len(x0)]
     diag = np.concatenate([obj.scale_mask, np.zeros(len(x0) - nth, bool)])
+    # a variance the first stage left at an exact zero is a stationary point of an objective
+    # even in it: start just off it (the snapping at the end returns it there if it belongs)
+    start = x0 * S
+    start[diag & (start == 0)] = 0.01
     x, _, optsum, cg = minimize_newton(
         sc.value_and_gradient,
-        x0 * S,
+        start,
         np.full(len(x0), -np.inf),
         diagonal=diag,
         rectify=sc.rectify,

@@ -30,20 +30,9 @@ REF = "glmmtmb_covstruct.json"
 # compared on the likelihood and beta only
 LIKELIHOOD_ONLY = {"grouse_pois_diag"}
 
-# after the merge of main's scaled GLMM stages, hmix stops on this model with the slope's SD at 0,
-# 4e-3 above glmmTMB's -2 logLik (the same with (1 + cHEIGHT || LOCATION)); before it, 1e-14
-GLMM_STAGES_REGRESSION = {"grouse_pois_diag"}
 
 
-def _case(mid: str) -> Any:
-    if mid in GLMM_STAGES_REGRESSION:
-        return pytest.param(
-            mid, marks=pytest.mark.xfail(strict=True, reason="GLMM stage 1 stops at a zero SD")
-        )
-    return mid
-
-
-GLMMTMB = [_case(mid) for mid, s in spec(SPEC).items() if s.get("engine", "glmmTMB") == "glmmTMB"]
+GLMMTMB = [mid for mid, s in spec(SPEC).items() if s.get("engine", "glmmTMB") == "glmmTMB"]
 PARAMS = [
     mid
     for mid, s in spec(SPEC).items()
