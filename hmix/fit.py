@@ -24,7 +24,8 @@ from .design import ArrayLike, Design, build_design
 from .errors import ConvergenceWarning, DataError, HmixError, HmixWarning, user_stacklevel, whole_number
 from .families import Family, NegativeBinomial, get_family
 from .glmm import GLMMObjective, GlmmPenalty, PirlsSettings, PirlsState, glm_start
-from .lmm import LMMObjective, Penalty, check_lmm
+from .lmm import LMMObjective, Penalty, check_lmm, check_size
+from .lmm import check_nobs_vs_nre as _check_nobs
 from .optimize import (
     SINGULAR_TOL,
     OptSummary,
@@ -78,6 +79,8 @@ def lmer(
     weights: ArrayLike | None = None,
     offset: ArrayLike | None = None,
     check_conv: bool = True,
+    check_nobs_vs_nre: str = "stop",
+    max_theta: int | None = 100,
 ) -> LinearMixedModel:
     """Fit a linear mixed model, as lme4's ``lmer`` does.
 
@@ -96,6 +99,12 @@ def lmer(
         A known term added to the linear predictor (adds to ``offset(...)`` terms in the formula).
     check_conv : bool, default True
         Run lme4's gradient and Hessian checks at the optimum.
+    check_nobs_vs_nre : {"stop", "warning", "ignore"}
+        A term with at least as many random effects as observations is refused (lme4's
+        ``check.nobs.vs.nRE``), or only warned about.
+    max_theta : int or None, default 100
+        Refuse models with more covariance parameters (they take very long: the message names
+        the cheaper structures); None to fit them anyway.
 
     Returns
     -------
@@ -115,7 +124,8 @@ def lmer(
     check_conv = check_flag(check_conv, "check_conv")
     design = build_design(formula, data, weights=weights, offset=offset)
     check_lmer_response(design)
-    check_lmm(design)
+    check_lmm(design, check_nobs_vs_nre)
+    check_size(design, max_theta)
     return fit_lmm(design, REML=REML, check_conv=check_conv, data_name=_data_name(data))
 
 
@@ -272,6 +282,8 @@ def glmer(
     zi_formula: str | None = None,
     vcov_method: str = "hessian",
     check_conv: bool = True,
+    check_nobs_vs_nre: str = "stop",
+    max_theta: int | None = 100,
 ) -> GeneralizedLinearMixedModel:
     """Fit a generalized linear mixed model, as lme4's ``glmer`` (and glmmTMB's families) does.
 
@@ -305,6 +317,8 @@ def glmer(
         as lme4 does by default, or from the PIRLS weights alone (cheaper, a few percent off).
     check_conv : bool, default True
         Run lme4's gradient and Hessian checks at the optimum.
+    check_nobs_vs_nre, max_theta
+        As ``lmer``'s (a GLMM's term is refused with more random effects than observations).
 
     Returns
     -------
@@ -322,6 +336,8 @@ def glmer(
     design, fam, nAGQ, check_conv = glmm_arguments(
         formula, data, family, link, nAGQ, weights, offset, vcov_method, check_conv
     )
+    _check_nobs(design, check_nobs_vs_nre, glmm=True)
+    check_size(design, max_theta)
     zi = None if zi_formula is None else ZeroInflation.build(zi_formula, data, design, fam)
     return fit_glmm(
         design,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -11,13 +12,21 @@ import numpy as np
 from .covariance import LevelEstimates
 from .design import ArrayLike, Design
 from .engine import Engine, Factor, Rule
-from .errors import DataError
+from .errors import DataError, HmixWarning, user_stacklevel
 from .remat import ReTerm, ThetaMap
 
 if TYPE_CHECKING:
     from .priors import Priors
 
-__all__ = ["LMMObjective", "lmm_deviance", "start_theta", "check_lmm", "LOG2PI"]
+__all__ = [
+    "LMMObjective",
+    "lmm_deviance",
+    "start_theta",
+    "check_lmm",
+    "check_nobs_vs_nre",
+    "check_size",
+    "LOG2PI",
+]
 
 LOG2PI = math.log(2 * math.pi)
 _START_SWEEPS = 3  # backfitting sweeps of the moment-based start over the terms' columns
@@ -317,8 +326,9 @@ def _level_estimates(
     return LevelEstimates(values, sampling, True, within)
 
 
-def check_lmm(design: Design) -> None:
-    """lme4's identifiability checks for LMMs (errors, as lme4 stops)."""
+def check_lmm(design: Design, nobs_vs_nre: str = "stop") -> None:
+    """lme4's identifiability checks for LMMs (errors, as lme4 stops); ``nobs_vs_nre`` as lme4's
+    ``check.nobs.vs.nRE`` (see ``check_nobs_vs_nre``)."""
     n = design.n
     if n <= design.p:
         raise DataError(
@@ -327,7 +337,8 @@ def check_lmm(design: Design) -> None:
         )
     y = design.y if design.offset is None else design.y - design.offset
     resid = y - design.X @ np.linalg.lstsq(design.X, y, rcond=None)[0] if design.p else y
-    if float(np.abs(resid).max(initial=0.0)) <= 1e-12 * max(1.0, float(np.abs(y).max(initial=0.0))):
+    # relative to the response's own size (a response in units of 1e-20 is a response)
+    if float(np.abs(resid).max(initial=0.0)) <= 1e-12 * float(np.abs(y).max(initial=0.0)):
         raise DataError(
             "the fixed effects reproduce the response exactly (no residual variation), so there is "
             "no variance left to split between groups and residual; check the response column"
@@ -338,9 +349,51 @@ def check_lmm(design: Design) -> None:
                 f"the grouping factor '{t.group}' has {t.nlevels} levels for {n} observations: "
                 "a random effect per observation is confounded with the residual"
             )
-        if t.q >= n and not t.cov.separates_residual:
-            raise DataError(
-                f"the term ({' + '.join(t.names)} | {t.group}) has {t.q} random effects for {n} "
-                "observations: the random-effects parameters and the residual variance are "
-                "unidentifiable; simplify the term"
-            )
+    check_nobs_vs_nre(design, nobs_vs_nre, glmm=False)
+
+
+def check_nobs_vs_nre(design: Design, action: str = "stop", *, glmm: bool) -> None:
+    """lme4's ``check.nobs.vs.nRE``: a term with at least as many random effects as observations
+    (an LMM; more than, a GLMM) leaves its parameters and the residual variance (or scale)
+    unidentifiable. ``action``: "stop" (an error, lme4's default), "warning" or "ignore"."""
+    if action not in ("stop", "warning", "ignore"):
+        raise DataError(f"check_nobs_vs_nre must be 'stop', 'warning' or 'ignore', not {action!r}")
+    n = design.n
+    for t in design.terms:
+        too_many = t.q > n if glmm else (t.q >= n and not t.cov.separates_residual)
+        if not too_many or action == "ignore":
+            continue
+        msg = (
+            f"number of observations (={n}) {'<' if glmm else '<='} number of random effects "
+            f"(={t.q}) for the term {_label(t)}: its parameters and the "
+            "residual variance (or scale) are probably unidentifiable; simplify the term, or pass "
+            "check_nobs_vs_nre='warning' to fit it anyway"
+        )
+        if action == "stop":
+            raise DataError(msg)
+        warnings.warn(msg, HmixWarning, stacklevel=user_stacklevel())
+
+
+def check_size(design: Design, max_theta: int | None = 100) -> None:
+    """Refuse, before any fitting, a model with more than ``max_theta`` covariance parameters:
+    the derivative-free optimizer's cost grows with their square (a (0 + f | g) term with f of
+    20 levels has 210 and takes minutes; with 40 levels, 820 and hours). ``None`` lifts it."""
+    if max_theta is None:
+        return
+    ntheta = sum(t.ntheta for t in design.terms)
+    if ntheta <= max_theta:
+        return
+    big = max(design.terms, key=lambda t: t.ntheta)
+    raise DataError(
+        f"the model has {ntheta} covariance parameters ({big.ntheta} in the term {_label(big)} "
+        "alone: a term of k columns has k(k + 1)/2), beyond what a fit takes in reasonable time; "
+        "independent effects need k: "
+        f"diag(... | {big.group}) or (... || {big.group}); an AR(1) or compound-symmetry structure "
+        f"two (ar1(0 + f | {big.group}), cs(0 + f | {big.group})); pass max_theta=None to fit it anyway"
+    )
+
+
+def _label(t: ReTerm) -> str:
+    """A term as a message shows it: (a + b | g), its columns cut after three."""
+    shown = " + ".join(t.names[:3]) + (f" + ... ({t.k} columns)" if t.k > 3 else "")
+    return f"({shown} | {t.group})"

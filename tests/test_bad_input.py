@@ -201,3 +201,53 @@ def test_nagq_must_be_a_whole_number(value: object) -> None:
     with pytest.raises(hmix.DataError, match="nAGQ must be a whole number"):
         whole_number(value, "nAGQ", minimum=0)
     assert whole_number(5.0, "nAGQ", minimum=0) == 5
+
+
+def test_more_random_effects_than_observations_in_a_glmm_is_refused_or_warned() -> None:
+    """lme4's glmer refuses a term with more random effects than observations
+    (check.nobs.vs.nRE); check_nobs_vs_nre='warning' fits it with a warning."""
+    import numpy as np
+    import pandas as pd
+
+    import hmix
+
+    rng = np.random.default_rng(1)
+    df = pd.DataFrame({"g": np.repeat(list("abcdefghij"), 6), "f": np.tile(list("abcdefgh"), 8)[:60]})
+    df["y"] = (rng.uniform(size=60) < 0.5).astype(int)
+    with pytest.raises(
+        hmix.DataError, match=r"number of observations \(=60\) < number of random effects \(=80\)"
+    ):
+        hmix.glmer("y ~ 1 + (0 + f | g)", df, family="binomial")
+    with pytest.raises(hmix.DataError, match="'stop', 'warning' or 'ignore'"):
+        hmix.glmer("y ~ 1 + (0 + f | g)", df, family="binomial", check_nobs_vs_nre="maybe")
+
+
+def test_too_many_covariance_parameters_are_refused_before_fitting() -> None:
+    """(0 + f | g) with f of 40 levels has 820 covariance parameters: refused at once with the
+    cheaper structures named, unless max_theta=None."""
+    import numpy as np
+    import pandas as pd
+
+    import hmix
+
+    rng = np.random.default_rng(2)
+    df = pd.DataFrame(
+        {"g": np.repeat(np.arange(50).astype(str), 80), "f": np.tile(np.arange(40).astype(str), 100)}
+    )
+    df["y"] = rng.normal(size=len(df))
+    with pytest.raises(
+        hmix.DataError, match=r"820 covariance parameters.*diag\(\.\.\. \| g\).*max_theta=None"
+    ):
+        hmix.lmer("y ~ 1 + (0 + f | g)", df)
+
+
+def test_a_tiny_response_is_a_response() -> None:
+    """The exact-fit check is relative to the response's size: sleepstudy x 1e-20 fits (lme4
+    fits it), its -2 log L shifted by 2 n log(1e-20)."""
+    import math
+
+    import hmix
+
+    d = hmix.datasets.load("sleepstudy")
+    m = hmix.lmer("Reaction ~ Days + (Days | Subject)", d.assign(Reaction=d["Reaction"] * 1e-20), REML=False)
+    assert m.objective == pytest.approx(1751.939344 + 2 * 180 * math.log(1e-20), rel=1e-8)
