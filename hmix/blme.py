@@ -108,7 +108,7 @@ class PenalizedLMM(LMMObjective):
     @property
     def param_scale(self) -> np.ndarray:
         """theta's scale (``ThetaMap.scale``), and sigma as it is."""
-        scale = self.thetamap.scale
+        scale = self.thetamap.scale * self.weight_scale
         return np.r_[scale, 1.0] if self.mode == "numeric" else scale
 
     def params_at(self, theta: np.ndarray, sigma: float) -> np.ndarray:

@@ -144,6 +144,13 @@ def check_magnitudes(blocks: Sequence[tuple[Sequence[str], np.ndarray]], weights
     ...
     hmix.errors.DataError: values too large: overflow in column 'x' (largest 1e+308); rescale it, ...
     """
+    if weights is not None and len(weights) and not (1e-100 < float(weights.max()) < 1e100):
+        # (the sums of squares and the log-likelihood's terms then lose their digits)
+        raise DataError(
+            f"the weights (largest {float(weights.max()):g}) are beyond what double precision can "
+            "fit a mixed model at; rescale the weights, e.g. divide them by their mean (only their "
+            "ratios matter to the estimates)"
+        )
     for names, values in blocks:
         with np.errstate(over="ignore", invalid="ignore"):  # (einsum: no copy of a large X)
             plain = np.einsum("ij,ij->j", values, values)

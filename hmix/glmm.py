@@ -163,6 +163,11 @@ class GLMMObjective:
         self.ntheta = self.thetamap.ntheta
         self.scale_mask = self.thetamap.scale_mask
         self.lower_theta = self.thetamap.lower
+        if self.nAGQ > 100:
+            raise DataError(
+                f"nAGQ={self.nAGQ}: at most 100 quadrature nodes (beyond, the Gauss-Hermite weights "
+                "underflow); 25 already gives the likelihood to many digits"
+            )
         if self.nAGQ > 1:
             t = design.terms
             if zi is not None:

@@ -130,9 +130,16 @@ class LMMObjective:
 
     @property
     def param_scale(self) -> np.ndarray:
-        """The optimizer's parameters times this are on the scale it works on (theta for columns
-        of Z of size 1, ``ThetaMap.scale``)."""
-        return self.thetamap.scale
+        """The optimizer's parameters times this are on the scale it works on: theta for columns
+        of Z of size 1 (``ThetaMap.scale``) and prior weights of mean 1 (theta is relative to
+        sigma, whose scale the weights set: weights x c give theta / sqrt(c))."""
+        return self.thetamap.scale * self.weight_scale
+
+    @property
+    def weight_scale(self) -> float:
+        """sqrt of the prior weights' mean (1 without weights)."""
+        w = self.design.weights
+        return 1.0 if w is None else float(np.sqrt(np.mean(w)))
 
     def params_at(self, theta: np.ndarray, sigma: float) -> np.ndarray:
         """The optimizer's parameters of a fit at theta and sigma (theta: sigma profiles out;
@@ -282,6 +289,7 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
     ratios: list[np.ndarray] = []
     estimates: list[LevelEstimates] = []  # (what the structures start their correlations from)
     i = 0
+    wbar = float(np.sqrt(np.mean(w)))  # (clipped for unit weights too: see LMMObjective.param_scale)
     for t, size in zip(d.terms, thetamap.column_scales):
         columns = range(i, i + t.k)
         values = np.column_stack([np.where(ok[j], slopes[j], np.nan) for j in columns])
@@ -306,7 +314,7 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
                 between = 0.0
             ratio = math.sqrt(max(between, 0.0) / s2) if s2 > 0 else 1.0
             # clipped on the scale of a column of size 1 (a predictor's units must not matter)
-            sa = float(size[a]) if size[a] > 0 else 1.0
+            sa = (float(size[a]) if size[a] > 0 else 1.0) * wbar
             sd[a] = min(max(ratio * sa, 0.1), 5.0) / sa
             i += 1
         ratios.append(sd)

@@ -251,3 +251,16 @@ def test_a_tiny_response_is_a_response() -> None:
     d = hmix.datasets.load("sleepstudy")
     m = hmix.lmer("Reaction ~ Days + (Days | Subject)", d.assign(Reaction=d["Reaction"] * 1e-20), REML=False)
     assert m.objective == pytest.approx(1751.939344 + 2 * 180 * math.log(1e-20), rel=1e-8)
+
+
+def test_too_many_quadrature_nodes_and_weights_beyond_double_precision_are_named() -> None:
+    import hmix
+
+    cbpp = hmix.datasets.load("cbpp")
+    with pytest.raises(hmix.DataError, match="at most 100 quadrature nodes"):
+        hmix.glmer(
+            "cbind(incidence, size - incidence) ~ period + (1 | herd)", cbpp, family="binomial", nAGQ=1000
+        )
+    s = hmix.datasets.load("sleepstudy")
+    with pytest.raises(hmix.DataError, match=r"the weights \(largest 1e\+150\) are beyond"):
+        hmix.lmer("Reaction ~ Days + (Days | Subject)", s.assign(w=1e150), weights="w")

@@ -31,7 +31,6 @@ REF = "glmmtmb_covstruct.json"
 LIKELIHOOD_ONLY = {"grouse_pois_diag"}
 
 
-
 GLMMTMB = [mid for mid, s in spec(SPEC).items() if s.get("engine", "glmmTMB") == "glmmTMB"]
 PARAMS = [
     mid

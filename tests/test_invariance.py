@@ -129,3 +129,16 @@ def test_a_predictors_units_do_not_move_a_glmms_optimum(c: float) -> None:
     np.testing.assert_allclose(m.theta * np.array([1.0, 1.0, c, c]), base.theta, rtol=1e-4)
     np.testing.assert_allclose(m.fixef.to_numpy() * np.array([1, 1, 1, c]), base.fixef.to_numpy(), rtol=1e-5)
     np.testing.assert_allclose(m.std_errors.to_numpy() * np.array([1, 1, 1, c]), base.std_errors, rtol=1e-3)
+
+
+@pytest.mark.parametrize("c", [1e-50, 1e-8, 1e8, 1e50])
+def test_the_weights_scale_does_not_move_the_optimum(c: float) -> None:
+    """Prior weights x c scale sigma by sqrt(c) and theta by 1 / sqrt(c): the optimizer works on
+    theta for unit mean weights, so the fit is the same (before: 1e12 ended 23 units of -2 log L
+    off, singular; 1e20 was refused as 'not finite at the starting values')."""
+    data = hmix.datasets.load("sleepstudy").assign(w=np.linspace(0.5, 2.0, 180))
+    base = hmix.lmer("Reaction ~ Days + (Days | Subject)", data, weights="w")
+    m = hmix.lmer("Reaction ~ Days + (Days | Subject)", data.assign(w=data["w"] * c), weights="w")
+    np.testing.assert_allclose(m.theta * math.sqrt(c), base.theta, rtol=1e-7)
+    np.testing.assert_allclose(m.fixef, base.fixef, rtol=1e-9)
+    assert m.sigma / math.sqrt(c) == pytest.approx(base.sigma, rel=1e-8)
