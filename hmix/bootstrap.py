@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._progress import progress
+from ._progress import progress as with_progress
 from .confint import interval_frame
 from .errors import HmixError, HmixWarning, user_stacklevel, whole_number
 from .fit import LmmRefitter, refit
@@ -50,7 +50,7 @@ def _refitter(model: MixedModel) -> Callable[[np.ndarray], tuple[np.ndarray, boo
 
 
 def bootstrap(
-    model: MixedModel, n: int = 1000, seed: Any = None, *, progress_bar: bool | None = None
+    model: MixedModel, n: int = 1000, seed: Any = None, *, progress: bool | None = None
 ) -> pd.DataFrame:
     """Parametric bootstrap replicates of the estimates.
 
@@ -65,7 +65,7 @@ def bootstrap(
         Number of replicates.
     seed : int or numpy Generator, optional
         Makes the replicates reproducible.
-    progress_bar : bool, optional
+    progress : bool, optional
         Draw a progress bar on stderr (default: when stderr is a terminal).
 
     Returns
@@ -99,7 +99,7 @@ def bootstrap(
             yield from sims.T
 
     fit = _refitter(model)
-    for y in progress(responses(), n, "bootstrap", progress_bar):
+    for y in with_progress(responses(), n, "bootstrap", progress):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             est, singular = fit(y)
@@ -124,10 +124,10 @@ def boot_confint(
     level: float,
     n: int = 1000,
     seed: Any = None,
-    progress_bar: bool | None = None,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Percentile intervals from ``bootstrap`` (lme4's ``confint(method = "boot")``)."""
-    reps = bootstrap(model, n=n, seed=seed, progress_bar=progress_bar)
+    reps = bootstrap(model, n=n, seed=seed, progress=progress)
     a = (1 - level) / 2
     lo = reps.quantile(a).to_numpy()
     hi = reps.quantile(1 - a).to_numpy()

@@ -25,6 +25,7 @@ import pandas as pd
 from scipy.optimize import brentq
 from scipy.stats import norm
 
+from ._progress import progress as with_progress
 from .engine import NotPositiveDefinite
 from .errors import DataError, HmixError
 from .glmm import GLMMObjective
@@ -286,17 +287,19 @@ class _GlmmProfiler:
 
 
 @singledispatch
-def _profile(model: MixedModel, level: float, parm: list[str] | None) -> pd.DataFrame:
+def _profile(model: MixedModel, level: float, parm: list[str] | None, progress: bool | None) -> pd.DataFrame:
     """Profile intervals of the parameters (those named in ``parm``; NaN for the others)."""
     raise HmixError(f"no profile intervals for a {type(model).__name__}")
 
 
 @_profile.register
-def _(model: GeneralizedLinearMixedModel, level: float, parm: list[str] | None) -> pd.DataFrame:
+def _(
+    model: GeneralizedLinearMixedModel, level: float, parm: list[str] | None, progress: bool | None
+) -> pd.DataFrame:
     z = float(norm.ppf(0.5 + level / 2))
     gp = _GlmmProfiler(model)
     lo, hi = [], []
-    for j in range(len(gp.hat)):
+    for j in with_progress(range(len(gp.hat)), len(gp.hat), "profile", progress):
         if parm is not None and gp.names[j] not in parm:
             lo.append(np.nan)
             hi.append(np.nan)
@@ -308,7 +311,7 @@ def _(model: GeneralizedLinearMixedModel, level: float, parm: list[str] | None) 
 
 
 @_profile.register
-def _(model: LinearMixedModel, level: float, parm: list[str] | None) -> pd.DataFrame:
+def _(model: LinearMixedModel, level: float, parm: list[str] | None, progress: bool | None) -> pd.DataFrame:
     z = float(norm.ppf(0.5 + level / 2))
     ml = model.refit_ml()  # lme4 profiles the ML deviance, REML fits too
     pr: Any = _Profiler(ml)
@@ -320,7 +323,10 @@ def _(model: LinearMixedModel, level: float, parm: list[str] | None) -> pd.DataF
     if abs(pr.dev_hat - target) > 1e-6 * max(1.0, abs(target)):
         raise HmixError("the profile's deviance does not reproduce the fit's; refit the model")
     lo, hi = [], []
+    total = len(pr.names) + len(ml.beta)
+    bar = iter(with_progress(range(total), total, "profile", progress))
     for j, name in enumerate(pr.names):
+        next(bar, None)
         if parm is not None and name not in parm:
             lo.append(np.nan)
             hi.append(np.nan)
@@ -331,6 +337,7 @@ def _(model: LinearMixedModel, level: float, parm: list[str] | None) -> pd.DataF
         lo.append(a)
         hi.append(b)
     for j, (b_hat, se) in enumerate(zip(ml.beta, ml.std_errors)):
+        next(bar, None)
         if parm is not None and model.fixef.index[j] not in parm:
             lo.append(np.nan)
             hi.append(np.nan)
@@ -343,7 +350,12 @@ def _(model: LinearMixedModel, level: float, parm: list[str] | None) -> pd.DataF
 
 # ----- entry --------------------------------------------------------------------------------
 def confint(
-    model: MixedModel, method: str = "profile", level: float = 0.95, parm: Any = None, **boot: Any
+    model: MixedModel,
+    method: str = "profile",
+    level: float = 0.95,
+    parm: Any = None,
+    progress: bool | None = None,
+    **boot: Any,
 ) -> pd.DataFrame:
     """Confidence intervals; see ``hmix.MixedModel.confint``."""
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
@@ -351,11 +363,11 @@ def confint(
     if method == "wald":
         out = _wald(model, level)
     elif method == "profile":
-        out = _profile(model, level, None if parm is None else _parm_list(parm))
+        out = _profile(model, level, None if parm is None else _parm_list(parm), progress)
     elif method == "boot":
         from .bootstrap import boot_confint
 
-        out = boot_confint(model, level, **boot)
+        out = boot_confint(model, level, progress=progress, **boot)
     else:
         raise DataError(f"method must be 'profile', 'wald' or 'boot', not {method!r}")
     if parm is None:

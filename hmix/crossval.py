@@ -10,7 +10,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from ._progress import progress
+from ._progress import progress as with_progress
 from .design import Design
 from .errors import DataError, HmixError, whole_number
 from .fit import refit
@@ -140,7 +140,7 @@ def cross_validate(
     folds: int | None = None,
     *,
     seed: Any = 0,
-    progress_bar: bool | None = None,
+    progress: bool | None = None,
 ) -> CrossValidation:
     """Group-level K-fold or leave-one-group-out cross-validation by refitting.
 
@@ -160,7 +160,7 @@ def cross_validate(
         Number of folds; levels are assigned at random (``seed``). Default: one fold per level
         (leave-one-group-out).
     seed : int or numpy Generator, default 0
-    progress_bar : bool, optional
+    progress : bool, optional
         Draw a progress bar on stderr (default: when stderr is a terminal).
 
     Returns
@@ -193,7 +193,7 @@ def cross_validate(
     pred = np.full(d.n, np.nan)
     fold_elpd = np.zeros(nfold)
     rows = []
-    for k in progress(range(nfold), nfold, f"cross-validation by {by}", progress_bar):
+    for k in with_progress(range(nfold), nfold, f"cross-validation by {by}", progress):
         test = np.flatnonzero(fold_of_row == k)
         try:
             sub = d.subset(fold_of_row != k)

@@ -32,6 +32,7 @@ import numpy as np
 import pandas as pd
 from scipy.special import logsumexp
 
+from ._progress import progress as with_progress
 from .engine import Engine, RowStatistics
 from .errors import HmixError, HmixWarning, user_stacklevel, whole_number
 from .fit import refit
@@ -268,7 +269,12 @@ def _draw_eta(
 
 
 def _loo_glmm(
-    model: GeneralizedLinearMixedModel, draws: int, seed: Any, refit_bad: bool, chunk: int = 1024
+    model: GeneralizedLinearMixedModel,
+    draws: int,
+    seed: Any,
+    refit_bad: bool,
+    progress: bool | None = None,
+    chunk: int = 1024,
 ) -> LOO:
     rng = np.random.default_rng(seed)
     rows_eta = _draw_eta(model, draws, rng)
@@ -285,7 +291,7 @@ def _loo_glmm(
     if len(bad):
         if refit_bad:
             failed: list[str] = []
-            for i in bad.tolist():
+            for i in with_progress(bad.tolist(), len(bad), "leave-one-out refits", progress):
                 try:
                     elpd[i] = exact_loo_glmm(model, int(i))
                     refit[i] = True
@@ -321,10 +327,12 @@ def exact_loo_glmm(model: GeneralizedLinearMixedModel, i: int) -> float:
     return float(-0.5 * (m.deviance_on(d) - m.deviance_on(sub)))
 
 
-def loo(model: MixedModel, *, draws: int = 2000, seed: Any = 0, refit: bool = True) -> LOO:
+def loo(
+    model: MixedModel, *, draws: int = 2000, seed: Any = 0, refit: bool = True, progress: bool | None = None
+) -> LOO:
     """Leave-one-out cross-validation; see ``hmix.MixedModel.loo``."""
     if isinstance(model, LinearMixedModel):
         return _loo_lmm(model)
     if isinstance(model, GeneralizedLinearMixedModel):
-        return _loo_glmm(model, whole_number(draws, "draws", 100), seed, refit)
+        return _loo_glmm(model, whole_number(draws, "draws", 100), seed, refit, progress)
     raise HmixError(f"no leave-one-out for a {type(model).__name__}")

@@ -581,7 +581,9 @@ class MixedModel:
         return self.nobs - self.npar
 
     # ----- inference ------------------------------------------------------------------------
-    def loo(self, *, draws: int = 2000, seed: Any = 0, refit: bool = True) -> Any:
+    def loo(
+        self, *, draws: int = 2000, seed: Any = 0, refit: bool = True, progress: bool | None = None
+    ) -> Any:
         """Leave-one-out cross-validation: the expected log predictive density of each observation.
 
         For an LMM it is exact and needs no refit: with theta and sigma at their estimates and the
@@ -598,6 +600,8 @@ class MixedModel:
             For the draws (GLMMs); LMM results are exact.
         refit : bool, default True
             Refit the model without each observation whose Pareto k exceeds 0.7 (GLMMs).
+        progress : bool, optional
+            A progress bar over those refits (default: in a terminal or a notebook).
 
         Returns
         -------
@@ -615,7 +619,7 @@ class MixedModel:
         """
         from .loo import loo
 
-        return loo(self, draws=draws, seed=seed, refit=refit)
+        return loo(self, draws=draws, seed=seed, refit=refit, progress=progress)
 
     def confint(
         self,
@@ -625,7 +629,7 @@ class MixedModel:
         parm: Any = None,
         n: int = 1000,
         seed: Any = None,
-        progress_bar: bool | None = None,
+        progress: bool | None = None,
     ) -> pd.DataFrame:
         """Confidence intervals for the variance parameters and the fixed effects (lme4's ``confint``).
 
@@ -642,8 +646,11 @@ class MixedModel:
         level : float, default 0.95
         parm : str or list of str, optional
             The parameters (rows) to give, as lme4's ``parm``: a profile computes only these.
-        n, seed, progress_bar
-            Bootstrap replicates, their seed, and a progress bar (``method="boot"``).
+        n, seed
+            Bootstrap replicates and their seed (``method="boot"``).
+        progress : bool, optional
+            A progress bar over the profiled parameters or the bootstrap's refits (default: in
+            a terminal or a notebook); False turns it off.
 
         Returns
         -------
@@ -667,7 +674,7 @@ class MixedModel:
         """
         from .confint import confint
 
-        return confint(self, method, level, parm, n=n, seed=seed, progress_bar=progress_bar)
+        return confint(self, method, level, parm, n=n, seed=seed, progress=progress)
 
     # ----- lme4's coef, lmerTest's anova, R^2 and statsmodels' names -----------------------
     def coef(self) -> dict[str, pd.DataFrame]:

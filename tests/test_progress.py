@@ -25,5 +25,5 @@ def test_a_bootstrap_shows_its_bar_when_asked(capsys: pytest.CaptureFixture[str]
     from hmix.bootstrap import bootstrap
 
     m = hmix.lmer("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
-    bootstrap(m, n=3, seed=1, progress_bar=True)
+    bootstrap(m, n=3, seed=1, progress=True)
     assert "bootstrap" in capsys.readouterr().err
