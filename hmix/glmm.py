@@ -362,6 +362,8 @@ class GLMMObjective:
         if not self.observed_curvature:
             return st.factor.logdet_z
         w = self.obs.observed_weights(st.eta)
+        if st.w is not None and np.array_equal(w, st.w):  # (PIRLS weighed by it: its factor)
+            return st.factor.logdet_z
         self.engine_u.set_data(self._x0, np.zeros(self.design.n), w)
         return self.engine_u.factor(st.factor.lam).logdet_z
 
