@@ -3,8 +3,8 @@
 ``lmer`` and ``glmer`` build the design and hand it to ``fit_lmm`` / ``fit_glmm``; refits
 (``refit``, the bootstrap's ``LmmRefitter``) enter there with a design of their own. A GLMM fit
 runs in named stages: ``stage_theta`` (theta with beta from PIRLS; the whole fit for nAGQ = 0),
-then ``stage_newton`` (quasi-Newton over (theta, beta) with the exact gradient of the Laplace
-deviance) or, where that cannot run or gives up, ``stage_bobyqa`` (derivative-free), then the
+then ``stage_newton`` (quasi-Newton over (theta, beta) and the extras -- a log dispersion,
+zero-inflation coefficients -- with the exact gradient of the Laplace deviance) or, where that cannot run or gives up, ``stage_bobyqa`` (derivative-free), then the
 checks at the optimum and ``glmm_vcov``. What each stage did is recorded in ``OptSummary``.
 """
 
@@ -623,27 +623,31 @@ def stage_newton(
 ) -> tuple[
     np.ndarray, OptSummary, Callable[[np.ndarray], float], Callable[..., tuple[np.ndarray, np.ndarray] | None]
 ]:
-    """BFGS over (theta, beta) with the exact gradient of the Laplace deviance, without bounds
-    (the deviance is even in the sign of each column of Lambda, and a variance pinned at an exact
+    """BFGS over (theta, beta, extras) with the exact gradient of the Laplace deviance, theta and
+    beta without bounds (the deviance is even in the sign of each column of Lambda, and a variance pinned at an exact
     zero would be a stationary point the gradient cannot leave); the optimum's theta is then
     rectified. ``factor`` is the joint PIRLS system's at x0 (the first Hessian's beta block).
     Returns the point, the summary (return code <= 0: it gave up, with its best point), the
     counted objective and the exact derivatives for the checks (both over scaled parameters)."""
     obj = sc.obj
-    nth = obj.ntheta
+    nth, p = obj.ntheta, obj.design.p
     S = sc.scale[: len(x0)]
     diag = np.concatenate([obj.scale_mask, np.zeros(len(x0) - nth, bool)])
     # a variance the first stage left at an exact zero is a stationary point of an objective
     # even in it: start just off it (the snapping at the end returns it there if it belongs)
     start = x0 * S
     start[diag & (start == 0)] = 0.01
+    # theta and beta free; the extras within their bounds (a log dispersion within +-18)
+    lower, upper = sc.lower.copy(), sc.upper.copy()
+    lower[: nth + p], upper[: nth + p] = -np.inf, np.inf
     x, _, optsum, cg = minimize_newton(
         sc.value_and_gradient,
         start,
-        np.full(len(x0), -np.inf),
+        lower,
+        upper=upper,
         diagonal=diag,
         rectify=sc.rectify,
-        start_hessian=_start_hessian(nth, factor, S[nth:]),
+        start_hessian=_start_hessian(nth, factor, S[nth : nth + p]),
     )
     if optsum.return_code <= 0:
         x = sc.rectify(cg.best_x) if np.isfinite(cg.best_f) else x0 * S
@@ -717,7 +721,8 @@ def _exact_derivs(
 
 
 def _start_hessian(ntheta: int, factor: Factor, beta_scale: np.ndarray) -> Callable[..., np.ndarray | None]:
-    """The quasi-Newton stage's first Hessian, from the gradient differenced along theta alone.
+    """The quasi-Newton stage's first Hessian, from the gradient differenced along theta and the
+    extras alone.
 
     Its beta-by-beta block is PIRLS's own curvature at the stage-1 solution, 2 L_XX L_XX' (the
     Laplace deviance is -2 log-likelihood): the exact one differs only by how the modes move
@@ -726,20 +731,23 @@ def _start_hessian(ntheta: int, factor: Factor, beta_scale: np.ndarray) -> Calla
     beta's block is divided by the scales of X's columns.)
     """
     xtx_inv = factor.xtx_inv() * np.outer(beta_scale, beta_scale)
+    p = len(xtx_inv)
 
     def start(x: np.ndarray, g: np.ndarray, fg: Callable) -> np.ndarray | None:
         n = len(x)
-        if n - ntheta != len(xtx_inv):
-            return None
-        cols = hessian_from_gradient(fg, x, g, columns=ntheta)
+        fixed = np.zeros(n, bool)
+        fixed[ntheta : ntheta + p] = True
+        others = np.flatnonzero(~fixed)
+        cols = hessian_from_gradient(fg, x, g, columns=others)
         if cols is None:
             return None
         H = np.zeros((n, n))
-        H[:, :ntheta] = cols
-        H[:ntheta, ntheta:] = H[ntheta:, :ntheta].T
-        H[:ntheta, :ntheta] = 0.5 * (H[:ntheta, :ntheta] + H[:ntheta, :ntheta].T)
+        H[:, others] = cols
+        H[np.ix_(fixed, others)] = cols[fixed]
+        H[np.ix_(others, fixed)] = cols[fixed].T
+        H[np.ix_(others, others)] = 0.5 * (cols[~fixed] + cols[~fixed].T)
         try:
-            H[ntheta:, ntheta:] = 2.0 * np.linalg.inv(xtx_inv)
+            H[np.ix_(fixed, fixed)] = 2.0 * np.linalg.inv(xtx_inv)
         except np.linalg.LinAlgError:
             return None
         return H

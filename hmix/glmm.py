@@ -88,6 +88,7 @@ class PirlsState:
     converged: bool
     w: np.ndarray | None = None  # the PIRLS weights the factor was computed with
     deviance: float = float("nan")  # sum of squared deviance residuals at mu
+    laplace: Factor | None = None  # the factor with the observed information, once computed
 
 
 class GLMMObjective:
@@ -155,6 +156,7 @@ class GLMMObjective:
         self.layout = self.engine_u.layout
         self.thetamap: ThetaMap = self.layout.thetamap
         self._beta_joint = np.zeros(design.p)
+        self._beta_start = np.zeros(design.p)
         self._u = [np.zeros(t.q) for t in self.layout.terms]
         self._u_at: tuple[np.ndarray, np.ndarray] | None = None  # lam and PIRLS weights of _u
         # the last value_and_gradient: (params, PIRLS state, value, gradient); the final Hessian
@@ -187,9 +189,8 @@ class GLMMObjective:
 
     @property
     def exact_gradient(self) -> bool:
-        """Whether ``value_and_gradient`` applies: the Laplace approximation with PIRLS's
-        curvature and no extra parameters."""
-        return self.nextra == 0 and self.nAGQ <= 1 and not self.observed_curvature
+        """Whether ``value_and_gradient`` applies: the Laplace approximation (nAGQ <= 1)."""
+        return self.nAGQ <= 1
 
     def set_extra(self, extra: np.ndarray) -> None:
         """Bind the family at these extra parameters (the log dispersion, the zero-inflation
@@ -254,6 +255,16 @@ class GLMMObjective:
         mu = self.family.linkinv(eta)
         dev = self.obs.deviance(mu)
         pdev = dev + sum(float(v @ v) for v in u)
+        # the warm start, unless the modes at zero (and, jointly, the starting beta) are better:
+        # the last modes moved to a new theta, or the last beta without the random effects, can
+        # leave the mean's domain (a Gamma's inverse or identity link: mu <= 0)
+        b0 = self._beta_start if joint else b
+        xb0 = X @ b0 if joint else None
+        eta0 = fixed if xb0 is None else fixed + xb0
+        dev0 = self.obs.deviance(self.family.linkinv(eta0))
+        if dev0 < pdev or (np.isnan(pdev) and not np.isnan(dev0)):
+            u, zlu, eta, dev, pdev = [np.zeros_like(v) for v in u], np.zeros_like(zlu), eta0, dev0, dev0
+            b, xb = b0, xb0
         fac, w, mu = self._reweight(engine, lam, eta, zlu, xb)
         converged = False
         for _ in range(s.maxit):
@@ -295,9 +306,10 @@ class GLMMObjective:
             if change <= s.tol * (abs(pdev) + 0.1) and moved <= s.eta_tol:
                 converged = True
                 break
-        self.keep_modes(lam, u, w)
-        if joint:
-            self._beta_joint = b
+        if np.isfinite(pdev):  # (modes outside the domain would hold every later start there)
+            self.keep_modes(lam, u, w)
+            if joint:
+                self._beta_joint = b
         return PirlsState(u=u, beta=b, eta=eta, mu=mu, factor=fac, converged=converged, w=w, deviance=dev)
 
     def keep_modes(self, lam: np.ndarray, u: list[np.ndarray], w: np.ndarray | None) -> None:
@@ -329,13 +341,24 @@ class GLMMObjective:
     def _reweight(
         self, engine: Engine, lam: np.ndarray, eta: np.ndarray, zlu: np.ndarray, xb: np.ndarray | None
     ) -> tuple[Factor, np.ndarray, np.ndarray]:
-        """Working response and weights at eta into the engine; its factor at lam."""
-        mu, _, resid, w = self.obs.working(eta)
-        if xb is None:
-            engine.set_data(self._x0, zlu + resid, w)
-        else:
-            engine.set_data(self.design.X, xb + zlu + resid, w)
-        return engine.factor(lam), w, mu
+        """Working response and weights at eta into the engine; its factor at lam.
+
+        With the observed information as the curvature, PIRLS weighs by it, negative rows and
+        all (Newton's method: zero-inflated Salamanders, 9 steps a call down to 4), while the
+        system stays positive definite; else by positive weights."""
+        for newton in (True, False) if self.observed_curvature else (False,):
+            mu, _, resid, w = self.obs.working(eta, newton)
+            if xb is None:
+                engine.set_data(self._x0, zlu + resid, w)
+            else:
+                engine.set_data(self.design.X, xb + zlu + resid, w)
+            try:
+                with np.errstate(invalid="ignore"):
+                    return engine.factor(lam), w, mu
+            except NotPositiveDefinite:
+                if not newton:
+                    raise
+        raise AssertionError("unreachable")
 
     def joint_factor(self, theta: np.ndarray, eta: np.ndarray, beta: np.ndarray) -> Factor:
         """The factor of the system with X at the working weights at eta: its L_XX gives the
@@ -346,6 +369,7 @@ class GLMMObjective:
     def start(self, beta: np.ndarray) -> None:
         """Set the starting fixed effects for the joint PIRLS and reset the modes."""
         self._beta_joint = np.asarray(beta, dtype=float).copy()
+        self._beta_start = self._beta_joint.copy()
         self._u = [np.zeros(t.q) for t in self.layout.terms]
         self._u_at = None
         self._last = None
@@ -359,13 +383,23 @@ class GLMMObjective:
     def logdet(self, st: PirlsState) -> float:
         """log |Lambda'Z'WZ Lambda + I| at the modes, W the curvature the Laplace approximation
         takes (``Family.observed_laplace``)."""
+        return self.laplace_factor(st).logdet_z
+
+    def laplace_factor(self, st: PirlsState) -> Factor:
+        """The factor of Lambda'Z'WZ Lambda + I with the Laplace approximation's curvature W:
+        PIRLS's last one when it weighed by W, else computed once (and kept on the state)."""
         if not self.observed_curvature:
-            return st.factor.logdet_z
-        w = self.obs.observed_weights(st.eta)
-        if st.w is not None and np.array_equal(w, st.w):  # (PIRLS weighed by it: its factor)
-            return st.factor.logdet_z
+            return st.factor
+        if st.laplace is None:
+            st.laplace = self._factor_with(st, self.obs.observed_weights(st.eta))
+        return st.laplace
+
+    def _factor_with(self, st: PirlsState, w: np.ndarray) -> Factor:
+        """The factor at the state's lam with weights ``w`` (PIRLS's own if they are its)."""
+        if st.w is not None and np.array_equal(w, st.w):
+            return st.factor
         self.engine_u.set_data(self._x0, np.zeros(self.design.n), w)
-        return self.engine_u.factor(st.factor.lam).logdet_z
+        return self.engine_u.factor(st.factor.lam)
 
     def laplace_joint(self, theta: np.ndarray, settings: PirlsSettings | None = None) -> float:
         """nAGQ = 0: the Laplace deviance with beta from PIRLS (plus the penalty at that beta)."""
@@ -399,26 +433,26 @@ class GLMMObjective:
         return float(value), grad
 
     def value_and_gradient(self, params: ArrayLike) -> tuple[float, np.ndarray]:
-        """The Laplace deviance over (theta, beta) and its exact gradient (canonical links).
+        """The Laplace deviance over (theta, beta, extras) and its exact gradient.
 
-        The deviance is pdev(u-hat) + log|M|, M = Lambda'Z'WZ Lambda + I, with u-hat and W
-        depending on (theta, beta). By the envelope theorem pdev moves only through its explicit
-        arguments; log|M| moves with Lambda and with W through eta(u-hat), and the implicit
-        derivative of u-hat is M^-1 times the derivative of the PIRLS equations (for canonical
-        links W is the curvature of the deviance). Per row i, with zeta_i = Lambda' z_i and the
-        entries of M^-1 that row touches, the leverage h_i = zeta_i' M^-1 zeta_i; with
-        v = h dW/deta and s = M^-1 Lambda'Z'v, every component is one sum over the rows.
+        The deviance is -2 log p(y | u-hat) + |u-hat|^2 + log|M|, M = Lambda'Z'WZ Lambda + I,
+        with u-hat and W depending on the parameters (W: Fisher's weights, or the observed
+        information, ``observed_curvature``). By the envelope theorem the penalized deviance moves
+        only through its explicit arguments; log|M| moves with Lambda and with W, through eta(u-hat)
+        and, for the extras, directly. The implicit derivative of u-hat is H^-1 times the
+        derivative of the PIRLS equations, H = Lambda'Z'W_obs Z Lambda + I the Hessian of the
+        penalized deviance. Per row i, with zeta_i = Lambda' z_i and the entries of M^-1 that row
+        touches, the leverage h_i = zeta_i' M^-1 zeta_i; with v = h dW/deta and
+        s = H^-1 Lambda'Z'v, every component is one sum over the rows.
         """
         if not self.exact_gradient:
-            raise DataError(
-                "the exact gradient is that of the Laplace approximation (nAGQ <= 1) with Fisher's "
-                "curvature and without extra parameters"
-            )
+            raise DataError("the exact gradient is that of the Laplace approximation (nAGQ <= 1)")
         params = np.asarray(params, dtype=float)
         key = params.tobytes()
         if self._last is not None and self._last[0] == key:
             return self._last[2], self._last[3].copy()
-        theta, beta, _ = self.split(params)
+        theta, beta, extra = self.split(params)
+        self.set_extra(extra)
         st = self.pirls(theta, beta)
         pen, pen_grad = self._penalty(params)
         value, grad = self.laplace_value(st) + pen, self._gradient(theta, st) + pen_grad
@@ -433,26 +467,29 @@ class GLMMObjective:
         return last[1]
 
     def _gradient(self, theta: np.ndarray, st: PirlsState) -> np.ndarray:
-        lay, engine = self.layout, self.engine_u
+        lay = self.layout
         cols, zt, lam_r, lam_c = lay.row_columns
-        fac = st.factor
         assert st.w is not None
-        w = st.w
+        if self.observed_curvature:
+            # log|M| and u-hat's movement both take the observed information
+            r, w, dw = self.obs.curvature(st.eta)
+            fac = fac_obs = self.laplace_factor(st)
+            w_obs = w
+        else:
+            # Fisher's weights in log|M|; for a non-canonical link u-hat moves with the observed
+            # information, whose factor is computed as well
+            w = st.w
+            fac = st.factor
+            r, dw, w_given = self.obs.score(st.eta, st.mu, w)
+            w_obs = w if w_given is None else w_given
+            fac_obs = fac if w_given is None else self._factor_with(st, w_obs)
         lam = self.thetamap.lam(theta)
         tmats = lay.tmats(lam)
         V = fac.row_inverse(cols)
         zeta = zt @ lay.row_lambda(tmats)
         Vz = np.einsum("iab,ib->ia", V, zeta)
-        r, dw, w_obs = self.obs.score(st.eta, st.mu, w)
-        if w_obs is not None:
-            # non-canonical link: u-hat moves with the observed information, not the weights;
-            # the engine factors Lambda'Z'W_obs Z Lambda + I as well (its data are set afresh by
-            # the next PIRLS step)
-            engine.set_data(self._x0, np.zeros(self.design.n), w_obs)
-            fac_obs = engine.factor(lam)
-        else:
-            fac_obs, w_obs = fac, w
-        v = np.einsum("ia,ia->i", zeta, Vz) * dw
+        h = np.einsum("ia,ia->i", zeta, Vz)
+        v = h * dw
         ztv = np.bincount(cols.ravel(), (zt * v[:, None]).ravel(), minlength=lay.q1 + lay.qr)
         lam_ztv = np.concatenate(
             [
@@ -461,12 +498,22 @@ class GLMMObjective:
             ]
         )
         s_i = fac_obs.solve(lam_ztv)[cols]
-        a = v - w_obs * np.einsum("ia,ia->i", zeta, s_i) - 2.0 * r
+        zs = np.einsum("ia,ia->i", zeta, s_i)
+        a = v - w_obs * zs - 2.0 * r
         u_i = np.concatenate(st.u)[cols]
         gamma = a[:, None] * u_i + r[:, None] * s_i + 2.0 * w[:, None] * Vz
         g_lam = np.einsum("ij,ij->j", zt[:, lam_r], gamma[:, lam_c])
         J = self.thetamap.lam_jacobian(theta)
-        return np.concatenate([g_lam if J is None else J.T @ g_lam, self.design.X.T @ a])
+        parts = [g_lam if J is None else J.T @ g_lam, self.design.X.T @ a]
+        if self.nextra:
+            # the extras enter no eta: only log p, r and W move with them directly
+            E = self.obs.extra_derivatives(st.eta, bool(self.ndisp))
+            rows = zs[:, None] * E[:, 1, :] + h[:, None] * E[:, 2, :] - 2.0 * E[:, 0, :]
+            if self.ndisp:
+                parts.append(rows[:, :1].sum(axis=0))
+            if self.zi is not None:
+                parts.append(self.zi.T @ rows[:, -1])
+        return np.concatenate(parts)
 
     def agq_value(
         self, theta: np.ndarray, beta: np.ndarray, st: PirlsState, nodes: int | None = None
@@ -512,12 +559,13 @@ def _glm_irls(design: Design, family: Family) -> tuple[np.ndarray, bool]:
         eta = family.linkfun(mu)
         dev_old = np.inf  # mustart is no fit: its deviance can be below the GLM's
         for _ in range(25):
-            mu, mueta, resid, _ = obs.working(eta)
-            # the weights without PIRLS's floor: under separation the floor would turn the
-            # vanishing weights into one huge step
+            mu, mueta, resid, w = obs.working(eta)
+            # Fisher scoring with the score r = resid * w (PIRLS's weights may be the observed
+            # information), and Fisher's weights without PIRLS's floor: under separation the
+            # floor would turn the vanishing weights into one huge step
             XtW = X.T * (obs.wt * mueta**2 / family.variance(mu))
             try:
-                step = sla.cho_solve(sla.cho_factor(XtW @ X), XtW @ (eta - off + resid))
+                step = sla.cho_solve(sla.cho_factor(XtW @ X), XtW @ (eta - off) + X.T @ (resid * w))
             except (np.linalg.LinAlgError, ValueError):
                 break
             eta_new = off + X @ step

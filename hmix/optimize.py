@@ -275,7 +275,7 @@ def hessian_from_gradient(
     g: np.ndarray,
     step: float = _GRAD_FD_STEP,
     central: np.ndarray | None = None,
-    columns: int | None = None,
+    columns: np.ndarray | None = None,
 ) -> np.ndarray | None:
     """Forward differences of an exact gradient (one evaluation per parameter, away from the
     lower bounds), symmetrized; None when an evaluation fails.
@@ -283,12 +283,13 @@ def hessian_from_gradient(
     ``central`` marks parameters differenced both ways instead: a variance at an exact zero,
     where the objective is even in it. There the mixed derivatives vanish, and a forward
     difference would leave O(h) in them, which the inverse magnifies when the curvature along
-    the variance is small. ``columns``: difference along the first this many parameters only
-    and return those n x columns columns of the Hessian, unsymmetrized.
+    the variance is small. ``columns``: difference along these parameters (indices) only and
+    return those columns of the Hessian (n x len(columns)), unsymmetrized.
     """
     n = len(x)
-    H = np.empty((n, n if columns is None else columns))
-    for i in range(H.shape[1]):
+    which = np.arange(n) if columns is None else np.asarray(columns)
+    H = np.empty((n, len(which)))
+    for j, i in enumerate(which):
         xi = x.copy()
         xi[i] += step
         _, gi = fg(xi)
@@ -299,9 +300,9 @@ def hessian_from_gradient(
             _, gm = fg(xi)
             if gm is None:
                 return None
-            H[:, i] = (gi - gm) / (2 * step)
+            H[:, j] = (gi - gm) / (2 * step)
         else:
-            H[:, i] = (gi - g) / step
+            H[:, j] = (gi - g) / step
     return 0.5 * (H + H.T) if columns is None else H
 
 
@@ -313,7 +314,13 @@ def _positive(H: np.ndarray) -> np.ndarray:
 
 
 def _leave_saddle(
-    fc: _CountedGrad, H: np.ndarray, x: np.ndarray, f: float, g: np.ndarray, lower: np.ndarray
+    fc: _CountedGrad,
+    H: np.ndarray,
+    x: np.ndarray,
+    f: float,
+    g: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
 ) -> tuple[np.ndarray, float, np.ndarray]:
     """One step along the direction of negative curvature of H, if it has one.
 
@@ -327,7 +334,7 @@ def _leave_saddle(
     v = V[:, 0] if g @ V[:, 0] <= 0 else -V[:, 0]
     t = float(np.sqrt(2.0 / -ev[0]))
     for _ in range(8):
-        xt = np.maximum(x + t * v, lower)
+        xt = np.clip(x + t * v, lower, upper)
         ft, gt = fc.fg(xt)
         if gt is not None and ft < f:
             return xt, ft, gt
@@ -340,13 +347,14 @@ def minimize_newton(
     x0: np.ndarray,
     lower: np.ndarray,
     *,
+    upper: np.ndarray | None = None,
     diagonal: np.ndarray | None = None,
     rectify: Callable[[np.ndarray], np.ndarray] | None = None,
     tol: float = _NEWTON_TOL,
     maxeval: int = 1000,
     start_hessian: Callable[..., np.ndarray | None] | None = None,
 ) -> tuple[np.ndarray, float, OptSummary, _CountedGrad]:
-    """Minimize ``f`` with its exact gradient within lower bounds: BFGS started from a
+    """Minimize ``f`` with its exact gradient within bounds: BFGS started from a
     finite-difference Hessian, with a backtracking line search and the bounds as an active set.
 
     Meant for a start near the optimum (the GLMM's Laplace deviance from the nAGQ = 0 fit), where
@@ -361,6 +369,7 @@ def minimize_newton(
     """
     x = np.asarray(x0, dtype=float).copy()
     lower = np.asarray(lower, dtype=float)
+    upper = np.full(len(x), np.inf) if upper is None else np.asarray(upper, dtype=float)
     start = time.perf_counter()
     fc = _CountedGrad(fg, x)
     f, g = fc.f0, fc.g0
@@ -377,9 +386,9 @@ def minimize_newton(
                 code = -4
                 break
             H = _positive(H0)
-            x, f, g = _leave_saddle(fc, H0, x, f, g, lower)
+            x, f, g = _leave_saddle(fc, H0, x, f, g, lower, upper)
             skipped = 0
-        free = ~((x <= lower) & (g > 0))
+        free = ~(((x <= lower) & (g > 0)) | ((x >= upper) & (g < 0)))
         p = np.zeros_like(x)
         p[free] = -np.linalg.solve(H[np.ix_(free, free)], g[free])
         dec = -(g @ p)
@@ -391,7 +400,7 @@ def minimize_newton(
             continue
         alpha, xt, ft, gt = 1.0, x, np.inf, None
         while alpha > 1e-10:
-            xt = np.maximum(x + alpha * p, lower)
+            xt = np.clip(x + alpha * p, lower, upper)
             ft, gt = fc.fg(xt)
             if gt is not None and ft <= f + 1e-4 * (g @ (xt - x)):
                 break

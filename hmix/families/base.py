@@ -97,6 +97,10 @@ class Family(ABC):
         """d V / d mu."""
 
     @abstractmethod
+    def d2variance(self, mu: np.ndarray) -> np.ndarray:
+        """d^2 V / d mu^2."""
+
+    @abstractmethod
     def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         """Squared deviance residuals (unit deviances times prior weights)."""
 
@@ -139,6 +143,13 @@ class Family(ABC):
         """A starting value of the dispersion from a fit's means (moment estimate)."""
         raise TypeError(f"the {self.name} family has no dispersion parameter")
 
+    def dispersion_derivatives(
+        self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per row, the derivatives in the log dispersion of log p(y | mu), of its derivative in
+        mu and of its second derivative in mu (the exact gradient over the dispersion)."""
+        raise TypeError(f"the {self.name} family has no dispersion parameter")
+
     @property
     def sigma(self) -> float:
         """glmmTMB's ``sigma()`` for the family (1 for families without a dispersion)."""
@@ -170,6 +181,21 @@ class Family(ABC):
         return f"{type(self).__name__}({self.link.name!r})"
 
 
+def pirls_weights(
+    r: np.ndarray, w_obs: np.ndarray, fisher: np.ndarray, newton: bool
+) -> tuple[np.ndarray, np.ndarray]:
+    """PIRLS's working residual r / w and weight w from the score r, the observed information
+    and Fisher's weight (see ``Observed.working``): the observed information where positive (or,
+    ``newton``, where it is not small beside Fisher's), Fisher's weight elsewhere; floored at
+    1e-10 of the largest."""
+    fisher = np.maximum(fisher, 0.0)
+    keep = np.abs(w_obs) >= 1e-3 * fisher if newton else w_obs > 0
+    w = np.where(keep, w_obs, fisher)
+    floor = max(W_FLOOR * float(np.abs(w).max(initial=0.0)), _TINY)
+    w = np.where(np.abs(w) < floor, floor, w)
+    return r / w, w
+
+
 @dataclass(frozen=True, eq=False)
 class Observed:
     """A family bound to a response and its prior weights.
@@ -192,7 +218,9 @@ class Observed:
         """Sum of the squared deviance residuals at ``mu``."""
         return float(self.family.dev_resid(self.y, mu, self.wt).sum())
 
-    def working(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def working(
+        self, eta: np.ndarray, newton: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """``(mu, mu_eta, working residual, PIRLS weight)`` at ``eta``.
 
         The weights are floored at 1e-10 of the largest so that fitted probabilities pinned at 0
@@ -203,21 +231,23 @@ class Observed:
         away from it (cloglog: a gradient of 7e-4 at "convergence", 1e-4 in the deviance).
 
         Families whose Laplace approximation takes the observed information
-        (``observed_laplace``: glmmTMB's) weigh by it where it is positive: PIRLS is then
-        Newton's method (quadratic, where Fisher scoring with a non-canonical link converges
-        linearly: grouseticks' negative binomial, 14 steps a call down to 4), and its last factor
-        is the Laplace approximation's.
+        (``observed_laplace``: glmmTMB's) weigh by it where it is positive, Fisher's weight
+        elsewhere: PIRLS is then nearly Newton's method (Fisher scoring with a non-canonical
+        link converges linearly: grouseticks' negative binomial, 14 steps a call down to 4), and
+        its last factor is the Laplace approximation's. With ``newton`` they weigh by the observed
+        information everywhere, negative or not (Newton's method itself, as long as the
+        system stays positive definite: the caller falls back to the weights above if not).
         """
         fam = self.family
+        if fam.observed_laplace and not fam.canonical:
+            mu, mueta, _, L1, L2 = self._eta_derivatives(eta, 2)
+            fisher = self.wt * mueta**2 / fam.variance(mu)
+            return mu, mueta, *pirls_weights(self.wt * L1, -self.wt * L2, fisher, newton)
         mu = fam.linkinv(eta)
         mueta = fam.mu_eta(eta)
         V = fam.variance(mu)
-        w = np.maximum(self.wt * mueta**2 / V, 0.0)
-        if fam.observed_laplace and not fam.canonical:
-            w_obs = self.observed_weights(eta)
-            w = np.where(w_obs > 0, w_obs, w)
-        w = np.maximum(w, max(W_FLOOR * float(w.max(initial=0.0)), _TINY))
-        return mu, mueta, self.wt * (self.y - mu) * mueta / V / w, w
+        fisher = self.wt * mueta**2 / V
+        return mu, mueta, *pirls_weights(self.wt * (self.y - mu) * mueta / V, fisher, fisher, False)
 
     def score(
         self, eta: np.ndarray, mu: np.ndarray, w: np.ndarray
@@ -244,11 +274,51 @@ class Observed:
         dw[w <= W_FLOOR * w.max() * (1 + 1e-12)] = 0.0
         return r, dw, w_obs
 
+    def _eta_derivatives(self, eta: np.ndarray, order: int = 3) -> tuple[np.ndarray, ...]:
+        """mu, d mu / d eta, d^2 mu / d eta^2, and the first ``order`` (2 or 3) derivatives in eta
+        of log p(y | mu) at unit weight, by the chain rule through mu: with V the variance
+        function, d log p / d mu = (y - mu) / V for every family here (the negative binomial's
+        with V = mu + mu^2 / theta too)."""
+        fam = self.family
+        mu, d1, d2, *d3 = fam.link.derivatives(eta, order)
+        mu = fam.clip_mu(mu)
+        V, V1 = fam.variance(mu), fam.dvariance(mu)
+        e = self.y - mu
+        l1 = e / V
+        l2 = -1.0 / V - e * V1 / V**2
+        out = (mu, d1, d2, l1 * d1, l2 * d1 * d1 + l1 * d2)
+        if order < 3:
+            return out
+        V2 = fam.d2variance(mu)
+        l3 = 2.0 * V1 / V**2 - e * (V2 * V - 2.0 * V1 * V1) / V**3
+        return (*out, l3 * d1**3 + 3.0 * l2 * d1 * d2 + l1 * d3[0])
+
+    def _dispersion_eta(
+        self, mu: np.ndarray, d1: np.ndarray, d2: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The derivatives in the log dispersion of log p, of its first and of its second
+        derivative in eta (unit weight)."""
+        lp, l1p, l2p = self.family.dispersion_derivatives(self.y, mu, np.ones_like(mu))
+        return lp, l1p * d1, l2p * d1 * d1 + l1p * d2
+
+    def curvature(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """``(r, w, dw)`` per row, times the prior weights: r = d log p(y | mu) / d eta,
+        w = -dr/deta (the observed information) and dw = dw/deta."""
+        _, _, _, L1, L2, L3 = self._eta_derivatives(eta)
+        return self.wt * L1, -self.wt * L2, -self.wt * L3
+
+    def extra_derivatives(self, eta: np.ndarray, dispersion: bool) -> np.ndarray:
+        """Per row (rows x 3 x extras), times the prior weights: the derivatives of log p(y | mu),
+        of r and of w (as ``curvature``) in each extra parameter that enters the row: here the
+        log dispersion (when ``dispersion``)."""
+        out = np.zeros((len(self.y), 3, int(dispersion)))
+        if dispersion:
+            fam = self.family
+            lp, l1p, l2p = self._dispersion_eta(fam.linkinv(eta), fam.mu_eta(eta), fam.mu_eta2(eta))
+            out[:, :, 0] = np.column_stack([lp, l1p, -l2p]) * self.wt[:, None]
+        return out
+
     def observed_weights(self, eta: np.ndarray) -> np.ndarray:
         """-d^2 log p(y | mu) / d eta^2 per row: the observed information, whose sum over the
         random effects gives the exact Laplace approximation's curvature."""
-        fam = self.family
-        mu = fam.linkinv(eta)
-        d1, d2 = fam.mu_eta(eta), fam.mu_eta2(eta)
-        V, dV = fam.variance(mu), fam.dvariance(mu)
-        return np.asarray(self.wt * d1 * d1 / V - self.wt * (self.y - mu) * (d2 / V - d1 * d1 * dV / V**2))
+        return self.curvature(eta)[1]

@@ -14,7 +14,7 @@ from dataclasses import dataclass, replace
 from typing import ClassVar
 
 import numpy as np
-from scipy.special import gammaln, xlogy
+from scipy.special import digamma, gammaln, xlogy
 
 from ..errors import DataError
 from .base import Family
@@ -96,6 +96,17 @@ class NegativeBinomial(Family):
 
     def dvariance(self, mu: np.ndarray) -> np.ndarray:
         return 1.0 + 2.0 * mu / self._k
+
+    def d2variance(self, mu: np.ndarray) -> np.ndarray:
+        return np.full(np.shape(mu), 2.0 / self._k)
+
+    def dispersion_derivatives(
+        self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        k = self._k
+        mk = mu + k
+        l_k = digamma(y + k) - digamma(k) + np.log(k / mk) + 1.0 - (y + k) / mk
+        return wt * k * l_k, wt * k * (y - mu) / mk**2, wt * k * (mu - 2 * y - k) / mk**3
 
     def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         k = self._k
@@ -185,13 +196,29 @@ class Gamma(Family):
         return self.phi
 
     def clip_mu(self, mu: np.ndarray) -> np.ndarray:
-        return np.maximum(mu, self._EPS)
+        # a log link's mean underflows to 0 (kept off it); an inverse or identity link's can be
+        # negative, outside the family: NaN there, which PIRLS's step halving never accepts
+        # (clipped, the deviance would be flat out there and PIRLS could settle in it)
+        with np.errstate(invalid="ignore"):
+            return np.where(mu > 0, np.maximum(mu, self._EPS), np.nan)
 
     def variance(self, mu: np.ndarray) -> np.ndarray:
         return self._phi * mu * mu
 
     def dvariance(self, mu: np.ndarray) -> np.ndarray:
         return 2.0 * self._phi * mu
+
+    def d2variance(self, mu: np.ndarray) -> np.ndarray:
+        return np.full(np.shape(mu), 2.0 * self._phi)
+
+    def dispersion_derivatives(
+        self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # log p = nu (log(nu y / mu) - y / mu) - log y - lgamma(nu), nu = 1 / phi: d / d log phi
+        # is -nu d / d nu; the mu-derivatives are nu times functions of mu, so they change sign
+        nu = 1.0 / self._phi
+        l_nu = np.log(nu * y / mu) + 1.0 - y / mu - digamma(nu)
+        return -wt * nu * l_nu, -wt * nu * (y - mu) / mu**2, -wt * nu * (mu - 2 * y) / mu**3
 
     def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         return 2 * wt * (-np.log(y / mu) + (y - mu) / mu) / self._phi

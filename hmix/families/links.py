@@ -36,6 +36,16 @@ class Link(ABC):
     def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
         """d^2 mu / d eta^2."""
 
+    @abstractmethod
+    def mu_eta3(self, eta: np.ndarray) -> np.ndarray:
+        """d^3 mu / d eta^3 (the exact gradient of a Laplace approximation with the observed
+        information)."""
+
+    def derivatives(self, eta: np.ndarray, order: int) -> tuple[np.ndarray, ...]:
+        """mu and its first ``order`` (2 or 3) derivatives in eta, in one pass."""
+        out = (self.linkinv(eta), self.mu_eta(eta), self.mu_eta2(eta))
+        return (*out, self.mu_eta3(eta)) if order >= 3 else out
+
     def __str__(self) -> str:
         return self.name
 
@@ -69,6 +79,10 @@ class Logit(Link):
     def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
         return self.mu_eta(eta) * np.tanh(-_clip(eta) / 2)  # mu' (1 - 2 mu)
 
+    def mu_eta3(self, eta: np.ndarray) -> np.ndarray:
+        d1, t = self.mu_eta(eta), np.tanh(-_clip(eta) / 2)
+        return d1 * (t * t - 2 * d1)  # mu' (1 - 2 mu)^2 - 2 mu'^2
+
 
 class Probit(Link):
     name = "probit"
@@ -86,6 +100,10 @@ class Probit(Link):
 
     def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
         return -_clip(eta) * self.mu_eta(eta)
+
+    def mu_eta3(self, eta: np.ndarray) -> np.ndarray:
+        e = _clip(eta)
+        return (e * e - 1) * self.mu_eta(eta)
 
 
 class CLogLog(Link):
@@ -107,6 +125,11 @@ class CLogLog(Link):
         with np.errstate(over="ignore", under="ignore", invalid="ignore"):
             return self.mu_eta(eta) * (1 - np.exp(_clip(eta)))
 
+    def mu_eta3(self, eta: np.ndarray) -> np.ndarray:
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            e = np.exp(_clip(eta))
+            return self.mu_eta(eta) * ((1 - e) ** 2 - e)
+
 
 class Log(Link):
     name = "log"
@@ -115,13 +138,20 @@ class Log(Link):
         return np.log(np.asarray(mu, dtype=float))
 
     def linkinv(self, eta: np.ndarray) -> np.ndarray:
-        with np.errstate(over="ignore", under="ignore"):
-            return np.exp(_clip(eta))
+        return np.exp(_clip(eta))  # (finite: eta is clipped; underflow to 0 is silent)
 
     def mu_eta(self, eta: np.ndarray) -> np.ndarray:
         return np.maximum(self.linkinv(eta), _TINY)
 
+    def derivatives(self, eta: np.ndarray, order: int) -> tuple[np.ndarray, ...]:
+        mu = self.linkinv(eta)
+        d = np.maximum(mu, _TINY)
+        return (mu,) + (d,) * order
+
     def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
+        return self.mu_eta(eta)
+
+    def mu_eta3(self, eta: np.ndarray) -> np.ndarray:
         return self.mu_eta(eta)
 
 
@@ -138,6 +168,9 @@ class Identity(Link):
         return np.ones(np.shape(eta))
 
     def mu_eta2(self, eta: np.ndarray) -> np.ndarray:
+        return np.zeros(np.shape(eta))
+
+    def mu_eta3(self, eta: np.ndarray) -> np.ndarray:
         return np.zeros(np.shape(eta))
 
 
@@ -162,6 +195,11 @@ class Inverse(Link):
         e = np.asarray(eta, dtype=float)
         with np.errstate(divide="ignore"):
             return 2.0 / (e * e * e)
+
+    def mu_eta3(self, eta: np.ndarray) -> np.ndarray:
+        e = np.asarray(eta, dtype=float)
+        with np.errstate(divide="ignore"):
+            return -6.0 / (e * e * e * e)
 
 
 LINKS: dict[str, type[Link]] = {c.name: c for c in (Logit, Probit, CLogLog, Log, Identity, Inverse)}

@@ -52,6 +52,9 @@ class Binomial(Family):
     def dvariance(self, mu: np.ndarray) -> np.ndarray:
         return 1 - 2 * mu
 
+    def d2variance(self, mu: np.ndarray) -> np.ndarray:
+        return np.full(np.shape(mu), -2.0)
+
     def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         return 2 * wt * (xlogy(y, y / mu) + xlogy(1 - y, (1 - y) / (1 - mu)))
 
@@ -117,6 +120,9 @@ class Poisson(Family):
     def dvariance(self, mu: np.ndarray) -> np.ndarray:
         return np.ones(np.shape(mu))
 
+    def d2variance(self, mu: np.ndarray) -> np.ndarray:
+        return np.zeros(np.shape(mu))
+
     def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:
         return 2 * wt * (xlogy(y, y / mu) - (y - mu))
 
@@ -157,6 +163,9 @@ class Gaussian(Family):
         return np.ones(np.shape(mu))
 
     def dvariance(self, mu: np.ndarray) -> np.ndarray:
+        return np.zeros(np.shape(mu))
+
+    def d2variance(self, mu: np.ndarray) -> np.ndarray:
         return np.zeros(np.shape(mu))
 
     def dev_resid(self, y: np.ndarray, mu: np.ndarray, wt: np.ndarray) -> np.ndarray:

@@ -2,11 +2,14 @@
 ``ziformula``).
 
 The mixture's log-likelihood is not of exponential-family form in eta. PIRLS still finds the
-modes of the penalized deviance: the working residual is the score over a positive weight (the
-count family's Fisher weight, times the posterior probability q that a zero comes from the count
-part), so its fixed point is the mode; the Laplace approximation then uses the observed
-information there, -d^2 l / d eta^2 = q (w_obs - (1 - q) s^2) for a zero (s, w_obs: the count
-part's score and observed information), the count part's for the others.
+modes of the penalized deviance: the working residual is the score over a weight, the observed
+information -d^2 l / d eta^2 = q (w_obs - (1 - q) s^2) for a zero (s, w_obs: the count part's
+score and observed information; q the posterior probability that the zero comes from the count
+part), the count part's for the others. That weight is also the Laplace approximation's
+curvature. It is negative for zeros the zero-inflation explains well; PIRLS weighs by it all the
+same (Newton's method) while the system stays positive definite, else by the count part's Fisher
+weight times q in those rows (``Observed.working``). ``curvature`` and
+``extra_derivatives`` give the exact gradient its derivatives in eta and in the extras.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from functools import cached_property
 import numpy as np
 from scipy.special import expit
 
-from .base import _TINY, W_FLOOR, Family, Observed
+from .base import Family, Observed, pirls_weights
 
 __all__ = ["ZeroInflatedObserved", "zi_loglik"]
 
@@ -70,28 +73,43 @@ class ZeroInflatedObserved(Observed):
     def deviance(self, mu: np.ndarray) -> float:
         return float(-2.0 * self.loglik(mu).sum())
 
-    def _parts(self, eta: np.ndarray) -> tuple[np.ndarray, ...]:
-        """mu, mu_eta, the count part's score s and Fisher and observed weights, and q."""
-        fam = self.family
-        mu = fam.linkinv(eta)
-        d1, d2 = fam.mu_eta(eta), fam.mu_eta2(eta)
-        V, dV = fam.variance(mu), fam.dvariance(mu)
-        s = (self.y - mu) * d1 / V
-        fisher = d1 * d1 / V
-        observed = fisher - (self.y - mu) * (d2 / V - d1 * d1 * dV / V**2)
-        return mu, d1, s, fisher, observed, self._posterior(self._count_log(mu))
+    def working(
+        self, eta: np.ndarray, newton: bool = False
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """As ``Observed.working``: the observed information -d^2 log p / d eta^2 where it is
+        positive (or, ``newton``, not small), else the count part's Fisher weight times q."""
+        mu, d1, _, L1, L2 = self._eta_derivatives(eta, 2)
+        q = self._posterior(self._count_log(mu))
+        w_obs = -(q * L2 + q * (1.0 - q) * L1 * L1)
+        fisher = q * d1 * d1 / self.family.variance(mu)
+        return mu, d1, *pirls_weights(self.wt * q * L1, self.wt * w_obs, self.wt * fisher, newton)
 
-    def working(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        mu, d1, s, fisher, _, q = self._parts(eta)
-        w = self.wt * q * fisher
-        w = np.maximum(w, max(W_FLOOR * float(w.max(initial=0.0)), _TINY))
-        return mu, d1, self.wt * q * s / w, w
+    def curvature(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        # log p = log(pi + (1 - pi) f) for a zero: with L the count part's log f and q the
+        # posterior above, dq/deta = q (1 - q) L' (for the others q = 1 and log p = log(1 - pi) + L)
+        mu, _, _, L1, L2, L3 = self._eta_derivatives(eta)
+        q = self._posterior(self._count_log(mu))
+        c = q * (1.0 - q)
+        r = q * L1
+        w = -(q * L2 + c * L1 * L1)
+        dw = -(q * L3 + 3.0 * c * L1 * L2 + c * (1.0 - 2.0 * q) * L1**3)
+        return self.wt * r, self.wt * w, self.wt * dw
 
-    def observed_weights(self, eta: np.ndarray) -> np.ndarray:
-        _, _, s, _, observed, q = self._parts(eta)
-        return np.asarray(self.wt * q * (observed - (1.0 - q) * s * s))
-
-    def score(
-        self, eta: np.ndarray, mu: np.ndarray, w: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
-        raise NotImplementedError("zero-inflated models are fitted without the exact gradient")
+    def extra_derivatives(self, eta: np.ndarray, dispersion: bool) -> np.ndarray:
+        """As ``Observed.extra_derivatives``, with a last column for the zero-inflation's linear
+        predictor (logit pi; dq / dlogit pi = -q (1 - q)): its coefficients' derivatives are
+        X_zi' times it."""
+        mu, d1, d2, L1, L2, _ = self._eta_derivatives(eta)
+        q = self._posterior(self._count_log(mu))
+        c = q * (1.0 - q)
+        out = np.zeros((len(self.y), 3, int(dispersion) + 1))
+        if dispersion:
+            # dq / dlog dispersion = q (1 - q) L_p
+            lp, l1p, l2p = self._dispersion_eta(mu, d1, d2)
+            out[:, 0, 0] = q * lp
+            out[:, 1, 0] = q * l1p + c * lp * L1
+            out[:, 2, 0] = -(q * l2p + c * lp * L2 + (1.0 - 2.0 * q) * c * lp * L1 * L1 + 2.0 * c * L1 * l1p)
+        out[:, 0, -1] = 1.0 - self.pi - q
+        out[:, 1, -1] = -c * L1
+        out[:, 2, -1] = c * L2 + c * (1.0 - 2.0 * q) * L1 * L1
+        return out * self.wt[:, None, None]
