@@ -4,8 +4,9 @@
 (``refit``, the bootstrap's ``LmmRefitter``) enter there with a design of their own. A GLMM fit
 runs in named stages: ``stage_theta`` (theta with beta from PIRLS; the whole fit for nAGQ = 0),
 then ``stage_newton`` (quasi-Newton over (theta, beta) and the extras -- a log dispersion,
-zero-inflation coefficients -- with the exact gradient of the Laplace deviance) or, where that cannot run or gives up, ``stage_bobyqa`` (derivative-free), then the
-checks at the optimum and ``glmm_vcov``. What each stage did is recorded in ``OptSummary``.
+zero-inflation coefficients -- with the exact gradient of the Laplace deviance) or, where that
+cannot run or gives up, ``stage_bobyqa`` (derivative-free), then the checks at the optimum and
+``glmm_vcov``. What each stage did is recorded in ``OptSummary``.
 """
 
 from __future__ import annotations
@@ -624,11 +625,12 @@ def stage_newton(
     np.ndarray, OptSummary, Callable[[np.ndarray], float], Callable[..., tuple[np.ndarray, np.ndarray] | None]
 ]:
     """BFGS over (theta, beta, extras) with the exact gradient of the Laplace deviance, theta and
-    beta without bounds (the deviance is even in the sign of each column of Lambda, and a variance pinned at an exact
-    zero would be a stationary point the gradient cannot leave); the optimum's theta is then
-    rectified. ``factor`` is the joint PIRLS system's at x0 (the first Hessian's beta block).
-    Returns the point, the summary (return code <= 0: it gave up, with its best point), the
-    counted objective and the exact derivatives for the checks (both over scaled parameters)."""
+    beta without bounds (the deviance is even in the sign of each column of Lambda, and a
+    variance pinned at an exact zero would be a stationary point the gradient cannot leave); the
+    optimum's theta is then rectified. ``factor`` is the joint PIRLS system's at x0 (the first
+    Hessian's beta block). Returns the point, the summary (return code <= 0: it gave up, with its
+    best point), the counted objective and the exact derivatives for the checks (both over
+    scaled parameters)."""
     obj = sc.obj
     nth, p = obj.ntheta, obj.design.p
     S = sc.scale[: len(x0)]

@@ -291,6 +291,14 @@ class GLMMObjective:
                 break
             change = abs(pdev - pdev_try)
             moved = float(np.abs(eta_try - eta).max(initial=0.0)) if s.eta_tol < math.inf else 0.0
+            if step == 1.0 and moved <= s.eta_tol < math.inf and change <= s.tol * (abs(pdev) + 0.1):
+                # the full step from here moves eta by at most eta_tol: this point is the mode to
+                # within it, and its factor stands (one factorization a call fewer than taking the
+                # step and refactoring there). (Without eta_tol, the small change of a quadratic
+                # leaves the modes ~sqrt(tol) off, and the log-determinant with them: the step is
+                # taken.)
+                converged = True
+                break
             # the factor at the new mode's weights: the next step's system, and at convergence
             # the Laplace log-determinant
             try:

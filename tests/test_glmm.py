@@ -57,9 +57,12 @@ def test_poisson_offset_argument_equals_formula_offset(cbpp: pd.DataFrame) -> No
     np.testing.assert_allclose(a.beta, b.beta, rtol=1e-6)
 
 
-def test_nagq0_is_fast_and_close(cbpp: pd.DataFrame, cbpp_fit: hmix.GeneralizedLinearMixedModel) -> None:
+def test_nagq0_optimizes_theta_alone_and_is_close(
+    cbpp: pd.DataFrame, cbpp_fit: hmix.GeneralizedLinearMixedModel
+) -> None:
+    # (no longer fewer evaluations than nAGQ = 1: its quasi-Newton stage needs as few)
     m0 = hmix.glmer(CBPP_FORMULA, cbpp, family="binomial", nAGQ=0)
-    assert m0.optsum.n_evals < cbpp_fit.optsum.n_evals
+    assert m0.optsum.stages == ("theta",) and len(m0.optsum.final) == len(m0.theta)
     assert m0.objective >= cbpp_fit.objective - 1e-8  # Laplace optimum is the lower one
     np.testing.assert_allclose(m0.beta, cbpp_fit.beta, atol=0.05)
 

@@ -240,7 +240,7 @@ class Observed:
         """
         fam = self.family
         if fam.observed_laplace and not fam.canonical:
-            mu, mueta, _, L1, L2 = self._eta_derivatives(eta, 2)
+            mu, mueta, _, L1, L2, _ = self._eta_derivatives(eta)
             fisher = self.wt * mueta**2 / fam.variance(mu)
             return mu, mueta, *pirls_weights(self.wt * L1, -self.wt * L2, fisher, newton)
         mu = fam.linkinv(eta)
@@ -274,24 +274,26 @@ class Observed:
         dw[w <= W_FLOOR * w.max() * (1 + 1e-12)] = 0.0
         return r, dw, w_obs
 
-    def _eta_derivatives(self, eta: np.ndarray, order: int = 3) -> tuple[np.ndarray, ...]:
-        """mu, d mu / d eta, d^2 mu / d eta^2, and the first ``order`` (2 or 3) derivatives in eta
-        of log p(y | mu) at unit weight, by the chain rule through mu: with V the variance
-        function, d log p / d mu = (y - mu) / V for every family here (the negative binomial's
-        with V = mu + mu^2 / theta too)."""
+    def _eta_derivatives(self, eta: np.ndarray) -> tuple[np.ndarray, ...]:
+        """mu, d mu / d eta, d^2 mu / d eta^2, and the first three derivatives in eta of
+        log p(y | mu) at unit weight, by the chain rule through mu: with V the variance function,
+        d log p / d mu = (y - mu) / V for every family here (the negative binomial's with
+        V = mu + mu^2 / theta too). The last eta's are kept: PIRLS's last working weights, the
+        Laplace curvature and the gradient all ask at the same modes."""
+        memo = self.__dict__.get("_memo")
+        if memo is not None and np.array_equal(memo[0], eta):
+            return memo[1]
         fam = self.family
-        mu, d1, d2, *d3 = fam.link.derivatives(eta, order)
+        mu, d1, d2, d3 = fam.link.derivatives(eta, 3)
         mu = fam.clip_mu(mu)
-        V, V1 = fam.variance(mu), fam.dvariance(mu)
+        V, V1, V2 = fam.variance(mu), fam.dvariance(mu), fam.d2variance(mu)
         e = self.y - mu
         l1 = e / V
         l2 = -1.0 / V - e * V1 / V**2
-        out = (mu, d1, d2, l1 * d1, l2 * d1 * d1 + l1 * d2)
-        if order < 3:
-            return out
-        V2 = fam.d2variance(mu)
         l3 = 2.0 * V1 / V**2 - e * (V2 * V - 2.0 * V1 * V1) / V**3
-        return (*out, l3 * d1**3 + 3.0 * l2 * d1 * d2 + l1 * d3[0])
+        out = (mu, d1, d2, l1 * d1, l2 * d1 * d1 + l1 * d2, l3 * d1**3 + 3.0 * l2 * d1 * d2 + l1 * d3)
+        self.__dict__["_memo"] = (np.array(eta, dtype=float), out)
+        return out
 
     def _dispersion_eta(
         self, mu: np.ndarray, d1: np.ndarray, d2: np.ndarray
@@ -313,8 +315,7 @@ class Observed:
         log dispersion (when ``dispersion``)."""
         out = np.zeros((len(self.y), 3, int(dispersion)))
         if dispersion:
-            fam = self.family
-            lp, l1p, l2p = self._dispersion_eta(fam.linkinv(eta), fam.mu_eta(eta), fam.mu_eta2(eta))
+            lp, l1p, l2p = self._dispersion_eta(*self._eta_derivatives(eta)[:3])
             out[:, :, 0] = np.column_stack([lp, l1p, -l2p]) * self.wt[:, None]
         return out
 

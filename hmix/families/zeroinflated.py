@@ -50,25 +50,49 @@ class ZeroInflatedObserved(Observed):
     def zero(self) -> np.ndarray:
         return np.asarray(self.y == 0)
 
+    @cached_property
+    def _logs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """log pi and log(1 - pi) (zero rows, all rows) and -2 log f(y; y) per row."""
+        with np.errstate(divide="ignore"):
+            log_pi = np.log(self.pi[self.zero])
+            log_1mpi = np.log1p(-self.pi)
+        ones = np.ones_like(self.y)
+        return log_pi, log_1mpi, self.family.minus2loglik(self.y, self.y, ones)
+
     @property
     def constant(self) -> float:
         return 0.0
 
     def _count_log(self, mu: np.ndarray) -> np.ndarray:
-        """log f(y; mu) per row, unit weight."""
-        return -0.5 * self.family.minus2loglik(self.y, mu, np.ones_like(self.y))
+        """log f(y; mu) per row, unit weight: the deviance residual and the saturated constant
+        (no log-gamma function an evaluation)."""
+        return -0.5 * (self.family.dev_resid(self.y, mu, np.ones_like(self.y)) + self._logs[2])
 
     def _posterior(self, logf: np.ndarray) -> np.ndarray:
         """q: the probability that a zero comes from the count part (1 for non-zeros)."""
-        with np.errstate(divide="ignore"):
-            a = np.log(self.pi)
-            b = np.log1p(-self.pi) + logf
-        q = np.exp(b - np.logaddexp(a, b))
-        return np.where(self.zero, q, 1.0)
+        log_pi, log_1mpi, _ = self._logs
+        q = np.ones_like(logf)
+        z = self.zero
+        q[z] = expit(log_1mpi[z] + logf[z] - log_pi)
+        return q
+
+    def _with_posterior(self, eta: np.ndarray) -> tuple[np.ndarray, ...]:
+        """``_eta_derivatives`` and q at eta (kept for the last eta as well)."""
+        memo = self.__dict__.get("_memo_q")
+        if memo is not None and np.array_equal(memo[0], eta):
+            return memo[1]
+        parts = self._eta_derivatives(eta)
+        out = (*parts, self._posterior(self._count_log(parts[0])))
+        self.__dict__["_memo_q"] = (np.array(eta, dtype=float), out)
+        return out
 
     def loglik(self, mu: np.ndarray) -> np.ndarray:
         """log p(y | mu) per row, times the prior weights."""
-        return zi_loglik(self.family, self.y, mu, self.wt, self.pi)
+        log_pi, log_1mpi, _ = self._logs
+        out = log_1mpi + self._count_log(mu)
+        z = self.zero
+        out[z] = np.logaddexp(log_pi, out[z])
+        return self.wt * out
 
     def deviance(self, mu: np.ndarray) -> float:
         return float(-2.0 * self.loglik(mu).sum())
@@ -78,8 +102,7 @@ class ZeroInflatedObserved(Observed):
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """As ``Observed.working``: the observed information -d^2 log p / d eta^2 where it is
         positive (or, ``newton``, not small), else the count part's Fisher weight times q."""
-        mu, d1, _, L1, L2 = self._eta_derivatives(eta, 2)
-        q = self._posterior(self._count_log(mu))
+        mu, d1, _, L1, L2, _, q = self._with_posterior(eta)
         w_obs = -(q * L2 + q * (1.0 - q) * L1 * L1)
         fisher = q * d1 * d1 / self.family.variance(mu)
         return mu, d1, *pirls_weights(self.wt * q * L1, self.wt * w_obs, self.wt * fisher, newton)
@@ -87,8 +110,7 @@ class ZeroInflatedObserved(Observed):
     def curvature(self, eta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         # log p = log(pi + (1 - pi) f) for a zero: with L the count part's log f and q the
         # posterior above, dq/deta = q (1 - q) L' (for the others q = 1 and log p = log(1 - pi) + L)
-        mu, _, _, L1, L2, L3 = self._eta_derivatives(eta)
-        q = self._posterior(self._count_log(mu))
+        _, _, _, L1, L2, L3, q = self._with_posterior(eta)
         c = q * (1.0 - q)
         r = q * L1
         w = -(q * L2 + c * L1 * L1)
@@ -99,8 +121,7 @@ class ZeroInflatedObserved(Observed):
         """As ``Observed.extra_derivatives``, with a last column for the zero-inflation's linear
         predictor (logit pi; dq / dlogit pi = -q (1 - q)): its coefficients' derivatives are
         X_zi' times it."""
-        mu, d1, d2, L1, L2, _ = self._eta_derivatives(eta)
-        q = self._posterior(self._count_log(mu))
+        mu, d1, d2, L1, L2, _, q = self._with_posterior(eta)
         c = q * (1.0 - q)
         out = np.zeros((len(self.y), 3, int(dispersion) + 1))
         if dispersion:
