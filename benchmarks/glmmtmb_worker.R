@@ -1,5 +1,5 @@
 # Fit one benchmark model with glmmTMB by ML; same protocol as worker.py (first fit is a warm-up).
-# usage: Rscript benchmarks/glmmtmb_worker.R CSV "LABEL,COLUMNS" "FORMULA" REPEATS [FAMILY]
+# usage: Rscript benchmarks/glmmtmb_worker.R CSV "LABEL,COLUMNS" "FORMULA" REPEATS [FAMILY [ZIFORMULA]]
 # Only the glmmTMB() call is timed (system.time), so R's start-up and read.csv are not. glmmTMB's
 # defaults: nlminb, one thread (glmmTMBControl(parallel) is unset).
 out <- function(...) { cat(..., "\n", sep = ""); flush(stdout()) }
@@ -18,7 +18,9 @@ for (l in names(classes)) {
 form <- as.formula(args[3])
 reps <- as.integer(args[4])
 fam <- if (length(args) >= 5) args[5] else "gaussian"
-fit <- function() glmmTMB(form, d, family = get(fam)(), REML = FALSE)
+family <- if (fam == "negative_binomial") nbinom2() else get(fam)()
+zi <- if (length(args) >= 6 && nzchar(args[6])) as.formula(args[6]) else ~0
+fit <- function() glmmTMB(form, d, family = family, ziformula = zi, REML = FALSE)
 out("@ready")
 out("@fit 0")
 m <- fit()

@@ -1,5 +1,6 @@
 # Fit one benchmark model with lme4 by ML; same protocol as worker.py (first fit is a warm-up).
-# usage: Rscript benchmarks/lme4_worker.R CSV "LABEL,COLUMNS" "FORMULA" REPEATS [FAMILY]
+# usage: Rscript benchmarks/lme4_worker.R CSV "LABEL,COLUMNS" "FORMULA" REPEATS [FAMILY [ZIFORMULA]]
+# (negative_binomial: glmer.nb, theta estimated; a zero-inflation formula: lme4 has none, status 4)
 # Only the lmer()/glmer() call is timed (system.time), so R's start-up and read.csv are not.
 out <- function(...) { cat(..., "\n", sep = ""); flush(stdout()) }
 if (!suppressWarnings(suppressMessages(requireNamespace("lme4", quietly = TRUE)))) quit(status = 3)
@@ -13,8 +14,11 @@ for (l in names(classes)) d[[l]] <- factor(d[[l]])
 form <- as.formula(args[3])
 reps <- as.integer(args[4])
 fam <- if (length(args) >= 5) args[5] else "gaussian"
+if (length(args) >= 6 && nzchar(args[6])) quit(status = 4)
 fit <- function() {
-  if (fam == "gaussian") lmer(form, d, REML = FALSE) else glmer(form, d, family = get(fam)())
+  if (fam == "gaussian") lmer(form, d, REML = FALSE)
+  else if (fam == "negative_binomial") glmer.nb(form, d)
+  else glmer(form, d, family = get(fam)())
 }
 out("@ready")
 out("@fit 0")

@@ -51,6 +51,36 @@ MODELS: dict[str, dict] = {
         "family": "poisson",
         "repeats": 11,
     },
+    # overdispersed counts: glmmTMB's nbinom2 and ziformula (its own data: Salamanders); lme4's
+    # glmer.nb fits the negative binomial with Fisher's curvature in the Laplace approximation
+    # (-2 log L 0.1 higher, theta by alternation); mixedlm's glmer_nb takes minutes: two fits
+    "grouseticks_nb": {
+        "csv": DATA / "grouseticks.csv",
+        "labels": ["INDEX", "BROOD", "LOCATION", "YEAR"],
+        "formula": "TICKS ~ YEAR + sHEIGHT + (1 | BROOD) + (1 | LOCATION)",
+        "family": "negative_binomial",
+        "engines": ["hmix", "lme4", "mixedlm", "glmmTMB"],
+        "engine_repeats": {"mixedlm": 2},
+        "repeats": 11,
+    },
+    "salamanders_zip": {
+        "csv": DATA / "Salamanders.csv",
+        "labels": ["site", "spp", "mined"],
+        "formula": "count ~ spp + mined + (1 | site)",
+        "zi": "~ mined",
+        "family": "poisson",
+        "engines": ["hmix", "glmmTMB"],
+        "repeats": 11,
+    },
+    "salamanders_zinb": {
+        "csv": DATA / "Salamanders.csv",
+        "labels": ["site", "spp", "mined"],
+        "formula": "count ~ spp + mined + (1 | site)",
+        "zi": "~ mined",
+        "family": "negative_binomial",
+        "engines": ["hmix", "glmmTMB"],
+        "repeats": 11,
+    },
     # structured covariances (glmmTMB's syntax, which hmix reads): lme4 1.1 has none, so they run
     # beside glmmTMB. ar1_sim and cs_sim are tests/data's (the glmmTMB reference data);
     # ar1_large is make_ar1_large.py's, the same design with 1,000 subjects.

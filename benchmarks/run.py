@@ -8,7 +8,7 @@ wall times, each peer's time over hmix's, peak memory and the objective (-2 log-
 engine reached, and writes it to benchmarks/results.md (every number: benchmarks/results.json).
 lme4 and glmmTMB run through Rscript when it is on PATH; statsmodels runs under a per-fit time
 cap. A model's ``engines`` (models.py) say which engines fit it: the structured-covariance models
-run beside glmmTMB only.
+run beside glmmTMB only; ``engine_repeats`` caps an engine's timed fits (a peer that takes minutes).
 An engine that is missing or fails is reported as "n/a" / "error"; the run goes on.
 """
 
@@ -45,7 +45,7 @@ def command(engine: str, model: str, repeats: int) -> list[str] | None:
         if rscript is None:
             return None
         return [rscript, str(HERE / R_WORKERS[engine]), str(spec["csv"]), ",".join(spec["labels"]),
-                spec["formula"], str(repeats), spec.get("family", "gaussian")]  # fmt: skip
+                spec["formula"], str(repeats), spec.get("family", "gaussian"), spec.get("zi", "")]  # fmt: skip
     return [sys.executable, str(HERE / "worker.py"), engine, model, str(repeats)]
 
 
@@ -237,9 +237,10 @@ def main() -> None:
     print(f"{machine['cpu']}, {machine['usable_cpus']} CPUs, Python {machine['python']}", flush=True)
     results: dict[str, dict[str, dict | None]] = {}
     for model in models:
-        reps = 1 if args.quick else (args.repeats or MODELS[model]["repeats"])
+        reps_model = 1 if args.quick else (args.repeats or MODELS[model]["repeats"])
         results[model] = {}
         for engine in engines:
+            reps = min(reps_model, MODELS[model].get("engine_repeats", {}).get(engine, reps_model))
             if engine not in MODELS[model].get("engines", DEFAULT_ENGINES):
                 results[model][engine] = None
                 continue

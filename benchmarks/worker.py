@@ -57,12 +57,13 @@ def fitter(engine: str, spec: dict):
     """Import ENGINE and return (version, fit), where fit(data) -> dict with "objective" etc."""
     family = spec.get("family")
     formula = spec["formula"]
+    zi = spec.get("zi")
     if engine == "hmix":
         import hmix
 
         def fit(d: pd.DataFrame) -> dict:
             if family:
-                m = hmix.glmer(formula, d, family=family)
+                m = hmix.glmer(formula, d, family=family, zi_formula=zi)
             else:
                 m = hmix.lmer(formula, data=d, REML=False)
             return {
@@ -76,8 +77,15 @@ def fitter(engine: str, spec: dict):
     if engine == "mixedlm":
         import mixedlm
 
+        if zi:
+            say("@unsupported mixedlm has no zero-inflated GLMM")
+            raise SystemExit(4)
+
         def fit(d: pd.DataFrame) -> dict:
-            if family:
+            if family == "negative_binomial":  # (theta estimated, as lme4's glmer.nb)
+                m = mixedlm.glmer_nb(formula, d)
+                objective = -2 * float(m.logLik().value)
+            elif family:
                 fam = mixedlm.families.Binomial() if family == "binomial" else mixedlm.families.Poisson()
                 m = mixedlm.glmer(formula, d, family=fam)
                 objective = -2 * float(m.logLik().value)
