@@ -1,6 +1,21 @@
-"""Example datasets from R's lme4, bundled with hmix.
+"""Example datasets from R's lme4 and glmmTMB, bundled with hmix.
 
-Grouping columns are read as labels (strings), not numbers.
+Grouping columns are read as labels (strings), not numbers; a factor's levels sort as strings,
+which is not always the order R's data frame has (the baseline level may differ).
+
+Counts for negative binomial and zero-inflated models:
+
+``grouseticks`` (lme4; Elston et al. 2001, Parasitology 122: 563-569)
+    ``TICKS``, the ticks counted on the head of chick ``INDEX``; its ``BROOD`` and
+    ``LOCATION``; ``HEIGHT``, the altitude (m); ``YEAR`` (95, 96, 97); ``cHEIGHT``, the altitude
+    minus its mean.
+``Salamanders`` (glmmTMB; Price et al. 2016, J. Appl. Ecol. 53: 459-468, data on Dryad,
+doi:10.5061/dryad.5m8f6)
+    ``count`` of salamanders of species or life stage ``spp`` at stream ``site`` on visit
+    ``sample`` (1-4); ``mined``, whether mountaintop-removal coal mining affected the site;
+    ``cover`` (cover objects in the stream), ``DOP`` (days since rain), ``Wtemp`` (water
+    temperature) and ``DOY`` (day of year), all standardized. The baselines here are ``spp``
+    "DES-L" and ``mined`` "no" (in R "GP" and "yes").
 """
 
 from __future__ import annotations
@@ -27,6 +42,14 @@ _DATASETS: dict[str, tuple[tuple[str, ...], str]] = {
         ("herd", "period"),
         "Contagious bovine pleuropneumonia: incidence of new cases in 15 herds over 4 periods",
     ),
+    "grouseticks": (
+        ("INDEX", "BROOD", "LOCATION", "YEAR"),
+        "Ticks on the heads of 403 red grouse chicks from 118 broods at 63 locations, 1995-97",
+    ),
+    "Salamanders": (
+        ("site", "mined", "spp"),
+        "Counts of 7 salamander species or stages in 4 visits to 23 stream sites, mined or not",
+    ),
 }
 
 
@@ -52,8 +75,8 @@ def load(name: str) -> pd.DataFrame:
     Parameters
     ----------
     name : str
-        One of ``sleepstudy``, ``Dyestuff``, ``Dyestuff2``, ``Penicillin``, ``Pastes``, ``cbpp``
-        (case-insensitive).
+        One of ``sleepstudy``, ``Dyestuff``, ``Dyestuff2``, ``Penicillin``, ``Pastes``, ``cbpp``,
+        ``grouseticks``, ``Salamanders`` (case-insensitive).
 
     Examples
     --------
