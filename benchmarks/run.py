@@ -44,8 +44,10 @@ def command(engine: str, model: str, repeats: int) -> list[str] | None:
         rscript = shutil.which("Rscript")
         if rscript is None:
             return None
-        return [rscript, str(HERE / R_WORKERS[engine]), str(spec["csv"]), ",".join(spec["labels"]),
-                spec["formula"], str(repeats), spec.get("family", "gaussian"), spec.get("zi", "")]  # fmt: skip
+        worker = str(HERE / R_WORKERS[engine])
+        labels = ",".join(spec["labels"])
+        family, zi = spec.get("family", "gaussian"), spec.get("zi", "")
+        return [rscript, worker, str(spec["csv"]), labels, spec["formula"], str(repeats), family, zi]
     return [sys.executable, str(HERE / "worker.py"), engine, model, str(repeats)]
 
 

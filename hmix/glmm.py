@@ -97,7 +97,9 @@ class GLMMObjective:
     Called with ``params = (theta, beta)`` it runs PIRLS over u with beta fixed (nAGQ >= 1);
     ``laplace_joint(theta)`` runs PIRLS over beta and u together (nAGQ = 0). The last conditional
     modes warm-start the next evaluation. ``value_and_gradient(params)`` also gives the exact
-    gradient of the Laplace deviance.
+    gradient of the Laplace deviance. Beyond theta and beta, the parameters hold the extras
+    (``nextra``): the logarithm of the family's dispersion when it is estimated (a negative
+    binomial's theta, a Gamma's phi), then the zero-inflation coefficients.
 
     Parameters
     ----------
@@ -111,10 +113,6 @@ class GLMMObjective:
         to the deviance (the optimizer minimizes the sum; ``deviance`` leaves it out).
     zi : ndarray, optional
         The zero-inflation part's model matrix (n x p_zi).
-
-    Beyond theta and beta, the parameters hold the extras (``nextra``): the logarithm of the
-    family's dispersion when it is estimated (a negative binomial's theta, a Gamma's phi), then
-    the zero-inflation coefficients.
 
     Examples
     --------
@@ -189,8 +187,11 @@ class GLMMObjective:
 
     @property
     def exact_gradient(self) -> bool:
-        """Whether ``value_and_gradient`` applies: the Laplace approximation (nAGQ <= 1)."""
-        return self.nAGQ <= 1
+        """Whether ``value_and_gradient`` applies: the Laplace approximation (nAGQ <= 1), and
+        for a dispersion, the observed information as its curvature (the derivatives in the
+        extras are the observed information's; Fisher's weights with an estimated dispersion,
+        lme4's ``glmer.nb``, take the derivative-free stage)."""
+        return self.nAGQ <= 1 and (self.nextra == 0 or self.observed_curvature)
 
     def set_extra(self, extra: np.ndarray) -> None:
         """Bind the family at these extra parameters (the log dispersion, the zero-inflation
