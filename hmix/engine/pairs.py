@@ -1,0 +1,205 @@
+"""The Schur update of a scalar first term with many rows: a pair map stored by rows of S.
+
+For a scalar first term, S = A_r1 G A_r1' with G = diag(g) over its levels. The random-effects
+rows of S are a sum over pairs of A_r1's entries that share a level::
+
+    S[a, b] = sum over levels j with entries (a, j) and (b, j) of A[a, j] A[b, j] g_j
+
+``PairRowsUpdate`` stores those pairs grouped by (a, b) -- one sparse row of P per nonzero of S
+-- so S_zz = P g is a CSR matrix-vector product: it reads g (the size of the first term's
+levels, in cache) and writes each row once, where ``PairMapUpdate``'s CSC product scatters into
+S (four times slower at a million rows). The rows of X and y, dense in A_r1, are not paired:
+their rows of S are A_xy G A_r1', one sparse-by-dense product.
+
+Memory is what sets this strategy apart. Its pairs number sum_j n_j (n_j + 1) / 2 (25 million
+for a million rows of 20,000 users x 2,000 items) and are built in chunks of levels, so that
+no temporary grows with all of them: per pair it keeps the level's index (4 bytes) and, unless
+every random-effects entry of A_r1 is 1 (unweighted intercepts, each pair of levels met once:
+then P's values are all 1 and one buffer of ones serves every chunk), the product's value
+(8 bytes); systems refilled at every PIRLS step keep the two entries' indices (8 bytes) to
+recompute the values from.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from .cholesky import SchurUpdate
+from .statistics import Blocks, Pattern, ranked
+
+__all__ = ["PairRowsUpdate"]
+
+_CHUNK = 1 << 20  # pairs per chunk: 1M (8 MB per int64 temporary, and the buffer of ones)
+
+
+class PairRowsUpdate(SchurUpdate):
+    """S = P g with P stored by rows of S, in chunks of the first term's levels (scalar first
+    term only; see the module's docstring).
+
+    Parameters
+    ----------
+    pattern : Pattern
+    reweighted : bool
+        The values change at every PIRLS step: keep the pairs' entries to refill from.
+    chunk : int
+        Pairs per chunk (a test makes it small to exercise several chunks).
+    """
+
+    name = "pair rows"
+
+    def __init__(self, pattern: Pattern, reweighted: bool, chunk: int = _CHUNK):
+        super().__init__(pattern)
+        lay = self.layout
+        if lay.k1 != 1:
+            raise ValueError("PairRowsUpdate needs a scalar first term")
+        self.reweighted = reweighted
+        self.chunk = chunk
+        self._zsel, self._zrows, _, zptr = pattern.zpart
+        cnt = np.diff(zptr)
+        self.npairs = int((cnt * (cnt + 1) // 2).sum())
+        # each random-effects entry's level and place in it; the entries row by row
+        self._zlevel = np.repeat(np.arange(lay.l1, dtype=np.int32), cnt)
+        self._pos = np.arange(len(self._zrows)) - np.repeat(zptr[:-1], cnt)
+        self._by_row = np.argsort(self._zrows, kind="stable")
+        self._rptr = np.concatenate([[0], np.cumsum(np.bincount(self._zrows, minlength=lay.qr))])
+        self.keys = np.zeros(0, np.int64)
+        self._chunks: list[_Chunk] = []
+        self._built_from: np.ndarray | None = None  # the values P's data were computed from
+        self._ones = np.ones(0)
+        self._A: sp.csc_matrix | None = None
+        self._Axy: np.ndarray | None = None
+
+    @staticmethod
+    def pairs(pattern: Pattern) -> int:
+        """How many pairs of random-effects entries the map would hold."""
+        cnt = np.diff(pattern.zpart[3]).astype(np.int64)
+        return int((cnt * (cnt + 1) // 2).sum())
+
+    @property
+    def nnz(self) -> float:
+        return float(self.npairs + self.pattern.nnz * (self.layout.p + 1))
+
+    # ----- the symbolic phase ------------------------------------------------------------------
+    def _row_chunks(self) -> list[tuple[int, int]]:
+        """Consecutive ranges of S's rows with at most ``chunk`` pairs each (or one row)."""
+        zrows, pos = self._zrows, self._pos
+        per_row = np.bincount(zrows, pos + 1.0, minlength=self.layout.qr)
+        ends = np.cumsum(per_row)
+        out, a0, qr = [], 0, self.layout.qr
+        while a0 < qr:
+            base = ends[a0 - 1] if a0 else 0.0
+            a1 = max(int(np.searchsorted(ends, base + self.chunk, side="right")), a0 + 1)
+            out.append((a0, min(a1, qr)))
+            a0 = a1
+        return out
+
+    def _pairs_in(self, a0: int, a1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs (e1, e2 <= e1 in e1's level) whose first entry lies in rows a0..a1-1, as
+        indices among the random-effects entries, row by row and level by level, and their keys
+        (row - a0) * m + column (row >= column: a level's rows ascend)."""
+        e1 = self._by_row[self._rptr[a0] : self._rptr[a1]]
+        start = e1 - self._pos[e1]
+        reps = self._pos[e1] + 1
+        first = np.cumsum(reps) - reps
+        total = int(reps.sum())
+        e2 = (np.arange(total, dtype=np.int64) - np.repeat(first - start, reps)).astype(np.int32)
+        e1 = np.repeat(e1.astype(np.int32), reps)
+        rows = self._zrows
+        key = (np.take(rows, e1).astype(np.int64) - a0) * self.layout.m + np.take(rows, e2)
+        return e1, e2, key
+
+    def _build(self, zvalues: np.ndarray) -> None:
+        """P's chunks of rows: CSR matrices over the chunk's keys and the first term's levels.
+
+        An LMM's pairs whose value is exactly 1 (unweighted intercepts: a user meets an item
+        once) keep no value: one buffer of ones serves them all; the others keep theirs, in a
+        second CSR matrix over the keys they touch.
+        """
+        lay = self.layout
+        chunks, keys, largest = [], [], 0
+        for a0, a1 in self._row_chunks():
+            e1, e2, key = self._pairs_in(a0, a1)
+            uniq, rank = ranked(key, (a1 - a0) * lay.m)
+            del key
+            keys.append(uniq + a0 * lay.m)
+            level = np.take(self._zlevel, e1)
+            if self.reweighted:
+                P, order = _csr(rank, level, np.arange(len(e1), dtype=np.int32), len(uniq), lay.l1)
+                chunks.append(_Chunk(P, e1=e1[order], e2=e2[order]))
+                continue
+            value = np.take(zvalues, e1) * np.take(zvalues, e2)
+            del e1, e2
+            one = value == 1.0
+            other = np.flatnonzero(~one)
+            P, _ = _csr(rank[one], level[one], None, len(uniq), lay.l1)
+            rows, rest_rank = np.unique(rank[other], return_inverse=True)
+            rest, _ = _csr(rest_rank.ravel(), level[other], value[other], len(rows), lay.l1)
+            chunks.append(_Chunk(P, rest=rest, rest_rows=rows))
+            largest = max(largest, P.nnz)
+        self._chunks = chunks
+        self.keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        self._ones = np.ones(largest)
+        self._built_from = None if self.reweighted else zvalues
+
+    # ----- values and the update ---------------------------------------------------------------
+    def refill(self, blocks: Blocks) -> None:
+        lay, pat = self.layout, self.pattern
+        zvalues = blocks.r1[self._zsel]
+        stale = self._built_from is not None and not np.array_equal(zvalues, self._built_from)
+        if not self._chunks or stale:
+            self._build(zvalues)
+        for c in self._chunks:
+            if c.e1 is not None and c.e2 is not None:
+                c.P.data = np.take(zvalues, c.e1) * np.take(zvalues, c.e2)
+            else:
+                c.P.data = self._ones[: c.P.nnz]
+        self._A = pat.r1_matrix(blocks.r1)
+        dense = pat.indices >= lay.qr
+        Axy = np.zeros((lay.p + 1, lay.q1))
+        Axy[pat.indices[dense] - lay.qr, pat.col[dense]] = blocks.r1[dense]
+        self._Axy = Axy
+
+    def schur(self, A_rr: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        assert self._A is not None and self._Axy is not None
+        lay = self.layout
+        g = B[:, 0, 0] * B[:, 0, 0]
+        M = A_rr.copy()
+        M.ravel()[self.keys] -= np.concatenate([c.product(g) for c in self._chunks])
+        # the rows of X and y: A_xy G A_r1'
+        M[lay.qr :, :] -= np.asarray(self._A @ (self._Axy * g).T).T
+        return M, None
+
+
+@dataclass(eq=False)
+class _Chunk:
+    """P's rows for a range of S's rows: ``P`` (values: refilled from the entries ``e1``, ``e2``,
+    or ones), plus ``rest`` with values of its own on the rows ``rest_rows`` of the chunk."""
+
+    P: sp.csr_matrix
+    e1: np.ndarray | None = None
+    e2: np.ndarray | None = None
+    rest: sp.csr_matrix | None = None
+    rest_rows: np.ndarray | None = None
+
+    def product(self, g: np.ndarray) -> np.ndarray:
+        s = np.asarray(self.P @ g)
+        if self.rest is not None and self.rest.nnz:
+            s[self.rest_rows] += self.rest @ g
+        return s
+
+
+def _csr(
+    rows: np.ndarray, cols: np.ndarray, values: np.ndarray | None, nrows: int, ncols: int
+) -> tuple[sp.csr_matrix, np.ndarray]:
+    """The CSR matrix of (rows, cols, values) and, without values, each entry's place in the
+    input. scipy's COO -> CSR is a counting sort in C; the pairs come level by level and a level
+    meets a key once, so each row comes out sorted, without duplicates, summed in level order."""
+    data = np.arange(len(rows), dtype=np.int32) if values is None else values
+    P = sp.coo_matrix((data, (rows.astype(np.int32), cols)), shape=(nrows, ncols)).tocsr()
+    order = P.data
+    if values is None:
+        P.data = np.zeros(0)
+    return P, order
