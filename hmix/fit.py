@@ -18,8 +18,10 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from ._progress import traced
 from ._threads import one_blas_thread
 from .checks import check_flag, check_lmer_response
+from .dask import is_dask_frame
 from .design import ArrayLike, Design, build_design
 from .errors import ConvergenceWarning, DataError, HmixError, HmixWarning, user_stacklevel, whole_number
 from .families import Family, get_family
@@ -48,7 +50,7 @@ _STAGE1_PIRLS_TOL = 1e-6  # ... and its PIRLS need not converge further than tha
 
 
 def _data_name(data: pd.DataFrame) -> str:
-    return str(data.attrs.get("name", "data"))
+    return str(getattr(data, "attrs", {}).get("name", "data"))
 
 
 # ----- linear mixed models ------------------------------------------------------------------
@@ -60,6 +62,7 @@ def lmer(
     weights: ArrayLike | None = None,
     offset: ArrayLike | None = None,
     check_conv: bool = True,
+    verbose: bool = False,
 ) -> LinearMixedModel:
     """Fit a linear mixed model, as lme4's ``lmer`` does.
 
@@ -67,9 +70,10 @@ def lmer(
     ----------
     formula : str
         lme4 formula, such as ``"Reaction ~ Days + (Days | Subject)"``.
-    data : pandas.DataFrame
+    data : pandas.DataFrame or dask.dataframe.DataFrame
         Never modified. Rows with missing values in a variable the formula uses are dropped, with a
-        ``MissingDataWarning``.
+        ``MissingDataWarning``. A Dask DataFrame's rows stay in its cluster (``hmix.dask``): its
+        ``weights`` and ``offset`` must name columns.
     REML : bool, default True
         Restricted maximum likelihood; ``False`` for maximum likelihood.
     weights : str or array-like, optional
@@ -78,6 +82,8 @@ def lmer(
         A known term added to the linear predictor (adds to ``offset(...)`` terms in the formula).
     check_conv : bool, default True
         Run lme4's gradient and Hessian checks at the optimum.
+    verbose : bool, default False
+        Print each evaluation of the objective (progress of a long fit) on stderr.
 
     Returns
     -------
@@ -95,14 +101,33 @@ def lmer(
     """
     REML = check_flag(REML, "REML")
     check_conv = check_flag(check_conv, "check_conv")
+    verbose = check_flag(verbose, "verbose")
+    if is_dask_frame(data):
+        from . import dask
+
+        return dask.lmer(
+            formula,
+            data,
+            REML=REML,
+            weights=weights,
+            offset=offset,
+            check_conv=check_conv,
+            verbose=verbose,
+            data_name=_data_name(data),
+        )
     design = build_design(formula, data, weights=weights, offset=offset)
     check_lmer_response(design)
     check_lmm(design)
-    return fit_lmm(design, REML=REML, check_conv=check_conv, data_name=_data_name(data))
+    return fit_lmm(design, REML=REML, check_conv=check_conv, data_name=_data_name(data), verbose=verbose)
 
 
 def optimize_lmm(
-    f: LMMObjective, start: np.ndarray | None = None, *, check_conv: bool = True, quiet: bool = False
+    f: LMMObjective,
+    start: np.ndarray | None = None,
+    *,
+    check_conv: bool = True,
+    quiet: bool = False,
+    verbose: bool = False,
 ) -> tuple[np.ndarray, OptSummary, bool, bool]:
     """Minimize the profiled deviance: theta, what the optimizer did, singular, converged.
 
@@ -113,7 +138,13 @@ def optimize_lmm(
     step = np.maximum(0.1 * np.abs(x0), 0.02)
     method = choose_method(len(x0), f.engine.work)
     theta, fmin, optsum, fc = minimize(
-        f, x0, f.lower, upper=f.upper, diagonal=f.scale_mask, initial_step=step, method=method
+        traced(f, "lmer") if verbose else f,
+        x0,
+        f.lower,
+        upper=f.upper,
+        diagonal=f.scale_mask,
+        initial_step=step,
+        method=method,
     )
     if quiet:
         f.engine.forget()
@@ -133,10 +164,11 @@ def fit_lmm(
     check_conv: bool = True,
     data_name: str = "data",
     penalty: Penalty | None = None,
+    verbose: bool = False,
 ) -> LinearMixedModel:
     """Fit an LMM to a materialized design (``lmer`` after the formula; refits reuse it)."""
     f = LMMObjective(design, REML=REML, penalty=penalty)
-    theta, optsum, singular, converged = optimize_lmm(f, check_conv=check_conv)
+    theta, optsum, singular, converged = optimize_lmm(f, check_conv=check_conv, verbose=verbose)
     return lmm_model(f, theta, optsum, singular=singular, converged=converged, data_name=data_name)
 
 

@@ -12,7 +12,7 @@ from .engine import Engine, Factor, Rule
 from .errors import DataError
 from .remat import ThetaMap
 
-__all__ = ["LMMObjective", "lmm_deviance", "start_theta", "check_lmm", "LOG2PI"]
+__all__ = ["LMMObjective", "lmm_deviance", "start_theta", "start_ratio", "check_lmm", "LOG2PI"]
 
 LOG2PI = math.log(2 * math.pi)
 _START_SWEEPS = 3  # backfitting sweeps of the moment-based start over the terms' columns
@@ -72,6 +72,9 @@ class LMMObjective:
         theta -> a number added to the deviance (the optimizer minimizes the sum).
     rule : hmix.engine.Rule, optional
         The engine's choice of strategies.
+    engine, theta0, sum_log_w : optional
+        An engine made from statistics reduced elsewhere, with the starting theta and the sum of
+        the log prior weights (a fit whose rows stay in a Dask cluster: ``hmix.dask``).
 
     Examples
     --------
@@ -83,21 +86,35 @@ class LMMObjective:
     """
 
     def __init__(
-        self, design: Design, REML: bool = True, penalty: Penalty | None = None, rule: Rule | None = None
+        self,
+        design: Design,
+        REML: bool = True,
+        penalty: Penalty | None = None,
+        rule: Rule | None = None,
+        *,
+        engine: Engine | None = None,
+        theta0: np.ndarray | None = None,
+        sum_log_w: float | None = None,
     ):
         self.design = design
         self.REML = bool(REML)
         self.penalty = penalty
-        self.engine = Engine(
-            design.terms, design.X, self._response(design.y), design.weights, rule=rule or Rule()
-        )
+        if engine is None:
+            engine = Engine(
+                design.terms, design.X, self._response(design.y), design.weights, rule=rule or Rule()
+            )
+        self.engine = engine
         self.thetamap: ThetaMap = self.engine.layout.thetamap
         w = design.weights
-        self._sum_log_w = 0.0 if w is None else float(np.log(w).sum())
+        if sum_log_w is None:
+            sum_log_w = 0.0 if w is None else float(np.log(w).sum())
+        self._sum_log_w = sum_log_w
         self.lower = self.thetamap.lower
         self.upper = self.thetamap.upper
         self.scale_mask = self.thetamap.scale_mask
-        self.theta0 = start_theta(design, self.thetamap)
+        self.theta0 = (
+            start_theta(design, self.thetamap) if theta0 is None else np.asarray(theta0, dtype=float)
+        )
 
     def _response(self, y: np.ndarray) -> np.ndarray:
         off = self.design.offset
@@ -193,21 +210,24 @@ def start_theta(design: Design, thetamap: ThetaMap) -> np.ndarray:
                 s2 = joint_s2
             else:
                 s2 = float((w * (r - za * b[t.refs]) ** 2).sum()) / max(d.n - int(o.sum()), 1)
-            nb = int(o.sum())
-            if nb > 1:  # the variance of the level slopes beyond their sampling variance
-                bo = b[o]
-                between = (
-                    float(bo @ bo) / nb
-                    - (float(bo.sum()) / nb) ** 2
-                    - s2 * float((1.0 / szz[i][o]).sum()) / nb
-                )
-            else:
-                between = 0.0
-            ratio = math.sqrt(max(between, 0.0) / s2) if s2 > 0 else 1.0
-            sd[a] = min(max(ratio, 0.1), 5.0)
+            sd[a] = start_ratio(b, szz[i], o, s2)
             i += 1
         ratios.append(sd)
     return thetamap.start(ratios)
+
+
+def start_ratio(b: np.ndarray, szz: np.ndarray, ok: np.ndarray, s2: float) -> float:
+    """A column's starting relative SD from its per-level slopes ``b`` (levels ``ok`` with
+    sums of weighted squares ``szz``) and the residual variance ``s2``: the variance of the
+    slopes beyond their sampling variance, clipped to [0.1, 5] (see ``start_theta``)."""
+    nb = int(ok.sum())
+    if nb > 1:
+        bo = b[ok]
+        between = float(bo @ bo) / nb - (float(bo.sum()) / nb) ** 2 - s2 * float((1.0 / szz[ok]).sum()) / nb
+    else:
+        between = 0.0
+    ratio = math.sqrt(max(between, 0.0) / s2) if s2 > 0 else 1.0
+    return min(max(ratio, 0.1), 5.0)
 
 
 def check_lmm(design: Design) -> None:

@@ -220,21 +220,55 @@ class Engine:
         reweighted: bool = False,
         rule: Rule | None = None,
     ):
-        rule = rule or Rule()
-        self.layout = layout = Layout.of(tuple(terms), X.shape[1], len(y))
+        layout = Layout.of(tuple(terms), X.shape[1], len(y))
+        stats = RowStatistics(layout, reweighted=reweighted)
+        self._setup(layout, stats.pattern, reweighted, rule or Rule())
+        self.stats: RowStatistics | None = stats
+        self.set_data(X, y, weights)
+
+    @classmethod
+    def from_statistics(
+        cls,
+        layout: Layout,
+        pattern: Pattern,
+        blocks: Blocks,
+        *,
+        reweighted: bool = False,
+        rule: Rule | None = None,
+    ) -> Engine:
+        """An engine for statistics reduced elsewhere (``hmix.distributed``): it factors, but
+        ``set_data`` has no rows to compute new statistics from (``set_blocks`` takes them).
+
+        Examples
+        --------
+        >>> import numpy as np, hmix
+        >>> from hmix.engine import Engine, Layout, RowStatistics
+        >>> d = hmix.build_design("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> lay = Layout.of(d.terms, d.p, d.n)
+        >>> st = RowStatistics(lay)
+        >>> e = Engine.from_statistics(lay, st.pattern, st.fill(d.X, d.y, None))
+        >>> round(e.factor(np.array([0.848])).r2, 1)
+        71093.6
+        """
+        self = cls.__new__(cls)
+        self._setup(layout, pattern, reweighted, rule or Rule())
+        self.stats = None
+        self.set_blocks(blocks)
+        return self
+
+    def _setup(self, layout: Layout, pattern: Pattern, reweighted: bool, rule: Rule) -> None:
+        self.layout = layout
         self.reweighted = reweighted
-        self.stats = RowStatistics(layout, reweighted=reweighted)
-        self.pattern = self.stats.pattern
-        choice = choose(self.pattern, reweighted, rule)
+        self.pattern = pattern
+        choice = choose(pattern, reweighted, rule)
         self.chol: BlockedCholesky
         if choice.bordered:
-            self.chol = BorderedCholesky(self.pattern)
+            self.chol = BorderedCholesky(pattern)
         else:
             check_dense_size(layout, rule)
-            self.chol = BlockedCholesky(self.pattern, choice.update, choice.rest)
+            self.chol = BlockedCholesky(pattern, choice.update, choice.rest)
         self.cache = TailCache(self.chol, choice.tail0, choice.keep) if choice.tail0 is not None else None
         self.whole = WholeSystem(self.chol) if choice.whole else None
-        self.set_data(X, y, weights)
 
     @property
     def strategy(self) -> dict[str, object]:
@@ -248,6 +282,8 @@ class Engine:
 
     def set_data(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> None:
         """New data or weights (once for an LMM, at every PIRLS step for a GLMM)."""
+        if self.stats is None:
+            raise HmixError("this engine was made from statistics: give it new ones with set_blocks")
         self.set_blocks(self.stats.fill(X, y, weights))
 
     def set_blocks(self, blocks: Blocks) -> None:

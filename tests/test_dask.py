@@ -1,0 +1,87 @@
+"""Fits of Dask DataFrames on a two-worker ``distributed.LocalCluster`` against the same data in
+memory (the reference): LMMs to 1e-8 relative, GLMMs to 1e-6, and the same fitted-model
+interface (summary, ranef, predict on pandas new data); what needs the rows says so.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import hmix
+from hmix.errors import HmixError
+
+dd = pytest.importorskip("dask.dataframe")
+distributed = pytest.importorskip("distributed")
+
+
+@pytest.fixture(scope="module")
+def client():
+    with (
+        distributed.LocalCluster(
+            n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None
+        ) as cluster,
+        distributed.Client(cluster) as c,
+    ):
+        yield c
+
+
+def frame(seed: int, n: int = 6000) -> pd.DataFrame:
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, 150, n)
+    item = rng.integers(0, 25, n)
+    df = pd.DataFrame(
+        {
+            "u": u,
+            "item": np.array([f"i{k}" for k in range(25)])[item],
+            "x": rng.normal(size=n),
+            "f": rng.choice(["lo", "mid", "hi"], n),
+            "w": rng.uniform(0.5, 2.0, n),
+        }
+    )
+    eta = 0.5 * df["x"] + rng.normal(size=150)[u] + 0.6 * rng.normal(size=25)[item]
+    df["y"] = eta + rng.normal(size=n)
+    df["c"] = (rng.uniform(size=n) < 1 / (1 + np.exp(-eta))).astype(int)
+    df.loc[::97, "x"] = np.nan  # dropped rows, as in memory
+    return df
+
+
+@pytest.mark.parametrize(
+    ("formula", "kwargs"),
+    [
+        ("y ~ x + f + (1 | u) + (1 | item)", {"REML": True}),
+        ("y ~ x + (x | item) + (1 | u)", {"REML": False, "weights": "w"}),
+    ],
+)
+def test_lmm_matches_memory(client: object, formula: str, kwargs: dict) -> None:
+    """Objective, theta, beta, sigma, vcov and ranef equal the in-memory fit's to 1e-8 relative;
+    the summary prints the same text."""
+    df = frame(1)
+    with pytest.warns(hmix.MissingDataWarning):
+        ref = hmix.lmer(formula, df, **kwargs)
+    m = hmix.lmer(formula, dd.from_pandas(df, npartitions=4), **kwargs)
+    assert m.objective == pytest.approx(ref.objective, rel=1e-12)
+    np.testing.assert_allclose(m.theta, ref.theta, rtol=1e-8, atol=1e-10)
+    np.testing.assert_allclose(m.beta, ref.beta, rtol=1e-8, atol=1e-10)
+    assert m.sigma == pytest.approx(ref.sigma, rel=1e-8)
+    np.testing.assert_allclose(m.vcov.to_numpy(), ref.vcov.to_numpy(), rtol=1e-7)
+    for g, r in ref.ranef().items():
+        pd.testing.assert_frame_equal(m.ranef()[g], r, rtol=1e-7, atol=1e-9, check_index_type=False)
+    assert m.nobs == ref.nobs and m.n_dropped == ref.n_dropped
+    assert str(m.summary()) == str(ref.summary())
+    new = df.head(20).assign(u=lambda d: d["u"].where(d.index % 5 > 0, 10_000))
+    for kw in ({"new_levels": "population"}, {"random": False}):
+        np.testing.assert_allclose(m.predict(new, **kw), ref.predict(new, **kw), rtol=1e-8)
+
+
+def test_rows_stay_in_the_cluster(client: object) -> None:
+    """What needs the rows says so; weights given as values are refused with what to do."""
+    ddf = dd.from_pandas(frame(2), npartitions=3)
+    m = hmix.lmer("y ~ x + (1 | u)", ddf)
+    with pytest.raises(HmixError, match="stay in the Dask cluster"):
+        _ = m.fitted
+    with pytest.raises(HmixError, match="stay in the Dask cluster"):
+        m.residuals()
+    with pytest.raises(hmix.DataError, match="must name a column"):
+        hmix.lmer("y ~ x + (1 | u)", ddf, weights=np.ones(6000))
