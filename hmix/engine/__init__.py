@@ -10,8 +10,11 @@ chosen once, at construction, by ``choose``:
    objective's value from a dense copy of the whole system (``WholeSystem``).
 2. The Schur update of the rest block: a dense F (``DenseUpdate``) for small systems and for
    systems refilled at every PIRLS step whose dense F costs at most ``dense_per_pair`` times the
-   pair map's entries in flops; else the pair map (``PairMapUpdate``) while it has at most
-   ``max_pairs`` entries; else a sparse F F' (``SparseUpdate``).
+   pair map's entries in flops; for a scalar first term with more than ``pair_rows`` pairs (and
+   at most ``max_pair_rows``), the pair map by rows built in chunks (``PairRowsUpdate``); else
+   the pair map (``PairMapUpdate``) while it has at most ``max_pairs`` entries; beyond, a dense
+   F where it is that cheap and fits in a quarter of the memory, else a sparse F F'
+   (``SparseUpdate``).
 3. The rest block: when the first term is nested in the only other term, a scalar one, with at
    least ``bordered_rows`` levels, a diagonal bordered by the rows of X and y, stored and
    factored without its square (``BorderedCholesky``: nested designs of any size); else the
@@ -138,10 +141,17 @@ def choose(pattern: Pattern, reweighted: bool, rule: Rule) -> Choice:
     )
     npairs = PairMapUpdate.pairs(pattern)
     update: SchurUpdate
-    if whole or (reweighted and lay.m * lay.m * lay.q1 * lay.k1 <= rule.dense_per_pair * npairs):
+    dense_flops = lay.m * lay.m * lay.q1 * lay.k1
+    if whole or (reweighted and dense_flops <= rule.dense_per_pair * npairs):
         update = DenseUpdate(pattern)
     elif lay.k1 == 1 and rule.pair_rows < PairRowsUpdate.pairs(pattern) <= rule.max_pair_rows:
         update = PairRowsUpdate(pattern, reweighted, chunk=rule.pair_chunk)
+    elif (
+        npairs > rule.max_pairs
+        and dense_flops <= rule.dense_per_pair * npairs
+        and 16 * lay.m * lay.q1 <= physical_memory() / 4
+    ):  # (so many pairs that the first term's levels meet most of the rest: BLAS on a dense F)
+        update = DenseUpdate(pattern)
     elif npairs > rule.max_pairs:
         update = SparseUpdate(pattern)
     else:
@@ -223,8 +233,13 @@ class Engine:
         layout = Layout.of(tuple(terms), X.shape[1], len(y))
         stats = RowStatistics(layout, reweighted=reweighted)
         self._setup(layout, stats.pattern, reweighted, rule or Rule())
-        self.stats: RowStatistics | None = stats
-        self.set_data(X, y, weights)
+        self._rows = True
+        blocks = stats.fill(X, y, weights)
+        # (filled once: its symbolic phase is redone if new data come, and its memory is free
+        # before the Schur update's own symbolic phase)
+        self.stats: RowStatistics | None = stats if reweighted else None
+        del stats
+        self.set_blocks(blocks)
 
     @classmethod
     def from_statistics(
@@ -253,6 +268,7 @@ class Engine:
         self = cls.__new__(cls)
         self._setup(layout, pattern, reweighted, rule or Rule())
         self.stats = None
+        self._rows = False
         self.set_blocks(blocks)
         return self
 
@@ -282,8 +298,10 @@ class Engine:
 
     def set_data(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> None:
         """New data or weights (once for an LMM, at every PIRLS step for a GLMM)."""
-        if self.stats is None:
+        if not self._rows:
             raise HmixError("this engine was made from statistics: give it new ones with set_blocks")
+        if self.stats is None:
+            self.stats = RowStatistics(self.layout, reweighted=self.reweighted)
         self.set_blocks(self.stats.fill(X, y, weights))
 
     def set_blocks(self, blocks: Blocks) -> None:

@@ -22,7 +22,9 @@ recompute the values from.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import scipy.sparse as sp
@@ -32,7 +34,7 @@ from .statistics import Blocks, Pattern, ranked
 
 __all__ = ["PairRowsUpdate"]
 
-_CHUNK = 1 << 20  # pairs per chunk: 1M (8 MB per int64 temporary, and the buffer of ones)
+_CHUNK = 1 << 19  # pairs per chunk: 512k (4 MB per int64 temporary, and the buffer of ones)
 
 
 class PairRowsUpdate(SchurUpdate):
@@ -60,14 +62,8 @@ class PairRowsUpdate(SchurUpdate):
         self._zsel, self._zrows, _, zptr = pattern.zpart
         cnt = np.diff(zptr)
         self.npairs = int((cnt * (cnt + 1) // 2).sum())
-        # each random-effects entry's level and place in it; the entries row by row
-        self._zlevel = np.repeat(np.arange(lay.l1, dtype=np.int32), cnt)
-        self._pos = np.arange(len(self._zrows)) - np.repeat(zptr[:-1], cnt)
-        self._by_row = np.argsort(self._zrows, kind="stable")
-        self._rptr = np.concatenate([[0], np.cumsum(np.bincount(self._zrows, minlength=lay.qr))])
-        self.keys = np.zeros(0, np.int64)
         self._chunks: list[_Chunk] = []
-        self._built_from: np.ndarray | None = None  # the values P's data were computed from
+        self._built_from: bytes | None = None  # a digest of the values P's data come from
         self._ones = np.ones(0)
         self._A: sp.csc_matrix | None = None
         self._Axy: np.ndarray | None = None
@@ -83,9 +79,21 @@ class PairRowsUpdate(SchurUpdate):
         return float(self.npairs + self.pattern.nnz * (self.layout.p + 1))
 
     # ----- the symbolic phase ------------------------------------------------------------------
+    @cached_property
+    def _entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Each random-effects entry's level and place in it, the entries row by row and each
+        row's start among them (dropped once P is built)."""
+        zptr = self.pattern.zpart[3]
+        cnt = np.diff(zptr)
+        level = np.repeat(np.arange(self.layout.l1, dtype=np.int32), cnt)
+        pos = np.arange(len(self._zrows)) - np.repeat(zptr[:-1], cnt)
+        by_row = np.argsort(self._zrows, kind="stable")
+        rptr = np.concatenate([[0], np.cumsum(np.bincount(self._zrows, minlength=self.layout.qr))])
+        return level, pos, by_row, rptr
+
     def _row_chunks(self) -> list[tuple[int, int]]:
         """Consecutive ranges of S's rows with at most ``chunk`` pairs each (or one row)."""
-        zrows, pos = self._zrows, self._pos
+        zrows, pos = self._zrows, self._entries[1]
         per_row = np.bincount(zrows, pos + 1.0, minlength=self.layout.qr)
         ends = np.cumsum(per_row)
         out, a0, qr = [], 0, self.layout.qr
@@ -100,9 +108,10 @@ class PairRowsUpdate(SchurUpdate):
         """The pairs (e1, e2 <= e1 in e1's level) whose first entry lies in rows a0..a1-1, as
         indices among the random-effects entries, row by row and level by level, and their keys
         (row - a0) * m + column (row >= column: a level's rows ascend)."""
-        e1 = self._by_row[self._rptr[a0] : self._rptr[a1]]
-        start = e1 - self._pos[e1]
-        reps = self._pos[e1] + 1
+        _, pos, by_row, rptr = self._entries
+        e1 = by_row[rptr[a0] : rptr[a1]]
+        start = e1 - pos[e1]
+        reps = pos[e1] + 1
         first = np.cumsum(reps) - reps
         total = int(reps.sum())
         e2 = (np.arange(total, dtype=np.int64) - np.repeat(first - start, reps)).astype(np.int32)
@@ -119,16 +128,16 @@ class PairRowsUpdate(SchurUpdate):
         second CSR matrix over the keys they touch.
         """
         lay = self.layout
-        chunks, keys, largest = [], [], 0
+        chunks, largest = [], 0
         for a0, a1 in self._row_chunks():
             e1, e2, key = self._pairs_in(a0, a1)
             uniq, rank = ranked(key, (a1 - a0) * lay.m)
             del key
-            keys.append(uniq + a0 * lay.m)
-            level = np.take(self._zlevel, e1)
+            ckeys = uniq + a0 * lay.m
+            level = np.take(self._entries[0], e1)
             if self.reweighted:
                 P, order = _csr(rank, level, np.arange(len(e1), dtype=np.int32), len(uniq), lay.l1)
-                chunks.append(_Chunk(P, e1=e1[order], e2=e2[order]))
+                chunks.append(_Chunk(P, ckeys, e1=e1[order], e2=e2[order]))
                 continue
             value = np.take(zvalues, e1) * np.take(zvalues, e2)
             del e1, e2
@@ -137,18 +146,18 @@ class PairRowsUpdate(SchurUpdate):
             P, _ = _csr(rank[one], level[one], None, len(uniq), lay.l1)
             rows, rest_rank = np.unique(rank[other], return_inverse=True)
             rest, _ = _csr(rest_rank.ravel(), level[other], value[other], len(rows), lay.l1)
-            chunks.append(_Chunk(P, rest=rest, rest_rows=rows))
+            chunks.append(_Chunk(P, ckeys, rest=rest, rest_rows=rows))
             largest = max(largest, P.nnz)
         self._chunks = chunks
-        self.keys = np.concatenate(keys) if keys else np.zeros(0, np.int64)
+        del self._entries
         self._ones = np.ones(largest)
-        self._built_from = None if self.reweighted else zvalues
+        self._built_from = None if self.reweighted else _digest(zvalues)
 
     # ----- values and the update ---------------------------------------------------------------
     def refill(self, blocks: Blocks) -> None:
         lay, pat = self.layout, self.pattern
         zvalues = blocks.r1[self._zsel]
-        stale = self._built_from is not None and not np.array_equal(zvalues, self._built_from)
+        stale = self._built_from is not None and _digest(zvalues) != self._built_from
         if not self._chunks or stale:
             self._build(zvalues)
         for c in self._chunks:
@@ -167,7 +176,9 @@ class PairRowsUpdate(SchurUpdate):
         lay = self.layout
         g = B[:, 0, 0] * B[:, 0, 0]
         M = A_rr.copy()
-        M.ravel()[self.keys] -= np.concatenate([c.product(g) for c in self._chunks])
+        flat = M.ravel()
+        for c in self._chunks:  # (chunk by chunk: no temporary the size of all keys)
+            flat[c.keys] -= c.product(g)
         # the rows of X and y: A_xy G A_r1'
         M[lay.qr :, :] -= np.asarray(self._A @ (self._Axy * g).T).T
         return M, None
@@ -175,10 +186,12 @@ class PairRowsUpdate(SchurUpdate):
 
 @dataclass(eq=False)
 class _Chunk:
-    """P's rows for a range of S's rows: ``P`` (values: refilled from the entries ``e1``, ``e2``,
-    or ones), plus ``rest`` with values of its own on the rows ``rest_rows`` of the chunk."""
+    """P's rows for a range of S's rows (flat positions ``keys``): ``P`` (values: refilled from
+    the entries ``e1``, ``e2``, or ones), plus ``rest`` with values of its own on the rows
+    ``rest_rows`` of the chunk."""
 
     P: sp.csr_matrix
+    keys: np.ndarray
     e1: np.ndarray | None = None
     e2: np.ndarray | None = None
     rest: sp.csr_matrix | None = None
@@ -203,3 +216,7 @@ def _csr(
     if values is None:
         P.data = np.zeros(0)
     return P, order
+
+
+def _digest(values: np.ndarray) -> bytes:
+    return hashlib.blake2b(np.ascontiguousarray(values).view(np.uint8), digest_size=16).digest()
