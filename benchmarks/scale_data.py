@@ -7,7 +7,8 @@ user and an item drawn at random (so a user meets an item more than once now and
 (Zipf-like weights), each rating pairs a user drawn by activity with an item drawn by popularity
 (a user rates an item at most once), and items with fewer than 50 ratings are dropped, as in
 Bates, Alday & Kokandakar (2025)'s restricted ml-32m fit. With the defaults (200,000 users,
-40,000 candidate items, 10M draws) about 16,000 items remain.
+16,500 candidate items, 12.5M draws) about 10.5M ratings of about 16,000 items remain; the
+most active user has about 10,000 ratings.
 """
 
 from __future__ import annotations
@@ -34,19 +35,20 @@ def _zipf_weights(k: int, exponent: float, rng: np.random.Generator) -> np.ndarr
 
 
 def movielens(
-    n: int = 10_000_000,
+    n: int = 12_500_000,
     users: int = 200_000,
-    items: int = 40_000,
+    items: int = 16_500,
     min_ratings: int = 50,
-    user_exponent: float = 0.9,
-    item_exponent: float = 1.05,
+    user_exponent: float = 0.6,
+    item_exponent: float = 0.9,
     seed: int = 2,
 ) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     pu = _zipf_weights(users, user_exponent, rng)
     pi = _zipf_weights(items, item_exponent, rng)
-    u = rng.choice(users, n, p=pu).astype(np.int64)
-    i = rng.choice(items, n, p=pi).astype(np.int64)
+    # (inverse-CDF draws: numpy's choice with p is ten times slower)
+    u = np.minimum(np.searchsorted(np.cumsum(pu), rng.random(n)), users - 1).astype(np.int64)
+    i = np.minimum(np.searchsorted(np.cumsum(pi), rng.random(n)), items - 1).astype(np.int64)
     cell = np.unique(u * items + i)  # a user rates an item once
     u, i = (cell // items).astype(np.int32), (cell % items).astype(np.int32)
     keep = np.bincount(i, minlength=items)[i] >= min_ratings

@@ -30,7 +30,7 @@ def peak_mb() -> float:
 def main() -> None:
     engine, data = sys.argv[1], sys.argv[2]
     kind, size = data.split(":")
-    df = (crossed if kind == "crossed" else movielens)(int(float(size)))
+    df = crossed(int(float(size))) if kind == "crossed" else movielens(int(float(size)))
     formula = FORMULAS[kind]
     out: dict = {"rows": len(df), "levels": [int(df[c].nunique()) for c in ("u", "i")], "data_mb": peak_mb()}
     if engine == "hmix":

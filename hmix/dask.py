@@ -230,7 +230,7 @@ def _dropped(rows: DaskRows) -> int:
     return rows.n_dropped
 
 
-def rowless_design(spec: Spec, stats: Any, dropped: int) -> Any:
+def rowless_design(spec: Spec, n: int, dropped: int) -> Any:
     """The fitted model's design: the template's coding, the global terms, no rows."""
     from .distributed import RowlessDesign
 
@@ -244,7 +244,7 @@ def rowless_design(spec: Spec, stats: Any, dropped: int) -> Any:
         offset=none if spec.offset is not None or tpl.formula.offsets else None,
         index=pd.RangeIndex(0),
         n_dropped=dropped,
-        nobs=int(stats.n),
+        nobs=int(n),
     )
     return RowlessDesign(**fields)
 
@@ -275,7 +275,7 @@ def lmer(
     _check_sizes(tpl, stats.n)
     engine = engine_from(stats, tpl.terms, tpl.p)
     theta0 = start_theta_from(engine.layout, engine.pattern, stats.blocks(), stats.n)
-    design = rowless_design(spec, stats, dropped)
+    design = rowless_design(spec, stats.n, dropped)
     f = LMMObjective(design, REML=REML, engine=engine, theta0=theta0, sum_log_w=stats.sum_log_w)
     theta, optsum, singular, converged = optimize_lmm(f, check_conv=check_conv, verbose=verbose)
     fac = f.factor(theta)

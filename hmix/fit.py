@@ -232,8 +232,8 @@ def glmer(
     formula : str
         lme4 formula; a binomial response may be 0/1 (numbers or booleans), a two-level factor,
         ``cbind(successes, failures)``, or a proportion with ``weights=`` the number of trials.
-    data : pandas.DataFrame
-        Never modified.
+    data : pandas.DataFrame or dask.dataframe.DataFrame
+        Never modified. A Dask DataFrame's rows stay in its cluster (``hmix.dask_glmm``).
     family : {"binomial", "poisson"} or Family
     link : str, optional
         ``"logit"`` (default), ``"probit"`` or ``"cloglog"`` for binomial; ``"log"`` for Poisson.
@@ -267,6 +267,20 @@ def glmer(
     check_conv = check_flag(check_conv, "check_conv")
     if vcov_method not in ("hessian", "pirls"):
         raise DataError(f"vcov_method must be 'hessian' or 'pirls', not {vcov_method!r}")
+    if is_dask_frame(data):
+        from . import dask_glmm
+
+        return dask_glmm.glmer(
+            formula,
+            data,
+            family=fam,
+            nAGQ=nAGQ,
+            weights=weights,
+            offset=offset,
+            vcov_method=vcov_method,
+            check_conv=check_conv,
+            data_name=_data_name(data),
+        )
     design = build_design(formula, data, weights=weights, offset=offset, binary_ok=fam.name == "binomial")
     return fit_glmm(
         design, fam, nAGQ=nAGQ, vcov_method=vcov_method, check_conv=check_conv, data_name=_data_name(data)
@@ -295,17 +309,22 @@ def fit_glmm(
     data_name: str = "data",
     pirls: PirlsSettings | None = None,
     penalty: GlmmPenalty | None = None,
+    objective: GLMMObjective | None = None,
+    beta0: np.ndarray | None = None,
 ) -> GeneralizedLinearMixedModel:
     """Fit a GLMM to a materialized design (``glmer`` after the formula; refits reuse it).
 
     ``penalty`` (a prior's -2 log-density over (theta, beta), with its gradient) is added to the
     objective the optimizer minimizes; the model's ``objective`` is the deviance without it.
-    BLAS runs on one thread meanwhile (see ``hmix._threads``).
+    ``objective`` and ``beta0``: an objective whose rows are elsewhere, checked by its maker,
+    and its starting fixed effects (``hmix.dask_glmm``). BLAS runs on one thread meanwhile (see
+    ``hmix._threads``).
     """
-    check_glmm(design, family)
+    if objective is None:
+        check_glmm(design, family)
     with one_blas_thread():
-        obj = GLMMObjective(design, family, nAGQ, pirls, penalty)
-        obj.start(glm_start(design, family))
+        obj = objective or GLMMObjective(design, family, nAGQ, pirls, penalty)
+        obj.start(glm_start(design, family) if beta0 is None else beta0)
         theta, state, optsum, counted = stage_theta(obj)
         beta = state.beta
         derivs = None

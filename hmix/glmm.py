@@ -139,14 +139,7 @@ class GLMMObjective:
         self.scale_mask = self.thetamap.scale_mask
         self.lower_theta = self.thetamap.lower
         if self.nAGQ > 1:
-            t = design.terms
-            if len(t) != 1 or t[0].k != 1:
-                raise DataError(
-                    "nAGQ > 1 is only available for models with a single, scalar random-effects "
-                    "term, such as (1 | g); use nAGQ=1 (Laplace) for this model"
-                )
-            self._nodes, w = np.polynomial.hermite_e.hermegauss(self.nAGQ)
-            self._weights = w / np.sqrt(2 * np.pi)
+            self._nodes, self._weights = agq_rule(design, self.nAGQ)
 
     @cached_property
     def engine_joint(self) -> Engine:
@@ -249,9 +242,14 @@ class GLMMObjective:
         for i, (t, sl) in enumerate(zip(self.layout.terms, self.layout.lam_slices)):
             t0, t1 = float(lam0[sl][0]), float(lam[sl][0])
             if t.k == 1 and t0 > 0 and t1 > 0 and t0 != t1:
-                A = np.bincount(t.refs, w * t.z[:, 0] ** 2, minlength=t.nlevels)
+                A = self._level_weight_sum(i, w)
                 u[i] *= (t1 / t0) * (t0 * t0 * A + 1) / (t1 * t1 * A + 1)
         return u
+
+    def _level_weight_sum(self, i: int, w: np.ndarray) -> np.ndarray:
+        """Per level of the engine's term ``i`` (scalar), the sum of w z^2 over its rows."""
+        t = self.layout.terms[i]
+        return np.bincount(t.refs, w * t.z[:, 0] ** 2, minlength=t.nlevels)
 
     def _reweight(
         self, engine: Engine, lam: np.ndarray, eta: np.ndarray, zlu: np.ndarray, xb: np.ndarray | None
@@ -345,18 +343,24 @@ class GLMMObjective:
         lam, its row and column among those K (K = sum of the terms' k)."""
         lay = self.layout
         columns = lay.u_columns()
-        kstart = np.cumsum([0] + [t.k for t in lay.terms])
-        lam_r = np.empty(lay.nlam, dtype=np.int64)
-        lam_c = np.empty(lay.nlam, dtype=np.int64)
-        for i, (t, sl) in enumerate(zip(lay.terms, lay.lam_slices)):
-            r, c = t.cov.pattern
-            lam_r[sl], lam_c[sl] = kstart[i] + r, kstart[i] + c
+        lam_r, lam_c = self._lam_positions()
         return (
             np.stack([c for c, _ in columns], axis=1),
             np.stack([z for _, z in columns], axis=1),
             lam_r,
             lam_c,
         )
+
+    def _lam_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each element of lam's row and column among the K columns of Z a row touches."""
+        lay = self.layout
+        kstart = np.cumsum([0] + [t.k for t in lay.terms])
+        lam_r = np.empty(lay.nlam, dtype=np.int64)
+        lam_c = np.empty(lay.nlam, dtype=np.int64)
+        for i, (t, sl) in enumerate(zip(lay.terms, lay.lam_slices)):
+            r, c = t.cov.pattern
+            lam_r[sl], lam_c[sl] = kstart[i] + r, kstart[i] + c
+        return lam_r, lam_c
 
     def _gradient(self, theta: np.ndarray, st: PirlsState) -> np.ndarray:
         lay, engine = self.layout, self.engine_u
@@ -461,19 +465,37 @@ def _glm_irls(design: Design, family: Family) -> tuple[np.ndarray, bool]:
     return beta, perfect
 
 
+def warn_separation() -> None:
+    """The warning for fixed effects that predict the response perfectly."""
+    warnings.warn(
+        "complete or quasi-complete separation: some fixed effects predict the response "
+        "perfectly, so their estimates and standard errors are unreliable (very large); "
+        "consider removing or merging the predictor levels involved",
+        HmixWarning,
+        stacklevel=user_stacklevel(),
+    )
+
+
+def agq_rule(design: Design, nAGQ: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and weights (for the standard normal) of adaptive quadrature, which
+    needs a single scalar random-effects term."""
+    t = design.terms
+    if len(t) != 1 or t[0].k != 1:
+        raise DataError(
+            "nAGQ > 1 is only available for models with a single, scalar random-effects "
+            "term, such as (1 | g); use nAGQ=1 (Laplace) for this model"
+        )
+    nodes, w = np.polynomial.hermite_e.hermegauss(nAGQ)
+    return nodes, w / np.sqrt(2 * np.pi)
+
+
 def glm_start(design: Design, family: Family) -> np.ndarray:
     """Fixed effects of the GLM without random effects, lme4's starting values; warns when they
     show separation."""
     beta, perfect = _glm_irls(design, family)
     extreme = family.name == "binomial" and np.abs(np.nan_to_num(design.X @ beta)).max(initial=0) > 15
     if perfect or extreme:
-        warnings.warn(
-            "complete or quasi-complete separation: some fixed effects predict the response "
-            "perfectly, so their estimates and standard errors are unreliable (very large); "
-            "consider removing or merging the predictor levels involved",
-            HmixWarning,
-            stacklevel=user_stacklevel(),
-        )
+        warn_separation()
     if not np.isfinite(beta).all():
         beta = np.zeros(design.p)
     return beta

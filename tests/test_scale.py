@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -25,7 +26,7 @@ from hmix.engine import Engine, Rule
 from hmix.errors import HmixError
 
 HERE = Path(__file__).parent
-PAIR_ROWS = Rule(whole_size=0, pair_rows=0, pair_chunk=40, dense_per_pair=0)
+PAIR_ROWS = Rule(whole_size=0, pair_rows=0, pair_chunk=40, dense_per_pair=0, heavy_fraction=1.0)
 
 
 def crossed_frame(seed: int, n: int = 600, repeats: bool = True) -> pd.DataFrame:
@@ -50,15 +51,20 @@ def crossed_frame(seed: int, n: int = 600, repeats: bool = True) -> pd.DataFrame
         ("y ~ x + (1 | u) + (x | i)", True, False),
     ],
 )
-def test_pair_rows_match_dense(formula: str, repeats: bool, weighted: bool) -> None:
+@pytest.mark.parametrize("heavy", [1.0, 0.5])
+def test_pair_rows_match_dense(formula: str, repeats: bool, weighted: bool, heavy: float) -> None:
     """The pair map by rows, in chunks of 40 pairs, gives the dense reference's objective, beta
-    and b to 1e-9 relative (ML and REML, interior and with the second term at zero)."""
+    and b to 1e-9 relative (ML and REML, interior and with the second term at zero), also with
+    the users of more than half as many ratings as the rest block has rows (``heavy``) updated
+    by BLAS."""
     df = crossed_frame(3, repeats=repeats)
     d = build_design(formula, df, weights="w" if weighted else None)
     for reml in (True, False):
-        f = LMMObjective(d, REML=reml, rule=PAIR_ROWS)
+        f = LMMObjective(d, REML=reml, rule=replace(PAIR_ROWS, heavy_fraction=heavy))
+        update = f.engine.chol.update
         assert f.engine.strategy["schur update"] == "pair rows"
-        assert len(f.engine.chol.update._chunks) > 10
+        assert len(update._chunks) > 10
+        assert (0 < len(update.heavy) < 40) == (heavy < 1)
         for at_zero in (False, True):
             theta = np.where(f.scale_mask, 0.9, 0.3)
             if at_zero:
@@ -78,7 +84,7 @@ def test_pair_rows_refill_for_pirls() -> None:
     df = crossed_frame(5)
     d = build_design("y ~ x + (1 | u) + (1 | i)", df)
     theta = np.array([0.8, 0.5])
-    rows = Engine(d.terms, d.X, d.y, None, reweighted=True, rule=PAIR_ROWS)
+    rows = Engine(d.terms, d.X, d.y, None, reweighted=True, rule=replace(PAIR_ROWS, heavy_fraction=0.5))
     cols = Engine(d.terms, d.X, d.y, None, reweighted=True, rule=Rule(whole_size=0, dense_per_pair=0))
     assert (rows.strategy["schur update"], cols.strategy["schur update"]) == ("pair rows", "pair map")
     rng = np.random.default_rng(0)

@@ -12,8 +12,8 @@ chosen once, at construction, by ``choose``:
    systems refilled at every PIRLS step whose dense F costs at most ``dense_per_pair`` times the
    pair map's entries in flops; for a scalar first term with more than ``pair_rows`` pairs (and
    at most ``max_pair_rows``), the pair map by rows built in chunks (``PairRowsUpdate``); else
-   the pair map (``PairMapUpdate``) while it has at most ``max_pairs`` entries; beyond, a dense
-   F where it is that cheap and fits in a quarter of the memory, else a sparse F F'
+   the pair map (``PairMapUpdate``) while it has at most ``max_pairs`` entries; beyond both, a
+   dense F where it is that cheap and fits in a quarter of the memory, else a sparse F F'
    (``SparseUpdate``).
 3. The rest block: when the first term is nested in the only other term, a scalar one, with at
    least ``bordered_rows`` levels, a diagonal bordered by the rows of X and y, stored and
@@ -98,6 +98,11 @@ class Rule:
         a bordered diagonal (``BorderedCholesky``).
     pair_chunk : int
         Pairs per chunk of ``PairRowsUpdate``'s symbolic phase.
+    heavy_fraction : float
+        ``PairRowsUpdate`` leaves out of its pairs the levels with more entries than this
+        fraction of the rest block's rows, and updates with their dense columns by BLAS (their
+        pairs would cost more than m^2 flops: power-law activity, a few users rating thousands
+        of items).
     """
 
     max_dense: int = 20_000
@@ -112,7 +117,8 @@ class Rule:
     tail_bytes: int = 100_000_000
     nested: bool = True
     bordered_rows: int = 1_000
-    pair_chunk: int = 1 << 20
+    pair_chunk: int = 1 << 19
+    heavy_fraction: float = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -142,12 +148,13 @@ def choose(pattern: Pattern, reweighted: bool, rule: Rule) -> Choice:
     npairs = PairMapUpdate.pairs(pattern)
     update: SchurUpdate
     dense_flops = lay.m * lay.m * lay.q1 * lay.k1
+    heavy = int(rule.heavy_fraction * lay.m)
     if whole or (reweighted and dense_flops <= rule.dense_per_pair * npairs):
         update = DenseUpdate(pattern)
-    elif lay.k1 == 1 and rule.pair_rows < PairRowsUpdate.pairs(pattern) <= rule.max_pair_rows:
-        update = PairRowsUpdate(pattern, reweighted, chunk=rule.pair_chunk)
+    elif lay.k1 == 1 and rule.pair_rows < PairRowsUpdate.pairs(pattern, heavy) <= rule.max_pair_rows:
+        update = PairRowsUpdate(pattern, reweighted, chunk=rule.pair_chunk, heavy=heavy)
     elif (
-        npairs > rule.max_pairs
+        npairs > rule.max_pair_rows
         and dense_flops <= rule.dense_per_pair * npairs
         and 16 * lay.m * lay.q1 <= physical_memory() / 4
     ):  # (so many pairs that the first term's levels meet most of the rest: BLAS on a dense F)

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from functools import cached_property
 
 import numpy as np
+import scipy.linalg as sla
 import scipy.sparse as sp
 
 from .cholesky import SchurUpdate
@@ -48,11 +49,15 @@ class PairRowsUpdate(SchurUpdate):
         The values change at every PIRLS step: keep the pairs' entries to refill from.
     chunk : int
         Pairs per chunk (a test makes it small to exercise several chunks).
+    heavy : int
+        Levels with more random-effects entries than this are not paired: their part of S is
+        F_h F_h' by BLAS, with F_h their columns of F as a dense array (a user who rated
+        thousands of items: millions of pairs, but one column of F).
     """
 
     name = "pair rows"
 
-    def __init__(self, pattern: Pattern, reweighted: bool, chunk: int = _CHUNK):
+    def __init__(self, pattern: Pattern, reweighted: bool, chunk: int = _CHUNK, heavy: int | None = None):
         super().__init__(pattern)
         lay = self.layout
         if lay.k1 != 1:
@@ -61,22 +66,31 @@ class PairRowsUpdate(SchurUpdate):
         self.chunk = chunk
         self._zsel, self._zrows, _, zptr = pattern.zpart
         cnt = np.diff(zptr)
-        self.npairs = int((cnt * (cnt + 1) // 2).sum())
+        self.heavy = np.flatnonzero(cnt > (lay.m if heavy is None else heavy))
+        light = np.ones(lay.l1, bool)
+        light[self.heavy] = False
+        self._light = light
+        self.npairs = int((cnt * (cnt + 1) // 2)[light].sum())
         self._chunks: list[_Chunk] = []
         self._built_from: bytes | None = None  # a digest of the values P's data come from
         self._ones = np.ones(0)
         self._A: sp.csc_matrix | None = None
+        self._Ah: np.ndarray | None = None
         self._Axy: np.ndarray | None = None
 
     @staticmethod
-    def pairs(pattern: Pattern) -> int:
-        """How many pairs of random-effects entries the map would hold."""
+    def pairs(pattern: Pattern, heavy: int | None = None) -> int:
+        """How many pairs of random-effects entries the map would hold (the levels with at most
+        ``heavy`` entries)."""
         cnt = np.diff(pattern.zpart[3]).astype(np.int64)
+        cnt = cnt[cnt <= (pattern.layout.m if heavy is None else heavy)]
         return int((cnt * (cnt + 1) // 2).sum())
 
     @property
     def nnz(self) -> float:
-        return float(self.npairs + self.pattern.nnz * (self.layout.p + 1))
+        lay = self.layout
+        dense = len(self.heavy) * lay.m * lay.m / 50.0  # (BLAS: 50 flops the time of a pair)
+        return float(self.npairs + self.pattern.nnz * (lay.p + 1) + dense)
 
     # ----- the symbolic phase ------------------------------------------------------------------
     @cached_property
@@ -87,14 +101,15 @@ class PairRowsUpdate(SchurUpdate):
         cnt = np.diff(zptr)
         level = np.repeat(np.arange(self.layout.l1, dtype=np.int32), cnt)
         pos = np.arange(len(self._zrows)) - np.repeat(zptr[:-1], cnt)
-        by_row = np.argsort(self._zrows, kind="stable")
-        rptr = np.concatenate([[0], np.cumsum(np.bincount(self._zrows, minlength=self.layout.qr))])
+        light = self._light[level]  # (the heavy levels' entries are not paired)
+        by_row = np.flatnonzero(light)[np.argsort(self._zrows[light], kind="stable")]
+        rptr = np.concatenate([[0], np.cumsum(np.bincount(self._zrows[light], minlength=self.layout.qr))])
         return level, pos, by_row, rptr
 
     def _row_chunks(self) -> list[tuple[int, int]]:
         """Consecutive ranges of S's rows with at most ``chunk`` pairs each (or one row)."""
-        zrows, pos = self._zrows, self._entries[1]
-        per_row = np.bincount(zrows, pos + 1.0, minlength=self.layout.qr)
+        _, pos, by_row, _ = self._entries
+        per_row = np.bincount(self._zrows[by_row], pos[by_row] + 1.0, minlength=self.layout.qr)
         ends = np.cumsum(per_row)
         out, a0, qr = [], 0, self.layout.qr
         while a0 < qr:
@@ -166,6 +181,7 @@ class PairRowsUpdate(SchurUpdate):
             else:
                 c.P.data = self._ones[: c.P.nnz]
         self._A = pat.r1_matrix(blocks.r1)
+        self._Ah = self._A[:, self.heavy].toarray() if len(self.heavy) else None
         dense = pat.indices >= lay.qr
         Axy = np.zeros((lay.p + 1, lay.q1))
         Axy[pat.indices[dense] - lay.qr, pat.col[dense]] = blocks.r1[dense]
@@ -179,6 +195,12 @@ class PairRowsUpdate(SchurUpdate):
         flat = M.ravel()
         for c in self._chunks:  # (chunk by chunk: no temporary the size of all keys)
             flat[c.keys] -= c.product(g)
+        if self._Ah is not None:  # the heavy levels: F_h F_h' by BLAS, into M's lower triangle
+            F = self._Ah * B[self.heavy, 0, 0]
+            # (M's lower triangle is the upper one of the Fortran-ordered M': updated in place)
+            sla.blas.dsyrk(-1.0, F, beta=1.0, c=M.T, lower=0, overwrite_c=1)
+            g = g.copy()
+            g[self.heavy] = 0.0
         # the rows of X and y: A_xy G A_r1'
         M[lay.qr :, :] -= np.asarray(self._A @ (self._Axy * g).T).T
         return M, None
@@ -219,4 +241,4 @@ def _csr(
 
 
 def _digest(values: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(values).view(np.uint8), digest_size=16).digest()
+    return hashlib.blake2b(np.ascontiguousarray(values).tobytes(), digest_size=16).digest()
