@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from contextlib import nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -47,6 +48,11 @@ __all__ = ["lmer", "glmer", "fit_lmm", "fit_glmm", "refit", "LmmRefitter"]
 # quasi-Newton stage over (theta, beta) converges in a few steps
 _STAGE1_FTOL = 1e-4
 _STAGE1_PIRLS_TOL = 1e-6  # ... and its PIRLS need not converge further than that
+# LMMs whose dense block has at most this many rows factor it on one BLAS thread: on two cores
+# shared with other work, OpenBLAS's second thread spins while it waits (a 100,000-row crossed
+# fit, m = 2,003: 26 s and 11 s of CPU with two threads, 3.5-9 s and 2.4-3 s with one), and
+# blocks this small gain little from it on an idle machine
+_ONE_THREAD_ROWS = 4096
 
 
 def _data_name(data: pd.DataFrame) -> str:
@@ -137,22 +143,24 @@ def optimize_lmm(
     x0 = f.theta0 if start is None else np.asarray(start, dtype=float)
     step = np.maximum(0.1 * np.abs(x0), 0.02)
     method = choose_method(len(x0), f.engine.work)
-    theta, fmin, optsum, fc = minimize(
-        traced(f, "lmer") if verbose else f,
-        x0,
-        f.lower,
-        upper=f.upper,
-        diagonal=f.scale_mask,
-        initial_step=step,
-        method=method,
-    )
-    if quiet:
-        f.engine.forget()
-        return theta, optsum, bool((theta[f.scale_mask] < 1e-4).any()), True
-    # the checks step the parameters in the engine's term order (the last ones cost least)
-    singular, converged, messages, _ = check_convergence(
-        fc, theta, f.scale_mask, check=check_conv, fx=fmin, order=f.engine.step_order
-    )
+    threads = one_blas_thread() if f.engine.layout.m <= _ONE_THREAD_ROWS else nullcontext()
+    with threads:
+        theta, fmin, optsum, fc = minimize(
+            traced(f, "lmer") if verbose else f,
+            x0,
+            f.lower,
+            upper=f.upper,
+            diagonal=f.scale_mask,
+            initial_step=step,
+            method=method,
+        )
+        if quiet:
+            f.engine.forget()
+            return theta, optsum, bool((theta[f.scale_mask] < 1e-4).any()), True
+        # the checks step the parameters in the engine's term order (the last ones cost least)
+        singular, converged, messages, _ = check_convergence(
+            fc, theta, f.scale_mask, check=check_conv, fx=fmin, order=f.engine.step_order
+        )
     f.engine.forget()  # (the kept factors serve the optimizer only; a fitted model keeps its own)
     return theta, replace(optsum, n_evals=fc.n, warnings=tuple(messages)), singular, converged
 
