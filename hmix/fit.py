@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
-from contextlib import nullcontext
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
@@ -127,6 +127,11 @@ def lmer(
     return fit_lmm(design, REML=REML, check_conv=check_conv, data_name=_data_name(data), verbose=verbose)
 
 
+def blas_threads(f: LMMObjective) -> AbstractContextManager[None]:
+    """One BLAS thread for an LMM whose dense block is small (see ``_ONE_THREAD_ROWS``)."""
+    return one_blas_thread() if f.engine.layout.m <= _ONE_THREAD_ROWS else nullcontext()
+
+
 def optimize_lmm(
     f: LMMObjective,
     start: np.ndarray | None = None,
@@ -143,8 +148,7 @@ def optimize_lmm(
     x0 = f.theta0 if start is None else np.asarray(start, dtype=float)
     step = np.maximum(0.1 * np.abs(x0), 0.02)
     method = choose_method(len(x0), f.engine.work)
-    threads = one_blas_thread() if f.engine.layout.m <= _ONE_THREAD_ROWS else nullcontext()
-    with threads:
+    with blas_threads(f):
         theta, fmin, optsum, fc = minimize(
             traced(f, "lmer") if verbose else f,
             x0,
@@ -177,7 +181,8 @@ def fit_lmm(
     """Fit an LMM to a materialized design (``lmer`` after the formula; refits reuse it)."""
     f = LMMObjective(design, REML=REML, penalty=penalty)
     theta, optsum, singular, converged = optimize_lmm(f, check_conv=check_conv, verbose=verbose)
-    return lmm_model(f, theta, optsum, singular=singular, converged=converged, data_name=data_name)
+    with blas_threads(f):
+        return lmm_model(f, theta, optsum, singular=singular, converged=converged, data_name=data_name)
 
 
 def lmm_model(

@@ -16,6 +16,9 @@ __all__ = ["LMMObjective", "lmm_deviance", "start_theta", "start_ratio", "check_
 
 LOG2PI = math.log(2 * math.pi)
 _START_SWEEPS = 3  # backfitting sweeps of the moment-based start over the terms' columns
+# above this many rows the start comes from the engine's statistics, the same formulas without
+# passes over the rows (hmix.distributed.start_theta_from: 8 s less for 10M rows)
+_START_FROM_STATISTICS = 250_000
 
 Penalty = Callable[[np.ndarray], float]
 
@@ -112,9 +115,15 @@ class LMMObjective:
         self.lower = self.thetamap.lower
         self.upper = self.thetamap.upper
         self.scale_mask = self.thetamap.scale_mask
-        self.theta0 = (
-            start_theta(design, self.thetamap) if theta0 is None else np.asarray(theta0, dtype=float)
-        )
+        if theta0 is None and design.n > _START_FROM_STATISTICS:
+            from .distributed import start_theta_from
+
+            blocks = self.engine.chol.blocks
+            assert blocks is not None
+            theta0 = start_theta_from(self.engine.layout, self.engine.pattern, blocks, design.n)
+        if theta0 is None:
+            theta0 = start_theta(design, self.thetamap)
+        self.theta0 = np.asarray(theta0, dtype=float)
 
     def _response(self, y: np.ndarray) -> np.ndarray:
         off = self.design.offset

@@ -119,10 +119,12 @@ class PairRowsUpdate(SchurUpdate):
             a0 = a1
         return out
 
-    def _pairs_in(self, a0: int, a1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The pairs (e1, e2 <= e1 in e1's level) whose first entry lies in rows a0..a1-1, as
-        indices among the random-effects entries, row by row and level by level, and their keys
-        (row - a0) * m + column (row >= column: a level's rows ascend)."""
+    def _pairs_in(self, a0: int, a1: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The pairs (e1, e2 <= e1 in e1's level) whose first entry lies in rows a0..a1-1, row by
+        row and level by level: the first entries (each once), how many pairs each has, the
+        second entries and the pairs' keys (row - a0) * m + column (row >= column: a level's
+        rows ascend). Values of the first entries are repeated, not gathered pair by pair: the
+        gathers at random places are what this phase's time goes to."""
         _, pos, by_row, rptr = self._entries
         e1 = by_row[rptr[a0] : rptr[a1]]
         start = e1 - pos[e1]
@@ -130,10 +132,9 @@ class PairRowsUpdate(SchurUpdate):
         first = np.cumsum(reps) - reps
         total = int(reps.sum())
         e2 = (np.arange(total, dtype=np.int64) - np.repeat(first - start, reps)).astype(np.int32)
-        e1 = np.repeat(e1.astype(np.int32), reps)
         rows = self._zrows
-        key = (np.take(rows, e1).astype(np.int64) - a0) * self.layout.m + np.take(rows, e2)
-        return e1, e2, key
+        key = np.repeat((rows[e1].astype(np.int64) - a0) * self.layout.m, reps) + np.take(rows, e2)
+        return e1, reps, e2, key
 
     def _build(self, zvalues: np.ndarray) -> None:
         """P's chunks of rows: CSR matrices over the chunk's keys and the first term's levels.
@@ -145,16 +146,17 @@ class PairRowsUpdate(SchurUpdate):
         lay = self.layout
         chunks, largest = [], 0
         for a0, a1 in self._row_chunks():
-            e1, e2, key = self._pairs_in(a0, a1)
+            e1, reps, e2, key = self._pairs_in(a0, a1)
             uniq, rank = ranked(key, (a1 - a0) * lay.m)
             del key
             ckeys = uniq + a0 * lay.m
-            level = np.take(self._entries[0], e1)
+            level = np.repeat(self._entries[0][e1], reps)
             if self.reweighted:
-                P, order = _csr(rank, level, np.arange(len(e1), dtype=np.int32), len(uniq), lay.l1)
+                P, order = _csr(rank, level, np.arange(len(e2), dtype=np.int32), len(uniq), lay.l1)
+                e1 = np.repeat(e1.astype(np.int32), reps)
                 chunks.append(_Chunk(P, ckeys, e1=e1[order], e2=e2[order]))
                 continue
-            value = np.take(zvalues, e1) * np.take(zvalues, e2)
+            value = np.repeat(zvalues[e1], reps) * np.take(zvalues, e2)
             del e1, e2
             one = value == 1.0
             other = np.flatnonzero(~one)
