@@ -143,10 +143,18 @@ def materialize(df: pd.DataFrame, spec: Spec) -> DaskRows:
 
 
 def prepare(
-    formula: str, ddf: Any, *, weights: Any = None, offset: Any = None, binary_ok: bool = False
+    formula: str,
+    ddf: Any,
+    *,
+    weights: Any = None,
+    offset: Any = None,
+    binary_ok: bool = False,
+    persist: bool = False,
 ) -> tuple[Spec, list[Any], pd.DataFrame]:
-    """The first pass: the template ``Spec``, the partitions materialized and persisted (a list
-    of Dask delayed objects, one per partition) and the sample the template was built on."""
+    """The first pass: the template ``Spec``, the partitions materialized (a list of Dask
+    delayed objects, one per partition: persisted on the workers with ``persist``, for the many
+    passes of a GLMM; else computed again from the source at each of an LMM's few passes, so
+    that the workers never hold all the rows) and the sample the template was built on."""
     dask = require_dask()
     for name, arg in (("weights", weights), ("offset", offset)):
         if arg is not None and not isinstance(arg, str):
@@ -190,7 +198,7 @@ def prepare(
     )
     spec = Spec(tpl, frozenset(used), dtypes, categories, weights, offset, binary_ok)
     rows = [dask.delayed(materialize)(p, spec) for p in parts]
-    return spec, list(dask.persist(*rows)), sample
+    return spec, list(dask.persist(*rows)) if persist else rows, sample
 
 
 def tree_sum(items: list[Any]) -> Any:
@@ -223,11 +231,7 @@ def _lmm_statistics(rows: DaskRows) -> Any:
     if rows.n == 0:
         return None
     y = rows.y if rows.offset is None else rows.y - rows.offset
-    return statistics_of(rows.layout(), rows.X, y, rows.weights)
-
-
-def _dropped(rows: DaskRows) -> int:
-    return rows.n_dropped
+    return replace(statistics_of(rows.layout(), rows.X, y, rows.weights), dropped=rows.n_dropped)
 
 
 def rowless_design(spec: Spec, n: int, dropped: int) -> Any:
@@ -268,9 +272,9 @@ def lmer(
     dask = require_dask()
     spec, parts, _ = prepare(formula, ddf, weights=weights, offset=offset)
     stats = tree_sum([dask.delayed(_lmm_statistics)(p) for p in parts]).compute()
-    if stats is None:
+    if stats is None or stats.n == 0:
         raise DataError("every row has a missing value in a variable the formula uses")
-    dropped = sum(dask.compute(*[dask.delayed(_dropped)(p) for p in parts]))
+    dropped = stats.dropped
     tpl = spec.design
     _check_sizes(tpl, stats.n)
     engine = engine_from(stats, tpl.terms, tpl.p)

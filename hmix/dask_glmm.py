@@ -426,7 +426,9 @@ def glmer(
     from .dask import _check_sizes, exact_quantiles, prepare
     from .fit import fit_glmm
 
-    spec, rows, _ = prepare(formula, ddf, weights=weights, offset=offset, binary_ok=family.name == "binomial")
+    spec, rows, _ = prepare(
+        formula, ddf, weights=weights, offset=offset, binary_ok=family.name == "binomial", persist=True
+    )
     dask = require_dask()
     counts = np.sum(dask.compute(*[dask.delayed(_validate)(r, family) for r in rows]), axis=0)
     n, dropped, nonzero = (int(c) for c in counts)

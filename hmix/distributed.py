@@ -51,6 +51,8 @@ class Statistics:
     n : int
     sum_log_w : float
         Sum of the log prior weights.
+    dropped : int
+        Rows left out for missing values.
     """
 
     r1_keys: np.ndarray
@@ -62,6 +64,7 @@ class Statistics:
     xy: np.ndarray
     n: int
     sum_log_w: float = 0.0
+    dropped: int = 0
 
     def __add__(self, other: Statistics) -> Statistics:
         r1_keys, r1 = _merge(self.r1_keys, self.r1, other.r1_keys, other.r1)
@@ -76,6 +79,7 @@ class Statistics:
             self.xy + other.xy,
             self.n + other.n,
             self.sum_log_w + other.sum_log_w,
+            self.dropped + other.dropped,
         )
 
     def pattern(self, layout: Layout) -> Pattern:
