@@ -6,12 +6,13 @@ workers; the client holds the statistics of the model and the optimizer:
 1. a first pass collects each partition's distinct levels of the grouping factors and
    categorical columns, and a few rows; their union gives the levels in R's order, and the
    rows a template design (how to code every partition as one frame would be);
-2. each partition is materialized once (y, X and the terms' rows, with the global levels) and
-   persisted on its worker;
+2. each partition is materialized (y, X and the terms' rows, with the global levels): again at
+   each of an LMM's few passes, once and persisted on the workers for a GLMM's many;
 3. the statistics of A are a map over the partitions and a tree reduction (``Statistics`` add up
    over their patterns); the engine and the optimizer then run on the client as for a frame in
    memory, and give its answer;
-4. GLMMs take one such map-reduce per PIRLS step, with the weights computed on the workers.
+4. GLMMs take one such map-reduce per PIRLS step, with the weights computed on the workers
+   (``hmix.dask_glmm``).
 
 The fitted model has the same interface as one fitted in memory, except what needs the rows
 (fitted values, residuals, refits), which says so. ``pip install "hmix[dask]"`` brings dask and
