@@ -182,3 +182,14 @@ def test_dense_block_too_large_is_refused_early() -> None:
     d = build_design("y ~ x + (1 | a) + (1 | b)", random_frame(4))
     with pytest.raises(HmixError, match=r"\(1 \| b\).*GiB.*dense limit of 5 rows"):
         Engine(d.terms, d.X, d.y, rule=Rule(max_dense=5))
+
+
+def test_verbose_prints_each_evaluation(capsys: pytest.CaptureFixture[str]) -> None:
+    """verbose=True: one line on stderr an evaluation (the count, the objective); off by default."""
+    df = hmix.datasets.load("Dyestuff")
+    m = hmix.lmer("Yield ~ 1 + (1 | Batch)", df, verbose=True)
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) >= m.optsum.n_evals - 5 and lines[0].startswith("lmer  evaluation 1 ")
+    assert f"objective {m.objective:.6f}" in "\n".join(lines)
+    hmix.lmer("Yield ~ 1 + (1 | Batch)", df)
+    assert capsys.readouterr().err == ""
