@@ -81,16 +81,18 @@ def table(results: dict) -> str:
         "| --- | ---: | --- | --- | ---: | ---: | ---: | ---: | ---: |",
     ]
     for key, row in results.items():
-        kind = key.split(":")[0]
+        kind, size = key.split(":")
+        known = [r for r in row.values() if "levels" in r]
+        levels = " x ".join(f"{v:,}" for v in known[0]["levels"]) if known else ""
+        rows = f"{known[0]['rows']:,}" if known else f"{int(size):,}"
         for engine, r in row.items():
             if "seconds" not in r:
-                lines.append(f"| {kind} | {key.split(':')[1]} | | {engine} | {r.get('status')} | | | | |")
+                lines.append(f"| {kind} | {rows} | {levels} | {engine} | {r.get('status')} | | | | |")
                 continue
-            levels = " x ".join(f"{v:,}" for v in r.get("levels", [])) or ""
             ev = r.get("n_evals")
             per = f"{r['optimizer_seconds'] / ev:.3f}" if ev and "optimizer_seconds" in r else ""
             lines.append(
-                f"| {kind} | {r.get('rows', ''):,} | {levels} | {engine} | {r['seconds']:.1f} | {ev or ''} "
+                f"| {kind} | {rows} | {levels} | {engine} | {r['seconds']:.1f} | {ev or ''} "
                 f"| {per} | {r['peak_mb']:.0f} | {r['objective']:.4f} |"
             )
     return "\n".join(lines) + "\n"
