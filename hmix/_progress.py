@@ -7,8 +7,11 @@ from __future__ import annotations
 
 import importlib.util
 import sys
-from collections.abc import Iterable, Iterator
+import time
+from collections.abc import Callable, Iterable, Iterator
 from typing import TypeVar
+
+import numpy as np
 
 T = TypeVar("T")
 
@@ -44,3 +47,34 @@ def progress(items: Iterable[T], total: int, label: str, show: bool | None) -> I
         from tqdm.auto import tqdm
 
     yield from tqdm(items, total=total, desc=label, unit="fit", dynamic_ncols=True)
+
+
+def traced(f: Callable[[np.ndarray], float], label: str) -> Callable[[np.ndarray], float]:
+    """``f`` that prints each evaluation (count, seconds, objective, parameters) on stderr:
+    progress of a long fit (``verbose=True``).
+
+    Examples
+    --------
+    >>> import numpy as np
+    >>> g = traced(lambda x: float(x @ x), "demo")
+    >>> g(np.array([1.0, 2.0]))  # doctest: +SKIP
+    demo  evaluation 1  (0.0 s)  objective 5.000000  at [1. 2.]
+    5.0
+    """
+    count = 0
+    start = time.perf_counter()
+
+    def g(x: np.ndarray) -> float:
+        nonlocal count
+        value = f(x)
+        count += 1
+        at = np.array2string(np.asarray(x), precision=5, max_line_width=1000)
+        seconds = time.perf_counter() - start
+        print(
+            f"{label}  evaluation {count}  ({seconds:.1f} s)  objective {value:.6f}  at {at}",
+            file=sys.stderr,
+            flush=True,
+        )
+        return value
+
+    return g

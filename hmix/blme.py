@@ -82,7 +82,7 @@ class PenalizedLMM(LMMObjective):
             return
         if self._base is None:
             d = self.design
-            self._base = self.engine.stats.fill(d.X, self._y, d.weights)
+            self._base = self.engine.statistics(d.X, self._y, d.weights)
         xy = self._base.xy.copy()
         p = self.design.p
         xy[:p, :p] += P

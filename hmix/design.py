@@ -43,7 +43,7 @@ from .rank import aliased_columns, drop_columns
 from .remat import ReTerm, group_codes
 from .response import response
 
-__all__ = ["Design", "build_design", "ArrayLike"]
+__all__ = ["Design", "build_design", "ArrayLike", "columns_used", "complete_rows_mask"]
 
 
 @dataclass(frozen=True, eq=False)
@@ -100,6 +100,8 @@ class Design:
     response_name: str
     offset_arg: bool = False  # an offset= argument was given (new data must give one too)
     codings: dict[str, ColumnCoding] = field(default_factory=dict)
+
+    holds_rows = True  # (False for a design whose rows stay in a Dask cluster: hmix.dask)
 
     @property
     def n(self) -> int:
@@ -361,10 +363,10 @@ def build_design(
     check_random_terms(parsed)
     parsed = quote_dotted(parsed, data.columns)
     text = parsed.text
-    used, dtypes = _columns_used(parsed, data)
+    used, dtypes = columns_used(parsed, data)
     w_arg = None if weights is None else as_vector(weights, data, "weights")
     o_arg = None if offset is None else as_vector(offset, data, "offset")
-    keep, n_dropped = _complete_rows(data, used, (w_arg, o_arg))
+    keep, n_dropped = complete_rows_mask(data, used, (w_arg, o_arg))
     # only read: without missing values the caller's frame itself, no copy
     frame = formulaic_types(data.loc[keep, sorted(used)] if n_dropped else data, used, dtypes)
     index = frame.index
@@ -404,7 +406,7 @@ def build_design(
     )
 
 
-def _columns_used(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[set[str], dict[str, Any]]:
+def columns_used(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[set[str], dict[str, Any]]:
     """The data columns the formula uses and their dtypes; unknown names, duplicates and bad types
     refused."""
     text, columns = parsed.text, data.columns
@@ -422,7 +424,7 @@ def _columns_used(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[set[str], 
     return used, check_columns(data, used, numeric)
 
 
-def _complete_rows(
+def complete_rows_mask(
     data: pd.DataFrame, used: set[str], vectors: tuple[np.ndarray | None, ...]
 ) -> tuple[np.ndarray, int]:
     """Mask of the rows without a missing value in what the model uses, and how many were dropped."""

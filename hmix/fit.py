@@ -13,14 +13,17 @@ from __future__ import annotations
 
 import warnings
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
+from ._progress import traced
 from ._threads import one_blas_thread
 from .checks import check_flag, check_lmer_response
+from .dask import is_dask_frame
 from .design import ArrayLike, Design, build_design
 from .errors import ConvergenceWarning, DataError, HmixError, HmixWarning, user_stacklevel, whole_number
 from .families import Family, NegativeBinomial, get_family
@@ -53,6 +56,10 @@ __all__ = ["lmer", "glmer", "fit_lmm", "fit_glmm", "refit", "LmmRefitter"]
 _STAGE1_FTOL = 1e-4
 _STAGE1_PIRLS_TOL = 1e-6  # ... and its PIRLS need not converge further than that
 _LOG_DISP_BOUND = float(np.log(1e8))
+# LMMs whose dense block has at most this many rows factor it on one BLAS thread: on two cores
+# shared with other work, OpenBLAS's second thread spins while it waits, and blocks this small
+# gain little from it on an idle machine (the performance page has the figures)
+_ONE_THREAD_ROWS = 4096
 # what the singular-fit message of an unpenalized fit suggests
 _LMER_HINT = (
     "; hmix.blmer fits the same model with a weakly informative prior on the covariance (blme's "
@@ -68,7 +75,7 @@ def _no_overdispersion(mu: np.ndarray, theta: float) -> bool:
 
 
 def _data_name(data: pd.DataFrame) -> str:
-    return str(data.attrs.get("name", "data"))
+    return str(getattr(data, "attrs", {}).get("name", "data"))
 
 
 # ----- linear mixed models ------------------------------------------------------------------
@@ -82,6 +89,7 @@ def lmer(
     check_conv: bool = True,
     check_nobs_vs_nre: str = "stop",
     max_theta: int | None = 100,
+    verbose: bool = False,
 ) -> LinearMixedModel:
     """Fit a linear mixed model, as lme4's ``lmer`` does.
 
@@ -89,9 +97,10 @@ def lmer(
     ----------
     formula : str
         lme4 formula, such as ``"Reaction ~ Days + (Days | Subject)"``.
-    data : pandas.DataFrame
+    data : pandas.DataFrame or dask.dataframe.DataFrame
         Never modified. Rows with missing values in a variable the formula uses are dropped, with a
-        ``MissingDataWarning``.
+        ``MissingDataWarning``. A Dask DataFrame's rows stay in its cluster (``hmix.dask``): its
+        ``weights`` and ``offset`` must name columns.
     REML : bool, default True
         Restricted maximum likelihood; ``False`` for maximum likelihood.
     weights : str or array-like, optional
@@ -106,6 +115,8 @@ def lmer(
     max_theta : int or None, default 100
         Refuse models with more covariance parameters (they take very long: the message names
         the cheaper structures); None to fit them anyway.
+    verbose : bool, default False
+        Print each evaluation of the objective (progress of a long fit) on stderr.
 
     Returns
     -------
@@ -123,11 +134,30 @@ def lmer(
     """
     REML = check_flag(REML, "REML")
     check_conv = check_flag(check_conv, "check_conv")
+    verbose = check_flag(verbose, "verbose")
+    if is_dask_frame(data):
+        from . import dask
+
+        return dask.lmer(
+            formula,
+            data,
+            REML=REML,
+            weights=weights,
+            offset=offset,
+            check_conv=check_conv,
+            verbose=verbose,
+            data_name=_data_name(data),
+        )
     design = build_design(formula, data, weights=weights, offset=offset)
     check_lmer_response(design)
     check_lmm(design, check_nobs_vs_nre)
     check_size(design, max_theta)
-    return fit_lmm(design, REML=REML, check_conv=check_conv, data_name=_data_name(data))
+    return fit_lmm(design, REML=REML, check_conv=check_conv, data_name=_data_name(data), verbose=verbose)
+
+
+def blas_threads(f: LMMObjective) -> AbstractContextManager[None]:
+    """One BLAS thread for an LMM whose dense block is small (see ``_ONE_THREAD_ROWS``)."""
+    return one_blas_thread() if f.engine.layout.m <= _ONE_THREAD_ROWS else nullcontext()
 
 
 def optimize_lmm(
@@ -137,6 +167,7 @@ def optimize_lmm(
     check_conv: bool = True,
     quiet: bool = False,
     singular_hint: str = _LMER_HINT,
+    verbose: bool = False,
 ) -> tuple[np.ndarray, OptSummary, bool, bool]:
     """Minimize the profiled deviance: theta, what the optimizer did, singular, converged.
 
@@ -147,6 +178,18 @@ def optimize_lmm(
     region of 5% of it (at least 0.02) saves about a tenth of the evaluations over the
     reference LMMs (658 in all, against 721 in unscaled theta with a 10% region).
     """
+    with blas_threads(f):
+        return _minimize_lmm(f, start, check_conv, quiet, singular_hint, verbose)
+
+
+def _minimize_lmm(
+    f: LMMObjective,
+    start: np.ndarray | None,
+    check_conv: bool,
+    quiet: bool,
+    singular_hint: str,
+    verbose: bool,
+) -> tuple[np.ndarray, OptSummary, bool, bool]:
     scale = f.param_scale
     x0 = (f.theta0 if start is None else np.asarray(start, dtype=float)) * scale
     step = np.maximum(0.05 * np.abs(x0), 0.02)
@@ -156,7 +199,13 @@ def optimize_lmm(
         return f(x / scale)
 
     x, fmin, optsum, fc = minimize(
-        scaled, x0, f.lower, upper=f.upper, diagonal=f.scale_mask, initial_step=step, method=method
+        traced(scaled, "lmer") if verbose else scaled,
+        x0,
+        f.lower,
+        upper=f.upper,
+        diagonal=f.scale_mask,
+        initial_step=step,
+        method=method,
     )
     theta = x / scale
     optsum = replace(optsum, initial=optsum.initial / scale, final=theta.copy())
@@ -176,8 +225,9 @@ def optimize_lmm(
     lay = f.engine.layout
     # the exact gradient sums over rows and inverts the rest block: up to these sizes it costs a
     # few evaluations (beyond, InstEval's costs 50: one step on the checks' gradient instead);
-    # a penalized objective with priors (hmix.blme) has none
-    exact = lay.n * sum(t.k for t in lay.terms) <= 100_000 and lay.m <= 500 and f.priors is None
+    # a penalized objective with priors (hmix.blme) has none, nor a fit whose rows are in a cluster
+    small = lay.n * sum(t.k for t in lay.terms) <= 100_000 and lay.m <= 500
+    exact = small and f.priors is None and f.design.holds_rows
     grad = (lambda x: _gradient(f, x / scale) / scale) if exact else None
     x, fmin = newton_polish(fc, x, fmin, checks, f.lower, f.upper, gradient=grad)
     theta = x / scale
@@ -204,6 +254,7 @@ def fit_lmm(
     data_name: str = "data",
     penalty: Penalty | None = None,
     priors: Priors | None = None,
+    verbose: bool = False,
 ) -> LinearMixedModel:
     """Fit an LMM to a materialized design (``lmer`` after the formula; refits reuse it).
 
@@ -216,8 +267,11 @@ def fit_lmm(
     else:
         f = LMMObjective(design, REML=REML, penalty=penalty)
     hint = _LMER_HINT if priors is None and penalty is None else ""
-    x, optsum, singular, converged = optimize_lmm(f, check_conv=check_conv, singular_hint=hint)
-    return lmm_model(f, x, optsum, singular=singular, converged=converged, data_name=data_name)
+    x, optsum, singular, converged = optimize_lmm(
+        f, check_conv=check_conv, singular_hint=hint, verbose=verbose
+    )
+    with blas_threads(f):
+        return lmm_model(f, x, optsum, singular=singular, converged=converged, data_name=data_name)
 
 
 def lmm_model(
@@ -293,8 +347,9 @@ def glmer(
     formula : str
         lme4 formula; a binomial response may be 0/1 (numbers or booleans), a two-level factor,
         ``cbind(successes, failures)``, or a proportion with ``weights=`` the number of trials.
-    data : pandas.DataFrame
-        Never modified.
+    data : pandas.DataFrame or dask.dataframe.DataFrame
+        Never modified. A Dask DataFrame's rows stay in its cluster (``hmix.dask_glmm``; lme4's
+        families, without zero-inflation).
     family : {"binomial", "poisson", "negative_binomial", "gamma"} or Family
         The negative binomial (NB2, variance mu + mu^2/theta) and the Gamma estimate their
         dispersion (theta; phi) by maximum likelihood with the other parameters, and use the
@@ -334,6 +389,27 @@ def glmer(
     >>> round(m.loglik, 2)
     -92.03
     """
+    if is_dask_frame(data):
+        from . import dask_glmm
+
+        fam, nAGQ, check_conv = glmm_options(family, link, nAGQ, vcov_method, check_conv)
+        if zi_formula is not None or fam.free_dispersion or fam.observed_laplace:
+            raise DataError(
+                f"a Dask DataFrame is fitted with lme4's families (binomial, Poisson) without "
+                f"zero-inflation; for {fam.name}{' with zi_formula' if zi_formula else ''}, "
+                "fit a pandas DataFrame (ddf.compute())"
+            )
+        return dask_glmm.glmer(
+            formula,
+            data,
+            family=fam,
+            nAGQ=nAGQ,
+            weights=weights,
+            offset=offset,
+            vcov_method=vcov_method,
+            check_conv=check_conv,
+            data_name=_data_name(data),
+        )
     design, fam, nAGQ, check_conv = glmm_arguments(
         formula, data, family, link, nAGQ, weights, offset, vcov_method, check_conv
     )
@@ -363,13 +439,21 @@ def glmm_arguments(
     check_conv: bool,
 ) -> tuple[Design, Family, int, bool]:
     """glmer's (and bglmer's) arguments checked, and the design: (design, family, nAGQ, check_conv)."""
+    fam, nAGQ, check_conv = glmm_options(family, link, nAGQ, vcov_method, check_conv)
+    design = build_design(formula, data, weights=weights, offset=offset, binary_ok=fam.name == "binomial")
+    return design, fam, nAGQ, check_conv
+
+
+def glmm_options(
+    family: str | Family, link: str | None, nAGQ: int, vcov_method: str, check_conv: bool
+) -> tuple[Family, int, bool]:
+    """glmer's options checked: (family, nAGQ, check_conv)."""
     fam = get_family(family, link)
     nAGQ = whole_number(nAGQ, "nAGQ", minimum=0)
     check_conv = check_flag(check_conv, "check_conv")
     if vcov_method not in ("hessian", "pirls"):
         raise DataError(f"vcov_method must be 'hessian' or 'pirls', not {vcov_method!r}")
-    design = build_design(formula, data, weights=weights, offset=offset, binary_ok=fam.name == "binomial")
-    return design, fam, nAGQ, check_conv
+    return fam, nAGQ, check_conv
 
 
 def glmm_start(design: Design, family: Family, zi: ZeroInflation | None) -> tuple[np.ndarray, np.ndarray]:
@@ -412,16 +496,21 @@ def fit_glmm(
     penalty: GlmmPenalty | None = None,
     zi: ZeroInflation | None = None,
     priors: Priors | None = None,
+    objective: GLMMObjective | None = None,
+    beta0: np.ndarray | None = None,
 ) -> GeneralizedLinearMixedModel:
     """Fit a GLMM to a materialized design (``glmer`` after the formula; refits reuse it).
 
     ``penalty`` (a prior's -2 log-density over (theta, beta), with its gradient) is added to the
     objective the optimizer minimizes; the model's ``objective`` is the deviance without it.
     ``priors`` (``hmix.priors.resolve``) give that penalty and are recorded in the model, with the
-    penalty's value (``hmix.bglmer``). The stages and the checks work on scaled parameters
-    (``Scaled``). BLAS runs on one thread meanwhile (see ``hmix._threads``).
+    penalty's value (``hmix.bglmer``). ``objective`` and ``beta0``: an objective whose rows are
+    elsewhere, checked by its maker, and its starting fixed effects (``hmix.dask_glmm``). The
+    stages and the checks work on scaled parameters (``Scaled``). BLAS runs on one thread
+    meanwhile (see ``hmix._threads``).
     """
-    check_glmm(design, family)
+    if objective is None:
+        check_glmm(design, family)
     if nAGQ == 0 and (family.free_dispersion or zi is not None):
         raise DataError(
             "nAGQ=0 optimizes theta alone; a dispersion or zero-inflation part is estimated with "
@@ -436,8 +525,12 @@ def fit_glmm(
         penalty = priors.glmm_penalty(ThetaMap.of(design.terms))
     hint = _GLMER_HINT if penalty is None else ""
     with one_blas_thread():
-        obj = GLMMObjective(design, family, nAGQ, pirls, penalty, None if zi is None else zi.X)
-        beta0, extra0 = glmm_start(design, family, zi)
+        if objective is None:
+            obj = GLMMObjective(design, family, nAGQ, pirls, penalty, None if zi is None else zi.X)
+            beta0, extra0 = glmm_start(design, family, zi)
+        else:
+            obj, extra0 = objective, np.zeros(0)
+            assert beta0 is not None
         obj.start(beta0)
         obj.set_extra(extra0)
         sc = Scaled(obj)
@@ -559,10 +652,8 @@ class Scaled:
 
     def __init__(self, obj: GLMMObjective):
         self.obj = obj
-        X = obj.design.X
-        sd, rms = X.std(axis=0), np.sqrt((X * X).mean(axis=0))
-        xs = np.where(sd > 0, sd, np.where(rms > 0, rms, 1.0))
-        self.scale = np.concatenate([obj.thetamap.scale, xs, np.ones(obj.nextra)])
+        xs = obj.x_scale
+        self.scale = np.concatenate([obj.theta_scale, xs, np.ones(obj.nextra)])
         # the log dispersion within [log 1e-8, log 1e8] (it runs off to infinity where a negative
         # binomial has no overdispersion), the rest free
         lo, hi = np.full(len(xs) + obj.nextra, -np.inf), np.full(len(xs) + obj.nextra, np.inf)
@@ -570,7 +661,7 @@ class Scaled:
             lo[len(xs)], hi[len(xs)] = -_LOG_DISP_BOUND, _LOG_DISP_BOUND
         self.lower = np.concatenate([obj.lower_theta, lo])
         self.upper = np.concatenate([obj.thetamap.upper, hi])
-        self.theta_scale = obj.thetamap.scale
+        self.theta_scale = obj.theta_scale
 
     def __call__(self, x: np.ndarray) -> float:
         return self.obj(x / self.scale[: len(x)])

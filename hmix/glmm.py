@@ -23,7 +23,15 @@ from .families import Family
 from .families.zeroinflated import ZeroInflatedObserved
 from .remat import ThetaMap
 
-__all__ = ["GLMMObjective", "PirlsSettings", "PirlsState", "glm_start", "GlmmPenalty"]
+__all__ = [
+    "GLMMObjective",
+    "PirlsSettings",
+    "PirlsState",
+    "glm_start",
+    "GlmmPenalty",
+    "agq_rule",
+    "warn_separation",
+]
 
 GlmmPenalty = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
@@ -169,14 +177,22 @@ class GLMMObjective:
                 "underflow); 25 already gives the likelihood to many digits"
             )
         if self.nAGQ > 1:
-            t = design.terms
             if zi is not None:
                 raise DataError("nAGQ > 1 is not available for zero-inflated models; use nAGQ=1 (Laplace)")
-            if len(t) != 1 or t[0].k != 1:
-                raise DataError(
-                    "nAGQ > 1 is only available for models with a single, scalar random-effects "
-                    "term, such as (1 | g); use nAGQ=1 (Laplace) for this model"
-                )
+            agq_rule(design, self.nAGQ)
+
+    @cached_property
+    def theta_scale(self) -> np.ndarray:
+        """theta times this is theta for columns of Z of size 1 (``ThetaMap.scale``)."""
+        return self.thetamap.scale
+
+    @cached_property
+    def x_scale(self) -> np.ndarray:
+        """The spread of each column of X (its SD; a constant column's root mean square; 1 for a
+        column of zeros): beta times this is beta for columns of unit spread."""
+        X = self.design.X
+        sd, rms = X.std(axis=0), np.sqrt((X * X).mean(axis=0))
+        return np.where(sd > 0, sd, np.where(rms > 0, rms, 1.0))
 
     @property
     def observed_curvature(self) -> bool:
@@ -343,9 +359,14 @@ class GLMMObjective:
         for i, (t, sl) in enumerate(zip(self.layout.terms, self.layout.lam_slices)):
             t0, t1 = float(lam0[sl][0]), float(lam[sl][0])
             if t.k == 1 and t0 > 0 and t1 > 0 and t0 != t1:
-                A = np.bincount(t.refs, w * t.z[:, 0] ** 2, minlength=t.nlevels)
+                A = self._level_weight_sum(i, w)
                 u[i] *= (t1 / t0) * (t0 * t0 * A + 1) / (t1 * t1 * A + 1)
         return u
+
+    def _level_weight_sum(self, i: int, w: np.ndarray) -> np.ndarray:
+        """Per level of the engine's term ``i`` (scalar), the sum of w z^2 over its rows."""
+        t = self.layout.terms[i]
+        return np.bincount(t.refs, w * t.z[:, 0] ** 2, minlength=t.nlevels)
 
     def _reweight(
         self, engine: Engine, lam: np.ndarray, eta: np.ndarray, zlu: np.ndarray, xb: np.ndarray | None
@@ -531,7 +552,7 @@ class GLMMObjective:
         nAGQ) at a PIRLS solution, for one scalar term, level by level. With one node it is the
         Laplace approximation."""
         (t,) = self.design.terms
-        z_nodes, z_weights = np.polynomial.hermite_e.hermegauss(self.nAGQ if nodes is None else nodes)
+        z_nodes, z_weights = agq_rule(self.design, self.nAGQ if nodes is None else nodes)
         fam = self.bound_family
         lam = float(self.thetamap.lam(theta)[0])
         u0 = st.u[0]
@@ -545,7 +566,7 @@ class GLMMObjective:
 
         d0 = devc(u0)
         mult = np.zeros(t.nlevels)
-        for z, w in zip(z_nodes, z_weights / np.sqrt(2 * np.pi)):
+        for z, w in zip(z_nodes, z_weights):
             mult += w * np.exp((d0 - devc(u0 + z * sd)) / 2 + z * z / 2)
         return float(d0.sum() - 2 * np.log(mult).sum() - 2 * np.log(sd).sum())
 
@@ -592,19 +613,37 @@ def _glm_irls(design: Design, family: Family) -> tuple[np.ndarray, bool]:
     return beta, perfect
 
 
+def warn_separation() -> None:
+    """The warning for fixed effects that predict the response perfectly."""
+    warnings.warn(
+        "complete or quasi-complete separation: some fixed effects predict the response "
+        "perfectly, so their estimates and standard errors are unreliable (very large); "
+        "consider removing or merging the predictor levels involved",
+        HmixWarning,
+        stacklevel=user_stacklevel(),
+    )
+
+
+def agq_rule(design: Design, nAGQ: int) -> tuple[np.ndarray, np.ndarray]:
+    """Gauss-Hermite nodes and weights (for the standard normal) of adaptive quadrature, which
+    needs a single scalar random-effects term."""
+    t = design.terms
+    if len(t) != 1 or t[0].k != 1:
+        raise DataError(
+            "nAGQ > 1 is only available for models with a single, scalar random-effects "
+            "term, such as (1 | g); use nAGQ=1 (Laplace) for this model"
+        )
+    nodes, w = np.polynomial.hermite_e.hermegauss(nAGQ)
+    return nodes, w / np.sqrt(2 * np.pi)
+
+
 def glm_start(design: Design, family: Family) -> np.ndarray:
     """Fixed effects of the GLM without random effects, lme4's starting values; warns when they
     show separation."""
     beta, perfect = _glm_irls(design, family)
     extreme = family.name == "binomial" and np.abs(np.nan_to_num(design.X @ beta)).max(initial=0) > 15
     if perfect or extreme:
-        warnings.warn(
-            "complete or quasi-complete separation: some fixed effects predict the response "
-            "perfectly, so their estimates and standard errors are unreliable (very large); "
-            "consider removing or merging the predictor levels involved",
-            HmixWarning,
-            stacklevel=user_stacklevel(),
-        )
+        warn_separation()
     if not np.isfinite(beta).all():
         beta = np.zeros(design.p)
     return beta

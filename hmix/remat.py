@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from .covariance import CovarianceStructure, LevelEstimates
 
-__all__ = ["ReTerm", "ThetaMap", "group_codes"]
+__all__ = ["ReTerm", "ThetaMap", "group_codes", "column_spread"]
 
 
 def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -255,7 +255,11 @@ class ThetaMap:
     def scale(self) -> np.ndarray:
         """theta times this is theta for columns of Z of size 1 (``CovarianceStructure.theta_scale``;
         a column of zeros counts as size 1)."""
-        scales = [np.where(s > 0, s, 1.0) for s in self.column_scales]
+        return self.scale_of(self.column_scales)
+
+    def scale_of(self, column_scales: Sequence[np.ndarray]) -> np.ndarray:
+        """``scale`` for these sizes of the terms' columns (given where the rows are elsewhere)."""
+        scales = [np.where(s > 0, s, 1.0) for s in column_scales]
         return _cat([t.cov.theta_scale(s) for t, s in zip(self.terms, scales)])
 
     def start(
@@ -265,6 +269,26 @@ class ThetaMap:
         see ``CovarianceStructure.start``)."""
         per_term = estimates if estimates is not None else [None] * len(self.terms)
         return _cat([t.cov.start(r, e) for t, r, e in zip(self.terms, ratios, per_term)])
+
+
+def column_spread(sums: np.ndarray, squares: np.ndarray, n: int) -> np.ndarray:
+    """Columns' standard deviations from their sums and sums of squares over n rows (rows that
+    are elsewhere: ``hmix.distributed``); a constant column's root mean square instead (the
+    intercept's 1), 0 for a column of zeros.
+
+    Examples
+    --------
+    >>> column_spread(np.array([3.0, 4.0]), np.array([5.0, 8.0]), 2).tolist()
+    [0.5, 2.0]
+    """
+    if n == 0:
+        return np.zeros(len(sums))
+    mean = sums / n
+    ms = squares / n
+    var = np.maximum(ms - mean * mean, 0.0)
+    # (a constant column's variance is rounding: relative to its mean square, it is zero)
+    sd = np.where(var > 1e-12 * ms, np.sqrt(var), 0.0)
+    return np.where(sd > 0, sd, np.sqrt(ms))
 
 
 def _cat(parts: list[np.ndarray]) -> np.ndarray:

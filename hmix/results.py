@@ -276,6 +276,11 @@ class MixedModel:
     @cached_property
     def _eta(self) -> np.ndarray:
         d = self.design
+        if not d.holds_rows:
+            raise HmixError(
+                "fitted values and residuals need the rows of the data, which stay in the Dask "
+                "cluster for this fit: compute them there, e.g. ddf.map_partitions(model.predict)"
+            )
         eta = d.X @ self.beta
         for t, b in zip(d.terms, self.b):
             eta = eta + t.contribution(b)
@@ -297,6 +302,23 @@ class MixedModel:
     def residuals(self, type: str = "response") -> pd.Series:
         """Residuals (the kinds depend on the model class)."""
         raise NotImplementedError
+
+    def scaled_residual_quantiles(self) -> np.ndarray:
+        """Min, quartiles and max of the Pearson residuals over ``cov_scale`` (the summary's "Scaled
+        residuals"); for a fit whose rows stay in a Dask cluster, computed there at fit time.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> m = hmix.lmer("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+        >>> m.scaled_residual_quantiles().round(3).tolist()
+        [-3.954, -0.463, 0.023, 0.463, 5.179]
+        """
+        stored = getattr(self.design, "residual_quantiles", None)
+        if stored is not None:
+            return np.asarray(stored)
+        scaled = self.residuals("pearson").to_numpy() / self.cov_scale
+        return np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0])
 
     def predict(
         self,

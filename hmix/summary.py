@@ -563,8 +563,7 @@ def _summary(
     table: pd.DataFrame | None = None,
 ) -> Summary:
     crit, crit_section = _criteria(m, reml)
-    scaled = m.residuals("pearson").to_numpy() / m.cov_scale
-    q = _zapsmall(np.quantile(scaled, [0, 0.25, 0.5, 0.75, 1.0]), 5)
+    q = _zapsmall(m.scaled_residual_quantiles(), 5)
     resid = pd.Series(q, index=["Min", "1Q", "Median", "3Q", "Max"])
     random, random_block = _random_block(m)
     if table is None:

@@ -10,16 +10,24 @@ chosen once, at construction, by ``choose``:
    objective's value from a dense copy of the whole system (``WholeSystem``).
 2. The Schur update of the rest block: a dense F (``DenseUpdate``) for small systems and for
    systems refilled at every PIRLS step whose dense F costs at most ``dense_per_pair`` times the
-   pair map's entries in flops; else the pair map (``PairMapUpdate``) while it has at most
-   ``max_pairs`` entries; else a sparse F F' (``SparseUpdate``).
-3. The rest block: the second term's rows eliminated by a scaling when the first term is nested
-   in a scalar second term (``NestedRest``), else LAPACK's Cholesky (``DenseRest``).
+   pair map's entries in flops; for a scalar first term with more than ``pair_rows`` pairs (and
+   at most ``max_pair_rows``), the pair map by rows built in chunks (``PairRowsUpdate``); else
+   the pair map (``PairMapUpdate``) while it has at most ``max_pairs`` entries; beyond both, a
+   dense F where it is that cheap and fits in a quarter of the memory, else a sparse F F'
+   (``SparseUpdate``).
+3. The rest block: when the first term is nested in the only other term, a scalar one, with at
+   least ``bordered_rows`` levels, a diagonal bordered by the rows of X and y, stored and
+   factored without its square (``BorderedCholesky``: nested designs of any size); else the
+   second term's rows eliminated by a scaling when the first term is nested in a scalar second
+   term (``NestedRest``), else LAPACK's Cholesky (``DenseRest``), whose dense block must stay
+   within ``max_dense`` rows and the machine's memory.
 4. Systems filled once whose last terms' rows are at most ``tail_fraction`` of the rest block,
    with a diagonal Lambda_r, keep factors to finish later ones from (``TailCache``).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +48,8 @@ from .cholesky import (
 from .factor import Factor
 from .layout import Layout
 from .linalg import NotPositiveDefinite
+from .nested import BorderedCholesky
+from .pairs import PairRowsUpdate
 from .statistics import Blocks, Pattern, RowStatistics, reduce_blocks
 from .whole import WholeSystem
 
@@ -71,6 +81,10 @@ class Rule:
         break even near 55 rows).
     max_pairs : int
         Largest pair map (about 0.5 GB at 40M entries).
+    pair_rows, max_pair_rows : int
+        A scalar first term whose pairs of random-effects entries number more than
+        ``pair_rows`` (and at most ``max_pair_rows``) stores its pair map by rows of S, built in
+        chunks (``PairRowsUpdate``: a quarter of the time per product, a third of the memory).
     dense_per_pair : float
         Reweighted systems take a dense F while its flops stay below this many times the pair
         map's entries (BLAS at ~0.1 ns a flop against a few ns an entry for a refill).
@@ -79,17 +93,32 @@ class Rule:
         last ``tail_keep`` heads are kept while their Lr take at most ``tail_bytes``.
     nested : bool
         Eliminate a nested second term's rows by a scaling.
+    bordered_rows : int
+        Nested designs whose second term has at least this many levels store the rest block as
+        a bordered diagonal (``BorderedCholesky``).
+    pair_chunk : int
+        Pairs per chunk of ``PairRowsUpdate``'s symbolic phase.
+    heavy_fraction : float
+        ``PairRowsUpdate`` leaves out of its pairs the levels with more entries than this
+        fraction of the rest block's rows, and updates with their dense columns by BLAS (their
+        pairs would cost more than m^2 flops: power-law activity, a few users rating thousands
+        of items).
     """
 
     max_dense: int = 20_000
     whole_size: int = 50
     whole_basis: int = 2_000_000
     max_pairs: int = 40_000_000
+    pair_rows: int = 4_000_000
+    max_pair_rows: int = 400_000_000
     dense_per_pair: float = 50.0
     tail_fraction: float = 0.25
     tail_keep: int = 3
     tail_bytes: int = 100_000_000
     nested: bool = True
+    bordered_rows: int = 1_000
+    pair_chunk: int = 1 << 19
+    heavy_fraction: float = 1 / 16
 
 
 @dataclass(frozen=True)
@@ -97,6 +126,7 @@ class Choice:
     """The strategies ``choose`` picked (their names show in ``Engine.strategy``)."""
 
     whole: bool
+    bordered: bool
     update: SchurUpdate
     rest: RestFactorization
     tail0: int | None
@@ -107,6 +137,8 @@ def choose(pattern: Pattern, reweighted: bool, rule: Rule) -> Choice:
     """The strategies for this problem (see the module's docstring): by its shape, never by
     timings, so that a fit is reproducible."""
     lay = pattern.layout
+    if rule.nested and lay.qr >= rule.bordered_rows and pattern.diagonal_rows == lay.qr and lay.lam_diagonal:
+        return Choice(False, True, DenseUpdate(pattern), DenseRest(), None, 0)
     size = lay.q1 + lay.m
     whole = (
         size <= rule.whole_size
@@ -115,7 +147,17 @@ def choose(pattern: Pattern, reweighted: bool, rule: Rule) -> Choice:
     )
     npairs = PairMapUpdate.pairs(pattern)
     update: SchurUpdate
-    if whole or (reweighted and lay.m * lay.m * lay.q1 * lay.k1 <= rule.dense_per_pair * npairs):
+    dense_flops = lay.m * lay.m * lay.q1 * lay.k1
+    heavy = int(rule.heavy_fraction * lay.m)
+    if whole or (reweighted and dense_flops <= rule.dense_per_pair * npairs):
+        update = DenseUpdate(pattern)
+    elif lay.k1 == 1 and rule.pair_rows < PairRowsUpdate.pairs(pattern, heavy) <= rule.max_pair_rows:
+        update = PairRowsUpdate(pattern, reweighted, chunk=rule.pair_chunk, heavy=heavy)
+    elif (
+        npairs > rule.max_pair_rows
+        and dense_flops <= rule.dense_per_pair * npairs
+        and 16 * lay.m * lay.q1 <= physical_memory() / 4
+    ):  # (so many pairs that the first term's levels meet most of the rest: BLAS on a dense F)
         update = DenseUpdate(pattern)
     elif npairs > rule.max_pairs:
         update = SparseUpdate(pattern)
@@ -126,7 +168,34 @@ def choose(pattern: Pattern, reweighted: bool, rule: Rule) -> Choice:
     tails = [o for o in lay.rest_offsets if lay.m - o <= rule.tail_fraction * lay.m]
     tail0 = min(tails) if tails and lay.lam_diagonal and not reweighted else None
     keep = min(rule.tail_keep, rule.tail_bytes // (8 * lay.m * lay.m)) if tail0 is not None else 0
-    return Choice(whole, update, rest, tail0 if keep else None, keep)
+    return Choice(whole, False, update, rest, tail0 if keep else None, keep)
+
+
+def physical_memory() -> int:
+    """Bytes of memory of this machine (0 when the system does not say)."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (AttributeError, ValueError, OSError):
+        return 0
+
+
+def check_dense_size(layout: Layout, rule: Rule) -> None:
+    """Refuse, before allocating it, a dense rest block beyond ``rule.max_dense`` rows or the
+    machine's memory, naming the term that drives it and what it would take."""
+    m = layout.m
+    if m <= rule.max_dense and 3 * 8 * m * m <= max(physical_memory(), 8 * m * m):
+        return
+    big = max(layout.terms[1:], key=lambda t: t.q)
+    need = 3 * 8 * m * m / 2**30
+    raise HmixError(
+        f"the random effects after the largest term, {layout.qr} of them ({big.q} from the term "
+        f"({big.lhs} | {big.group})), form a dense block of {m:,} x {m:,} doubles: "
+        f"{8 * m * m / 2**30:.1f} GiB a copy and about {need:.1f} GiB for a fit, beyond "
+        f"{'this machine' if m <= rule.max_dense else f'the dense limit of {rule.max_dense:,} rows'}. "
+        f"Only nested designs (the largest term nested in a single scalar term) are factored "
+        f"sparsely; for crossed factors, fit the larger one as the first term and keep the other "
+        f"below {rule.max_dense:,} levels (for instance by dropping its rarest levels)"
+    )
 
 
 class Engine:
@@ -168,23 +237,61 @@ class Engine:
         reweighted: bool = False,
         rule: Rule | None = None,
     ):
-        rule = rule or Rule()
-        self.layout = layout = Layout.of(tuple(terms), X.shape[1], len(y))
-        if layout.m > rule.max_dense:
-            raise HmixError(
-                f"the random effects after the largest term number {layout.qr}: their block is factored "
-                f"densely ({layout.m}^2 doubles, {layout.m**2 * 8 / 1e9:.1f} GB a copy), which is beyond "
-                "this engine; crossed or nested factors this large besides the largest one are not "
-                "supported yet"
-            )
+        layout = Layout.of(tuple(terms), X.shape[1], len(y))
+        stats = RowStatistics(layout, reweighted=reweighted)
+        self._setup(layout, stats.pattern, reweighted, rule or Rule())
+        self._rows = True
+        blocks = stats.fill(X, y, weights)
+        # (filled once: its symbolic phase is redone if new data come, and its memory is free
+        # before the Schur update's own symbolic phase)
+        self.stats: RowStatistics | None = stats if reweighted else None
+        del stats
+        self.set_blocks(blocks)
+
+    @classmethod
+    def from_statistics(
+        cls,
+        layout: Layout,
+        pattern: Pattern,
+        blocks: Blocks,
+        *,
+        reweighted: bool = False,
+        rule: Rule | None = None,
+    ) -> Engine:
+        """An engine for statistics reduced elsewhere (``hmix.distributed``): it factors, but
+        ``set_data`` has no rows to compute new statistics from (``set_blocks`` takes them).
+
+        Examples
+        --------
+        >>> import numpy as np, hmix
+        >>> from hmix.engine import Engine, Layout, RowStatistics
+        >>> d = hmix.build_design("Yield ~ 1 + (1 | Batch)", hmix.datasets.load("Dyestuff"))
+        >>> lay = Layout.of(d.terms, d.p, d.n)
+        >>> st = RowStatistics(lay)
+        >>> e = Engine.from_statistics(lay, st.pattern, st.fill(d.X, d.y, None))
+        >>> round(e.factor(np.array([0.848])).r2, 1)
+        71093.6
+        """
+        self = cls.__new__(cls)
+        self._setup(layout, pattern, reweighted, rule or Rule())
+        self.stats = None
+        self._rows = False
+        self.set_blocks(blocks)
+        return self
+
+    def _setup(self, layout: Layout, pattern: Pattern, reweighted: bool, rule: Rule) -> None:
+        self.layout = layout
         self.reweighted = reweighted
-        self.stats = RowStatistics(layout, reweighted=reweighted)
-        self.pattern = self.stats.pattern
-        choice = choose(self.pattern, reweighted, rule)
-        self.chol = BlockedCholesky(self.pattern, choice.update, choice.rest)
+        self.pattern = pattern
+        choice = choose(pattern, reweighted, rule)
+        self.chol: BlockedCholesky
+        if choice.bordered:
+            self.chol = BorderedCholesky(pattern)
+        else:
+            check_dense_size(layout, rule)
+            self.chol = BlockedCholesky(pattern, choice.update, choice.rest)
         self.cache = TailCache(self.chol, choice.tail0, choice.keep) if choice.tail0 is not None else None
         self.whole = WholeSystem(self.chol) if choice.whole else None
-        self.set_data(X, y, weights)
 
     @property
     def strategy(self) -> dict[str, object]:
@@ -198,7 +305,15 @@ class Engine:
 
     def set_data(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> None:
         """New data or weights (once for an LMM, at every PIRLS step for a GLMM)."""
-        self.set_blocks(self.stats.fill(X, y, weights))
+        self.set_blocks(self.statistics(X, y, weights))
+
+    def statistics(self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None) -> Blocks:
+        """The statistics of these data on the engine's pattern, without setting them."""
+        if not self._rows:
+            raise HmixError("this engine was made from statistics: give it new ones with set_blocks")
+        if self.stats is None:
+            self.stats = RowStatistics(self.layout, reweighted=self.reweighted)
+        return self.stats.fill(X, y, weights)
 
     def set_blocks(self, blocks: Blocks) -> None:
         """New statistics (from ``RowStatistics.fill`` or ``reduce_blocks``)."""

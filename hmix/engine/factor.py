@@ -8,6 +8,7 @@ side and whose last diagonal element is r, r^2 the penalized weighted residual s
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property
 from typing import TYPE_CHECKING
@@ -68,6 +69,30 @@ class Factor:
         block = self.Lr[: self.layout.qr, : self.layout.qr]
         return block if self.rscale is None else block * self.rscale[:, None]
 
+    @property
+    def xy_rows(self) -> np.ndarray:
+        """The rows of X and y of the rest factor, (p + 1) x m."""
+        return self.Lr[self.layout.qr :, :]
+
+    @property
+    def diag_z(self) -> np.ndarray:
+        """The diagonal of the rest factor's random-effects rows."""
+        d = np.diag(self.Lr)[: self.layout.qr]
+        return d if self.rscale is None else d * self.rscale
+
+    def rr_solve(self, b: np.ndarray, trans: bool = False) -> np.ndarray:
+        """x with L_rr x = b (or L_rr' x = b)."""
+        return tri_solve(self.L_rr, b, trans=trans)
+
+    def vrr_lookup(self) -> Callable[[np.ndarray, np.ndarray], np.ndarray]:
+        """(i, j) -> entries of (L_rr L_rr')^-1."""
+        Vrr = self.rest.inverse(self.L_rr)
+
+        def vrr(i: np.ndarray, j: np.ndarray) -> np.ndarray:
+            return np.asarray(Vrr[np.maximum(i, j), np.minimum(i, j)])
+
+        return vrr
+
     @cached_property
     def lam_r(self) -> sp.csr_matrix:
         """Lambda of the rest terms, qr x qr."""
@@ -81,23 +106,19 @@ class Factor:
     @property
     def r2(self) -> float:
         """Penalized weighted residual sum of squares."""
-        return float(self.Lr[-1, -1] ** 2)
+        return float(self.xy_rows[-1, -1] ** 2)
 
     @cached_property
     def logdet_z(self) -> float:
         """log |L_ZZ|^2."""
-        qr = self.layout.qr
         d1 = np.log(np.einsum("jaa->ja", self.L11)).sum()
-        d = np.diag(self.Lr)[:qr]
-        if self.rscale is not None:
-            d = d * self.rscale
-        return float(2.0 * (d1 + np.log(d).sum()))
+        return float(2.0 * (d1 + np.log(self.diag_z).sum()))
 
     @cached_property
     def logdet_x(self) -> float:
         """log |L_XX|^2."""
         qr, p = self.layout.qr, self.layout.p
-        return float(2.0 * np.log(np.diag(self.Lr)[qr : qr + p]).sum())
+        return float(2.0 * np.log(np.diag(self.xy_rows[:p, qr : qr + p])).sum())
 
     @cached_property
     def beta(self) -> np.ndarray:
@@ -105,8 +126,8 @@ class Factor:
         qr, p = self.layout.qr, self.layout.p
         if p == 0:
             return np.zeros(0)
-        c = self.Lr[-1, qr : qr + p]
-        return tri_solve(self.Lr[qr : qr + p, qr : qr + p], c, trans=True)
+        xy = self.xy_rows
+        return tri_solve(xy[:p, qr : qr + p], xy[-1, qr : qr + p], trans=True)
 
     @cached_property
     def u_engine(self) -> list[np.ndarray]:
@@ -114,8 +135,9 @@ class Factor:
         lay = self.layout
         qr, p = lay.qr, lay.p
         beta = self.beta
-        rhs_r = self.Lr[-1, :qr] - self.Lr[qr : qr + p, :qr].T @ beta
-        u_r = tri_solve(self.L_rr, rhs_r, trans=True) if qr else np.zeros(0)
+        xy = self.xy_rows
+        rhs_r = xy[-1, :qr] - xy[:p, :qr].T @ beta
+        u_r = self.rr_solve(rhs_r, trans=True) if qr else np.zeros(0)
         v = np.concatenate([-self._lam(u_r), -beta, [1.0]])
         if self.F_dense is not None:
             rhs_1 = (v @ self.F_dense).reshape(lay.l1, lay.k1)
@@ -140,7 +162,7 @@ class Factor:
     def xtx_inv(self) -> np.ndarray:
         """(L_XX L_XX')^-1: the unscaled covariance of beta."""
         qr, p = self.layout.qr, self.layout.p
-        Linv = tri_solve(self.Lr[qr : qr + p, qr : qr + p], np.eye(p))
+        Linv = tri_solve(self.xy_rows[:p, qr : qr + p], np.eye(p))
         return Linv.T @ Linv
 
     @cached_property
@@ -190,17 +212,16 @@ class Factor:
         y1 = np.einsum("jab,jb->ja", self.L11inv, b[:q1].reshape(lay.l1, k1)).ravel()
         if not lay.qr:
             return np.einsum("jba,jb->ja", self.L11inv, y1.reshape(lay.l1, k1)).ravel()
-        Lrr = self.L_rr
         entries = self._l21_entries
         if entries is not None:  # (L21's products from its entries)
             vals, rows, cols = entries
-            yr = tri_solve(Lrr, b[q1:] - np.bincount(rows, vals * y1[cols], minlength=lay.qr))
-            xr = tri_solve(Lrr, yr, trans=True)
+            yr = self.rr_solve(b[q1:] - np.bincount(rows, vals * y1[cols], minlength=lay.qr))
+            xr = self.rr_solve(yr, trans=True)
             t = (y1 - np.bincount(cols, vals * xr[rows], minlength=q1)).reshape(lay.l1, k1)
         else:
             L21 = self.L21
-            yr = tri_solve(Lrr, b[q1:] - L21 @ y1)
-            xr = tri_solve(Lrr, yr, trans=True)
+            yr = self.rr_solve(b[q1:] - L21 @ y1)
+            xr = self.rr_solve(yr, trans=True)
             t = (y1 - L21.T @ xr).reshape(lay.l1, k1)
         x1 = np.einsum("jba,jb->ja", self.L11inv, t).ravel()
         return np.concatenate([x1, xr])
@@ -222,11 +243,7 @@ class Factor:
         lev = cols[:, 0] if k1 == 1 else cols[:, 0] // k1
         V = np.empty((n, K, K))
         if qr:
-            Vrr = self.rest.inverse(self.L_rr)
-
-            def vrr(i: np.ndarray, j: np.ndarray) -> np.ndarray:
-                return np.asarray(Vrr[np.maximum(i, j), np.minimum(i, j)])
-
+            vrr = self.vrr_lookup()
             entries = self._l21_entries
             G = self.G if entries is None else None
             if isinstance(G, np.ndarray):  # (dense: a small rest block)
@@ -263,7 +280,7 @@ class Factor:
                     V[:, a, b] = V[:, b, a] = v
             for a in range(k1, K):
                 for b in range(a, K):  # (cols[:, b] >= cols[:, a]: the lower triangle)
-                    V[:, a, b] = V[:, b, a] = Vrr[cols[:, b] - q1, cols[:, a] - q1]
+                    V[:, a, b] = V[:, b, a] = vrr(cols[:, b] - q1, cols[:, a] - q1)
         for a in range(k1):
             for b in range(a, k1):
                 V[:, a, b] = V[:, b, a] = V11[lev, a, b]

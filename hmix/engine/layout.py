@@ -163,14 +163,19 @@ class Layout:
         of lam, its row and column among those K (K = sum of the terms' k): the exact
         gradients sum over rows with these."""
         columns = self.u_columns()
+        lam_r, lam_c = self.lam_positions()
+        cols = np.stack([c for c, _ in columns], axis=1)
+        return cols, np.stack([z for _, z in columns], axis=1), lam_r, lam_c
+
+    def lam_positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Each element of lam's row and column among the K columns of Z a row touches."""
         kstart = np.cumsum([0] + [t.k for t in self.terms])
         lam_r = np.empty(self.nlam, dtype=np.int64)
         lam_c = np.empty(self.nlam, dtype=np.int64)
         for i, (t, sl) in enumerate(zip(self.terms, self.lam_slices)):
             r, c = t.cov.pattern
             lam_r[sl], lam_c[sl] = kstart[i] + r, kstart[i] + c
-        cols = np.stack([c for c, _ in columns], axis=1)
-        return cols, np.stack([z for _, z in columns], axis=1), lam_r, lam_c
+        return lam_r, lam_c
 
     def row_lambda(self, tmats: tuple[np.ndarray, ...]) -> np.ndarray:
         """The block-diagonal K x K Lambda of one row (every row's is the same): zeta_i = its

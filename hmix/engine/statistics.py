@@ -30,12 +30,13 @@ def _cat(parts: list[np.ndarray]) -> np.ndarray:
 
 def ranked(keys: np.ndarray, size: int) -> tuple[np.ndarray, np.ndarray]:
     """The distinct values of ``keys`` (integers below ``size``), sorted, and each key's position
-    among them (a mark-and-count over ``size`` when that is small, which beats sorting)."""
-    if size <= 64 * len(keys) + 1_000_000:
+    among them (a mark-and-count over ``size`` when that is small, which beats sorting; when it
+    is large, the scattered marks would touch every page of the table)."""
+    if size <= 8 * len(keys) + 1_000_000:
         present = np.zeros(size, dtype=bool)
         present[keys] = True
         uniq = np.flatnonzero(present)
-        position = np.empty(size, dtype=np.int64)  # touched only where keys are
+        position = np.empty(size, dtype=np.int64)  # (touched only where keys are)
         position[uniq] = np.arange(len(uniq))
         return uniq, position[keys]
     uniq, inv = np.unique(keys, return_inverse=True)
