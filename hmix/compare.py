@@ -15,7 +15,11 @@ __all__ = ["compare"]
 
 
 def compare(
-    *models: Any, names: list[str] | None = None, refit: bool = True, loo: bool = False
+    *models: Any,
+    names: list[str] | None = None,
+    refit: bool = True,
+    loo: bool = False,
+    progress: bool | None = None,
 ) -> pd.DataFrame:
     """Compare nested mixed models, as lme4's ``anova(m1, m2, ...)``.
 
@@ -36,6 +40,8 @@ def compare(
         ``elpd_loo``, ``se_loo``, ``p_loo``, and ``elpd_diff`` / ``se_diff``, the difference to
         the model with the highest elpd_loo and the standard error of that difference (from the
         pointwise differences).
+    progress : bool, optional
+        Progress bars of the leave-one-out refits (``loo``'s ``progress``).
 
     Returns
     -------
@@ -43,7 +49,9 @@ def compare(
         One row per model, ordered by the number of parameters, with ``npar``, ``AIC``, ``BIC``,
         ``logLik``, ``deviance`` (-2 logLik) and, from the second row on, the likelihood-ratio
         ``Chisq`` against the row above, its ``Df`` and ``Pr(>Chisq)``; with ``loo=True`` the
-        leave-one-out columns.
+        leave-one-out columns. The test assumes each model is nested in the next: where the
+        larger model lacks a fixed effect of the smaller, or fits worse than it (a negative
+        Chisq), the models are not nested, ``Pr(>Chisq)`` is NaN and a warning says so.
 
     Examples
     --------
@@ -115,12 +123,13 @@ def compare(
             stacklevel=user_stacklevel(),
         )
         p = np.full(len(p), np.nan)
+    p = _not_nested(table, [models[i] for i in np.argsort(npar_of(models), kind="stable")], chisq, df, p)
     table["Chisq"] = chisq
     table["Df"] = df
     table["Pr(>Chisq)"] = p
     if loo:
-        order = np.argsort([m.npar for m in models], kind="stable")  # the table's row order
-        res = [given[i].loo() for i in order]
+        order = np.argsort(npar_of(models), kind="stable")  # the table's row order
+        res = [given[i].loo(progress=progress) for i in order]
         pointwise = np.array([r.elpd_i for r in res])
         best = int(np.argmax([r.elpd_loo for r in res]))
         diff = pointwise - pointwise[best]
@@ -131,3 +140,31 @@ def compare(
         table["elpd_diff"] = diff.sum(axis=1)
         table["se_diff"] = np.sqrt(n * diff.var(axis=1))
     return table
+
+
+def npar_of(models: tuple[Any, ...]) -> list[int]:
+    return [m.npar for m in models]
+
+
+def _not_nested(
+    table: pd.DataFrame, ordered: list[Any], chisq: np.ndarray, df: np.ndarray, p: np.ndarray
+) -> np.ndarray:
+    """p with NaN where a model is evidently not nested in the next (see ``compare``), warned."""
+    bad = []
+    for i in range(1, len(ordered)):
+        small, large = ordered[i - 1], ordered[i]
+        missing = set(small.design.fixef_names) - set(large.design.fixef_names)
+        if missing or (df[i] > 0 and chisq[i] < -1e-6 * max(1.0, abs(table["deviance"].iloc[i]))):
+            bad.append(i)
+    if bad:
+        which = ", ".join(str(table.index[i]) for i in bad)
+        warnings.warn(
+            f"{which}: not nested in the model above it (a fixed effect of the smaller "
+            "model is missing, or the larger fits worse), so the likelihood-ratio test does not "
+            "apply and Pr(>Chisq) is NaN; compare non-nested models by AIC, BIC or loo=True",
+            HmixWarning,
+            stacklevel=user_stacklevel(),
+        )
+        p = p.copy()
+        p[bad] = np.nan
+    return p

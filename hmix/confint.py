@@ -207,8 +207,17 @@ def _interval(
 ) -> tuple[float, float]:
     """Where sign(v - hat) sqrt(f(v) - dev_hat) crosses -z and +z; a bound when it never does."""
 
-    def zeta(v: float) -> float:  # (capped: brentq needs finite values where f is infinite)
-        return float(np.sign(v - hat) * np.sqrt(min(max(f(v) - dev_hat, 0.0), 1e12)))
+    seen: dict[float, float] = {}
+
+    def zeta(v: float) -> float:
+        # remembered: the profile warm-starts its inner fits, so a second evaluation at v can
+        # differ, and brentq must find the bracket's signs where the search found them; capped
+        # (and NaN, outside the model's domain, as infinite): brentq needs finite values
+        if v not in seen:
+            d = f(v) - dev_hat
+            d = 1e12 if np.isnan(d) else min(max(d, 0.0), 1e12)
+            seen[v] = float(np.sign(v - hat) * np.sqrt(d))
+        return seen[v]
 
     out = []
     for side in (-1, 1):
@@ -360,6 +369,7 @@ def confint(
     """Confidence intervals; see ``hmix.MixedModel.confint``."""
     if isinstance(level, bool) or not isinstance(level, numbers.Real) or not 0 < level < 1:
         raise DataError(f"level must be between 0 and 1, not {level}")
+    method = method.lower() if isinstance(method, str) else method  # (lme4 spells it "Wald")
     if method == "wald":
         out = _wald(model, level)
     elif method == "profile":

@@ -59,14 +59,18 @@ def predict(
                 else ""
             )
         )
-    if zi is not None and type in ("response", "zi"):
-        return _zero_inflated(model, newdata, random, new_levels, type, offset)
     if se_fit or interval is not None:
-        from .predint import with_intervals
+        from .predint import with_intervals, zero_inflated_intervals
 
         eta = predict(model, newdata, random=random, new_levels=new_levels, type="link", offset=offset)
         assert isinstance(eta, pd.Series)
-        return with_intervals(model, newdata, eta, random, type, interval, level)
+        if zi is not None and type in ("response", "zi"):
+            return zero_inflated_intervals(model, newdata, eta, random, type, interval, level)
+        # (a zero-inflated model's "conditional" is the count part's mean: its response scale)
+        scale = "response" if type == "conditional" else type
+        return with_intervals(model, newdata, eta, random, scale, interval, level)
+    if zi is not None and type in ("response", "zi"):
+        return _zero_inflated(model, newdata, random, new_levels, type, offset)
     d = model.design
     if newdata is None:
         eta = d.X @ model.beta + (d.offset if d.offset is not None else 0.0)
@@ -131,7 +135,7 @@ def _zero_inflated(
         X_zi, index = zi.matrix(newdata), newdata.index
     pi = expit(X_zi @ model.zi_beta)  # type: ignore[attr-defined]
     if type == "zi":
-        return pd.Series(pi, index=index, name="zi_prob")
+        return pd.Series(pi, index=index, name="predicted")
     mu = predict(model, newdata, random=random, new_levels=new_levels, type="conditional", offset=offset)
     assert isinstance(mu, pd.Series)
     return pd.Series((1 - pi) * mu.to_numpy(), index=index, name="predicted")

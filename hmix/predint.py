@@ -37,7 +37,7 @@ from .errors import DataError
 if TYPE_CHECKING:
     from .results import MixedModel
 
-__all__ = ["with_intervals", "link_variances", "INTERVALS"]
+__all__ = ["with_intervals", "zero_inflated_intervals", "link_variances", "INTERVALS"]
 
 INTERVALS = ("confidence", "prediction")
 
@@ -55,6 +55,14 @@ def link_variances(
     >>> round(float(conf[0]), 1), round(float(extra[0]), 1)  # condVar + vcov; sigma^2
     (759.4, 2451.2)
     """
+    conf, extra, complete, _ = _link_parts(model, newdata, random)
+    return conf, extra, complete
+
+
+def _link_parts(
+    model: MixedModel, newdata: pd.DataFrame | None, random: bool
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """``link_variances`` and the complete rows' fixed-effects columns."""
     d = model.design
     if newdata is None:
         complete = np.ones(d.n, bool)
@@ -77,7 +85,7 @@ def link_variances(
         conf = conf + np.where(known, np.einsum("ia,iab,ib->i", z, C[np.where(known, idx, 0)], z), 0.0)
         S = model.cov_scale**2 * (T @ T.T)
         extra = extra + np.where(known, 0.0, np.einsum("ia,ab,ib->i", z, S, z))
-    return conf, extra, complete
+    return conf, extra, complete, X
 
 
 def with_intervals(
@@ -103,10 +111,7 @@ def with_intervals(
     >>> with_intervals(m, None, m.predict(), True, "response", "confidence", 0.95).iloc[0].round(1).tolist()
     [1509.9, 27.6, 1455.9, 1563.9]
     """
-    if interval is not None and interval not in INTERVALS:
-        raise DataError(f"interval must be None, 'confidence' or 'prediction', not {interval!r}")
-    if not 0 < level < 1:
-        raise DataError(f"level must be between 0 and 1 (0.95 for 95% intervals), not {level!r}")
+    _check(interval, level)
     conf, extra, complete = link_variances(model, newdata, random)
     var = np.full(len(eta), np.nan)
     var[complete] = conf + (extra if interval == "prediction" else 0.0)
@@ -123,3 +128,83 @@ def with_intervals(
             ends = [fam.linkinv(v) for v in ends]
         out["lower"], out["upper"] = np.fmin(*ends), np.fmax(*ends)
     return pd.DataFrame(out, index=eta.index)
+
+
+def _check(interval: str | None, level: float) -> None:
+    if interval is not None and interval not in INTERVALS:
+        raise DataError(f"interval must be None, 'confidence' or 'prediction', not {interval!r}")
+    if not 0 < level < 1:
+        raise DataError(f"level must be between 0 and 1 (0.95 for 95% intervals), not {level!r}")
+
+
+def zero_inflated_intervals(
+    model: MixedModel,
+    newdata: pd.DataFrame | None,
+    eta: pd.Series,
+    random: bool,
+    type: str,
+    interval: str | None,
+    level: float,
+) -> pd.DataFrame:
+    """``with_intervals`` for a zero-inflated model's mean (1 - pi) mu (``type="response"``) or
+    its zero-inflation probability pi (``"zi"``), by the delta method over the count part's
+    linear predictor and the zero-inflation one, zeta = x_zi' gamma, with the covariance of
+    beta and gamma from the fit's Hessian (glmmTMB's ``se.fit``). The mean's interval is
+    symmetric on its log scale, pi's on the logit scale. The random effects enter the count
+    part's variance as in ``link_variances``.
+
+    Examples
+    --------
+    >>> import hmix
+    >>> sal = hmix.datasets.load("Salamanders")
+    >>> m = hmix.glmer("count ~ mined + (1 | site)", sal, family="poisson", zi_formula="~ mined")
+    >>> new = sal.head(2)[["mined", "site"]]
+    >>> m.predict(new, type="zi", interval="confidence").round(3)
+         fit     se  lower  upper
+    0  0.758  0.043  0.663  0.832
+    1  0.758  0.043  0.663  0.832
+    """
+    from scipy.special import expit
+
+    _check(interval, level)
+    V = getattr(model, "vcov_params", None)
+    if V is None:
+        raise DataError(
+            "standard errors of a zero-inflated model's mean and zero-inflation probability need "
+            "the covariance of all its coefficients: fit with vcov_method='hessian' (the default)"
+        )
+    conf, extra, complete, X = _link_parts(model, newdata, random)
+    zi = model.zi  # type: ignore[attr-defined]
+    X_zi = (zi.X if newdata is None else zi.matrix(newdata))[complete]
+    k = len(model.theta)
+    p = X.shape[1]
+    kz = k + p + int(model.dispersion_estimated)  # type: ignore[attr-defined]
+    gamma = model.zi_beta  # type: ignore[attr-defined]
+    V_zz = V[kz : kz + len(gamma), kz : kz + len(gamma)]
+    V_bz = V[k : k + p, kz : kz + len(gamma)]
+    zeta = X_zi @ gamma
+    var_zeta = np.einsum("ia,ab,ib->i", X_zi, V_zz, X_zi)
+    pi = expit(zeta)
+    q = stats.norm.ppf(0.5 + level / 2)
+    n = len(eta)
+    out = {c: np.full(n, np.nan) for c in ("fit", "se", "lower", "upper")}
+    if type == "zi":
+        se_zeta = np.sqrt(var_zeta)
+        out["fit"][complete], out["se"][complete] = pi, pi * (1 - pi) * se_zeta
+        out["lower"][complete], out["upper"][complete] = expit(zeta - q * se_zeta), expit(zeta + q * se_zeta)
+    else:
+        fam = model.family
+        e = eta.to_numpy(dtype=float)[complete]
+        mu = fam.linkinv(e)
+        d_eta = (1 - pi) * fam.mu_eta(e)  # d m / d eta, m = (1 - pi) mu
+        d_zeta = -pi * (1 - pi) * mu  # d m / d zeta
+        cross = np.einsum("ia,ab,ib->i", X, V_bz, X_zi)
+        var_eta = conf + (extra if interval == "prediction" else 0.0)
+        var_m = d_eta**2 * var_eta + d_zeta**2 * var_zeta + 2 * d_eta * d_zeta * cross
+        m = (1 - pi) * mu
+        se_m = np.sqrt(np.maximum(var_m, 0.0))
+        half = q * se_m / m  # (on log m)
+        out["fit"][complete], out["se"][complete] = m, se_m
+        out["lower"][complete], out["upper"][complete] = m * np.exp(-half), m * np.exp(half)
+    frame = pd.DataFrame(out, index=eta.index)
+    return frame if interval is not None else frame[["fit", "se"]]

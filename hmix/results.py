@@ -16,7 +16,7 @@ import pandas as pd
 
 from .design import Design
 from .engine import Factor
-from .errors import HmixError
+from .errors import DataError, HmixError
 from .families import Family, Gaussian, Observed
 from .optimize import OptSummary
 from .remat import ThetaMap
@@ -505,7 +505,9 @@ class MixedModel:
 
         Every simulation draws new random effects for every level from their fitted
         distribution (lme4's ``simulate(m, re.form = NA)``), then the response: Gaussian with
-        SD sigma / sqrt(prior weight) (LMM), binomial or Poisson (GLMM). Binomial responses
+        SD sigma / sqrt(prior weight) (LMM), or from the GLMM's family (binomial, Poisson,
+        negative binomial, Gamma), with structural zeros drawn with each row's probability for a
+        zero-inflated model. Binomial responses
         come back as stored in the fit: the proportion of successes out of the trials (the
         ``cbind`` total or the weights); multiply by the trials for counts.
 
@@ -658,6 +660,7 @@ class MixedModel:
         Parameters
         ----------
         method : {"profile", "wald", "boot"}
+            (In any case: lme4's ``"Wald"`` too.)
             ``"profile"``: where the likelihood-ratio statistic of each parameter, the others
             re-optimized, reaches the chi-square quantile (lme4 profiles the ML deviance, also
             for REML fits, and so does this; GLMMs profile their Laplace or quadrature deviance
@@ -924,7 +927,7 @@ class LinearMixedModel(MixedModel):
             if d.weights is not None:
                 r = r * np.sqrt(d.weights)
         elif type != "response":
-            raise ValueError(f"type must be 'response' or 'pearson', not {type!r}")
+            raise DataError(f"type must be 'response' or 'pearson', not {type!r}")
         return pd.Series(r, index=d.index, name="residuals")
 
     def refit_ml(self) -> LinearMixedModel:
@@ -1192,10 +1195,11 @@ class GeneralizedLinearMixedModel(MixedModel):
         zero-inflation: (1 - pi) mu)."""
         return pd.Series(self._mean_variance()[0], index=self.design.index, name="fitted")
 
-    def residuals(self, type: str = "deviance") -> pd.Series:
-        """Residuals of the kinds lme4 offers: ``"deviance"`` (default), ``"pearson"``,
+    def residuals(self, type: str | None = None) -> pd.Series:
+        """Residuals of the kinds lme4 offers: ``"deviance"`` (the default), ``"pearson"``,
         ``"response"`` (y - fitted) and ``"working"``. Zero-inflated models have no deviance or
-        working residuals (their likelihood is a mixture): their default is ``"pearson"``.
+        working residuals (their likelihood is a mixture; glmmTMB has none either): their
+        default is ``"pearson"``, and asking for the others is an error.
 
         Examples
         --------
@@ -1208,12 +1212,13 @@ class GeneralizedLinearMixedModel(MixedModel):
         d, fam = self.design, self.family
         wt = np.ones(d.n) if d.weights is None else d.weights
         mean, var = self._mean_variance()
+        if type is None:
+            type = "deviance" if self.zi is None else "pearson"
         if self.zi is not None and type in ("deviance", "working"):
-            if type == "working":
-                raise ValueError(
-                    "a zero-inflated model has no working residuals; use 'pearson' or 'response'"
-                )
-            type = "pearson"
+            raise DataError(
+                f"a zero-inflated model has no {type} residuals (its likelihood is a mixture of a "
+                "zero and the count model); use 'pearson' or 'response'"
+            )
         if type == "deviance":
             r = np.sign(d.y - mean) * np.sqrt(np.maximum(fam.dev_resid(d.y, mean, wt), 0.0))
         elif type == "pearson":
@@ -1223,7 +1228,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         elif type == "working":
             r = (d.y - mean) / fam.mu_eta(self._eta)
         else:
-            raise ValueError(f"type must be 'deviance', 'pearson', 'response' or 'working', not {type!r}")
+            raise DataError(f"type must be 'deviance', 'pearson', 'response' or 'working', not {type!r}")
         return pd.Series(r, index=d.index, name="residuals")
 
     def coef_table(self, ddf: str | None = None) -> pd.DataFrame:
