@@ -576,6 +576,9 @@ class Checks(NamedTuple):
     hessian: np.ndarray | None = None
 
 
+_POLISH_STEP = 1e-10
+
+
 def newton_polish(
     f: Callable[[np.ndarray], float],
     x: np.ndarray,
@@ -593,8 +596,9 @@ def newton_polish(
     relative in the objective: theta can be 1e-6 off the optimum, and where it stops depends
     on rounding (row order, level labels). With an exact ``gradient``, up to ``steps`` steps
     are taken while the Newton decrement g'H^-1 g falls (values are too noisy to judge steps
-    this small); without one, a single step with the checks' gradient is kept when it lowers
-    the objective. Boundary fits are left as they are.
+    this small) and the step is larger than 1e-10 of the parameters; without one, a single
+    step with the checks' gradient is kept when it lowers the objective. Boundary fits are
+    left as they are.
     """
     g, H = checks.gradient, checks.hessian
     if checks.singular or g is None or H is None or not np.isfinite(H).all():
@@ -608,22 +612,18 @@ def newton_polish(
         f1 = f(x1)
         return (x1, f1) if f1 < fx and not getattr(f, "failed", False) else (x, fx)
     g = gradient(x)
-    dec = float(g @ sla.cho_solve(Hc, g))
+    step = sla.cho_solve(Hc, g)
+    dec = float(g @ step)
+    moved = False
     for _ in range(steps):
-        x1 = np.clip(x - sla.cho_solve(Hc, g), lower, upper)
+        # a step below 1e-10 of the parameters' size moves nothing the fit reports
+        if not np.abs(step).max(initial=0.0) > _POLISH_STEP * max(1.0, float(np.abs(x).max(initial=0.0))):
+            break
+        x1 = np.clip(x - step, lower, upper)
         g1 = gradient(x1)
-        dec1 = float(g1 @ sla.cho_solve(Hc, g1))
+        step1 = sla.cho_solve(Hc, g1)
+        dec1 = float(g1 @ step1)
         if not (np.isfinite(dec1) and dec1 < dec):
             break
-        x, g, dec = x1, g1, dec1
-    return x, f(x)
-    try:
-        np.linalg.cholesky(H)
-        step = -np.linalg.solve(H, g)
-    except np.linalg.LinAlgError:
-        return x, fx
-    x1 = np.clip(x + step, lower, upper)
-    f1 = f(x1)
-    if f1 < fx and not getattr(f, "failed", False):
-        return x1, f1
-    return x, fx
+        x, g, step, dec, moved = x1, g1, step1, dec1, True
+    return (x, f(x)) if moved else (x, fx)
