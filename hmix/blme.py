@@ -188,14 +188,14 @@ class BlmmProfiler:
     """
 
     def __init__(self, model: LinearMixedModel):
-        from .confint import _bounds
+        from .confint import sdcor_bounds_of
 
         assert model.priors is not None and not model.REML
         self.model = model
         self.f = PenalizedLMM(model.design, False, model.priors)
         self.names = model.varpar_names()
         self.hat = model.varpar()
-        self.lo, self.hi = _bounds(model)
+        self.lo, self.hi = sdcor_bounds_of(model)
         if self.f.mode == "fixed":
             self.lo[-1] = self.hi[-1] = self.hat[-1]
         self._cor = (self.lo == -1.0) & (self.hi == 1.0)
@@ -221,9 +221,9 @@ class BlmmProfiler:
         return self.f.evaluate(theta, sigma, logdet_z, 0.0, r2)[0]
 
     def varpar_profile(self, j: int) -> Any:
-        from .confint import _fix_one
+        from .confint import fix_one
 
-        inner = _fix_one(self._vp_dev, self.hat, self.lo, self.hi, j)
+        inner = fix_one(self._vp_dev, self.hat, self.lo, self.hi, j)
 
         def profile(v: float) -> float:
             try:
@@ -234,7 +234,7 @@ class BlmmProfiler:
         return profile
 
     def beta_profile(self, j: int) -> Any:
-        from .confint import _inner_min
+        from .confint import inner_min
 
         f = self.f
         start = {"x": f.params_at(self.model.theta, self.model.sigma)}
@@ -248,7 +248,7 @@ class BlmmProfiler:
             return self._ml(theta, sigma, fac.logdet_z, r2)
 
         def profile(v: float) -> float:
-            x, val = _inner_min(lambda x: at(x, v), start["x"], f.lower, f.upper)
+            x, val = inner_min(lambda x: at(x, v), start["x"], f.lower, f.upper)
             start["x"] = x
             return val
 

@@ -33,7 +33,7 @@ from .lmm import LMMObjective
 from .optimize import hessian_from_gradient, minimize
 from .results import GeneralizedLinearMixedModel, LinearMixedModel, MixedModel, theta_from_sdcor
 
-__all__ = ["confint", "interval_frame"]
+__all__ = ["confint", "interval_frame", "sdcor_bounds_of", "inner_min", "fix_one"]
 
 
 # ----- Wald ---------------------------------------------------------------------------------
@@ -47,7 +47,7 @@ def _wald(model: MixedModel, level: float) -> pd.DataFrame:
     out_names = names + list(model.fixef.index)
     lo, hi = np.r_[lo, model.fixef - z * se], np.r_[hi, model.fixef + z * se]
     if isinstance(model, GeneralizedLinearMixedModel):
-        extra_se = model._extra_se()
+        extra_se = model.extra_se()
         if model.dispersion_estimated:  # sigma = exp(power * log dispersion)
             power = model.family.sigma_power
             log_sigma, half = np.log(model.sigma), power * z * extra_se[0]
@@ -106,7 +106,7 @@ def interval_frame(names: list[str], lo: np.ndarray, hi: np.ndarray, level: floa
 
 
 # ----- profile ------------------------------------------------------------------------------
-def _bounds(model: MixedModel) -> tuple[np.ndarray, np.ndarray]:
+def sdcor_bounds_of(model: MixedModel) -> tuple[np.ndarray, np.ndarray]:
     """Bounds of the sd/cor parameters (and sigma's, for a model with one)."""
     parts = [t.cov.sdcor_bounds() for t in model.design.terms]
     lo = np.concatenate([p[0] for p in parts] + ([np.zeros(1)] if model.has_scale else []))
@@ -114,7 +114,7 @@ def _bounds(model: MixedModel) -> tuple[np.ndarray, np.ndarray]:
     return lo, hi
 
 
-def _inner_min(
+def inner_min(
     f: Callable[[np.ndarray], float], x0: np.ndarray, lo: np.ndarray, hi: np.ndarray
 ) -> tuple[np.ndarray, float]:
     """The profile's inner minimization: BOBYQA within the bounds (``hmix.optimize.minimize``,
@@ -143,7 +143,7 @@ def _inner_min(
     return x, fmin
 
 
-def _fix_one(
+def fix_one(
     dev: Callable[[np.ndarray], float], hat: np.ndarray, lo: np.ndarray, hi: np.ndarray, j: int
 ) -> Callable[[float], float]:
     """v -> min of ``dev`` over the other parameters with parameter j at v (warm-started)."""
@@ -157,7 +157,7 @@ def _fix_one(
             full[j] = v
             return dev(full)
 
-        x, val = _inner_min(inner, start["x"], lo[others], hi[others])
+        x, val = inner_min(inner, start["x"], lo[others], hi[others])
         start["x"] = x
         return val
 
@@ -173,7 +173,7 @@ class _Profiler:
         self.names = model.varpar_names()
         self.hat = model.varpar()
         self.dev_hat = self._vp_dev(self.hat)
-        self.lo, self.hi = _bounds(model)
+        self.lo, self.hi = sdcor_bounds_of(model)
 
     def _vp_dev(self, vp: np.ndarray) -> float:
         sigma = vp[-1]
@@ -183,7 +183,7 @@ class _Profiler:
         return self.f.deviance(fac.logdet_z, 0.0, fac.r2, sigma)
 
     def varpar_profile(self, j: int) -> Callable[[float], float]:
-        return _fix_one(self._vp_dev, self.hat, self.lo, self.hi, j)
+        return fix_one(self._vp_dev, self.hat, self.lo, self.hi, j)
 
     def beta_profile(self, j: int) -> Callable[[float], float]:
         """The deviance with beta_j fixed: its column moves into the response."""
@@ -195,7 +195,7 @@ class _Profiler:
 
         def profile(v: float) -> float:
             f.set_response(d.y - d.X[:, j] * v)
-            x, val = _inner_min(f, start["x"], f.lower, f.upper)
+            x, val = inner_min(f, start["x"], f.lower, f.upper)
             start["x"] = x
             return val
 
@@ -267,13 +267,13 @@ class _GlmmProfiler:
         zi_beta = np.zeros(0) if model.zi_beta is None else model.zi_beta
         self.names = vnames + list(model.fixef.index) + model.zi_names
         self.hat = np.r_[model.varpar(), model.beta, zi_beta]
-        vlo, vhi = _bounds(model)
+        vlo, vhi = sdcor_bounds_of(model)
         if model.dispersion_estimated:
             vlo, vhi = np.r_[vlo, 0.0], np.r_[vhi, np.inf]
         nfree = d.p + len(zi_beta)
         self.lo = np.r_[vlo, np.full(nfree, -np.inf)]
         self.hi = np.r_[vhi, np.full(nfree, np.inf)]
-        extra_se = model._extra_se()[int(model.dispersion_estimated) :]
+        extra_se = model.extra_se()[int(model.dispersion_estimated) :]
         self.scale = np.r_[
             [0.25 * h if n.startswith(("sd_", "sigma")) and h > 0 else 0.1 for n, h in zip(vnames, self.hat)],
             0.5 * model.std_errors.to_numpy(),
@@ -292,7 +292,7 @@ class _GlmmProfiler:
         return float(self.obj(np.r_[theta, rest[: self.p], extra]))
 
     def profile(self, j: int) -> Callable[[float], float]:
-        return _fix_one(self.deviance, self.hat, self.lo, self.hi, j)
+        return fix_one(self.deviance, self.hat, self.lo, self.hi, j)
 
 
 @singledispatch

@@ -37,7 +37,7 @@ from .newdata import codings, formulaic_types
 from .remat import ReTerm, group_codes
 from .response import response
 
-__all__ = ["is_dask_frame", "require_dask", "DaskRows", "prepare"]
+__all__ = ["is_dask_frame", "require_dask", "DaskRows", "prepare", "check_sizes"]
 
 _SAMPLE_ROWS = 1_000  # rows per partition in the template design's sample
 
@@ -288,7 +288,7 @@ def lmer(
         raise DataError("every row has a missing value in a variable the formula uses")
     dropped = stats.dropped
     tpl = spec.design
-    _check_sizes(tpl, stats.n)
+    check_sizes(tpl, stats.n)
     engine = engine_from(stats, tpl.terms, tpl.p)
     theta0 = start_theta_from(engine.layout, engine.pattern, stats.blocks(), stats.n)
     design = rowless_design(spec, stats.n, dropped)
@@ -306,7 +306,7 @@ def lmer(
     return lmm_model(f, theta, optsum, singular=singular, converged=converged, data_name=data_name)
 
 
-def _check_sizes(design: Design, n: int) -> None:
+def check_sizes(design: Design, n: int) -> None:
     if n <= design.p:
         raise DataError(
             f"{n} observations for {design.p} fixed effects: use more data or fewer fixed effects"

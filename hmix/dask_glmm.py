@@ -433,7 +433,7 @@ def glmer(
     """``hmix.glmer`` for a Dask DataFrame (see the module's docstring)."""
     from dataclasses import replace
 
-    from .dask import _check_sizes, exact_quantiles, prepare
+    from .dask import check_sizes, exact_quantiles, prepare
     from .fit import fit_glmm
 
     spec, rows, _ = prepare(
@@ -445,7 +445,7 @@ def glmer(
     if not nonzero:
         raise DataError("every response is zero: there is nothing to model")
     tpl = spec.design
-    _check_sizes(tpl, n)
+    check_sizes(tpl, n)
     design = rowless_design(spec, n, dropped)
     obj = DaskGLMMObjective(design, family, rows, nAGQ)
     model = fit_glmm(

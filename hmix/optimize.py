@@ -116,7 +116,7 @@ class OptSummary:
 
 
 class _Counted:
-    """Counts evaluations; a failed evaluation returns the initial objective (see DESIGN §3)."""
+    """Counts evaluations; a failed evaluation returns the initial objective (see ``minimize``)."""
 
     def __init__(self, f: Callable[[np.ndarray], float], x0: np.ndarray):
         self.f = f
@@ -173,8 +173,8 @@ def minimize(
 
     ``diagonal`` marks the parameters that are standard deviations (lower bound 0); those below
     1e-3 are set to 0 when that raises the objective by at most 1e-5. An evaluation that fails
-    (not positive definite, not finite) returns the objective at the start (DESIGN §3): the one
-    failure policy of every optimization in hmix.
+    (not positive definite, not finite) returns the objective at the start, so the optimizer
+    steps back from it (lme4's policy): the one failure policy of every optimization in hmix.
     """
     x0 = np.asarray(x0, dtype=float)
     n = len(x0)
@@ -465,7 +465,7 @@ def _derivs(
 
     ``order`` (parameter indices, the first varying slowest) sorts the points: the LMM engine
     finishes a factor from the last one's when only the parameters it factors last have changed
-    (``BlockedPLS._finish_tail``). Without it the points keep a fixed order: a GLMM's PIRLS
+    (``hmix.engine.cholesky.TailCache``). Without it the points keep a fixed order: a GLMM's PIRLS
     starts from the last modes, so its values depend on the order by ~1e-10.
     """
     n = len(x)

@@ -1,5 +1,5 @@
 """Partial pooling made visible: each level's own fit, its shrunken estimate and the population
-value side by side, and the variance decomposition with the ICC (DESIGN.md §6).
+value side by side, and the variance decomposition with the ICC.
 
 The level's own fit ("no pooling") is the regression of the response on the term's columns within
 that level, with everything else in the fitted linear predictor held where the fit put it: the

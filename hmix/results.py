@@ -1059,7 +1059,7 @@ class GeneralizedLinearMixedModel(MixedModel):
         """Names of the zero-inflation coefficients (``zi_(Intercept)``, ...)."""
         return [] if self.zi is None else [f"zi_{n}" for n in self.zi.names]
 
-    def _extra_se(self) -> np.ndarray:
+    def extra_se(self) -> np.ndarray:
         """Standard errors of the log dispersion and the zero-inflation coefficients (NaN
         without the Hessian)."""
         k = len(self.theta) + self.design.p
@@ -1086,7 +1086,7 @@ class GeneralizedLinearMixedModel(MixedModel):
 
         if self.zi is None or self.zi_beta is None:
             raise HmixError("the model has no zero-inflation part (zi_formula)")
-        se = self._extra_se()[int(self.dispersion_estimated) :]
+        se = self.extra_se()[int(self.dispersion_estimated) :]
         z = self.zi_beta / se
         return pd.DataFrame(
             {"estimate": self.zi_beta, "std_error": se, "statistic": z, "p_value": 2 * norm.sf(np.abs(z))},

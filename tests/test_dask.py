@@ -1,5 +1,6 @@
 """Fits of Dask DataFrames on a two-worker ``distributed.LocalCluster`` against the same data in
-memory (the reference): LMMs to 1e-8 relative, GLMMs to 1e-6, and the same fitted-model
+memory (the reference): LMMs to 1e-6 in the deviance and 1e-4 in the estimates (see
+test_lmm_matches_memory), GLMMs to 1e-6, and the same fitted-model
 interface (summary, ranef, predict on pandas new data); what needs the rows says so.
 """
 

@@ -22,13 +22,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import pytest
-from conftest import REFERENCE, fit_spec, reference, spec
+from conftest import LME4_REFERENCES, REFERENCE, fit_spec, reference, spec, vec
 
 import hmix
 from hmix import ddf as hddf
 from hmix.summary import _format_pvalues
-
-SPEC_REF = {"public_spec.json": "lme4_reference.json", "extra_spec.json": "lme4_extra.json"}
 
 
 @cache
@@ -38,13 +36,9 @@ def ddf_reference() -> dict[str, Any]:
     return {k: v for k, v in data.items() if k != "versions"}
 
 
-def _vec(x: object) -> np.ndarray:
-    return np.atleast_1d(np.asarray(x, dtype=float))
-
-
 def _satterthwaite_cases() -> list[tuple[str, str]]:
     out = []
-    for sf, rf in SPEC_REF.items():
+    for sf, rf in LME4_REFERENCES.items():
         ref = reference(rf)
         for mid, s in spec(sf).items():
             if s.get("family", "gaussian") == "gaussian" and "satterthwaite_df" in ref.get(mid, {}):
@@ -58,10 +52,10 @@ def _assert_log_p(p: np.ndarray, p_ref: np.ndarray) -> None:
 
 @pytest.mark.parametrize(("sf", "mid"), _satterthwaite_cases())
 def test_satterthwaite_matches_lmertest(sf: str, mid: str) -> None:
-    m, r = fit_spec(sf, mid), reference(SPEC_REF[sf])[mid]
+    m, r = fit_spec(sf, mid), reference(LME4_REFERENCES[sf])[mid]
     table = m.coef_table(ddf="satterthwaite")
-    np.testing.assert_allclose(table["df"].to_numpy(), _vec(r["satterthwaite_df"]), rtol=1e-3)
-    _assert_log_p(table["p_value"].to_numpy(), _vec(r["satterthwaite_p"]))
+    np.testing.assert_allclose(table["df"].to_numpy(), vec(r["satterthwaite_df"]), rtol=1e-3)
+    _assert_log_p(table["p_value"].to_numpy(), vec(r["satterthwaite_p"]))
 
 
 @pytest.mark.parametrize("mid", sorted(ddf_reference()))
@@ -71,19 +65,19 @@ def test_satterthwaite_ml_and_reml_against_ddf_reference(mid: str) -> None:
     assert m.REML == r["REML"]
     table = m.coef_table(ddf="satterthwaite")
     ref = r["satterthwaite"]
-    np.testing.assert_allclose(table["df"].to_numpy(), _vec(ref["df"]), rtol=1e-3)
-    np.testing.assert_allclose(table["std_error"].to_numpy(), _vec(ref["se"]), rtol=1e-3)
-    np.testing.assert_allclose(table["statistic"].to_numpy(), _vec(ref["t"]), rtol=1e-3)
-    _assert_log_p(table["p_value"].to_numpy(), _vec(ref["p"]))
+    np.testing.assert_allclose(table["df"].to_numpy(), vec(ref["df"]), rtol=1e-3)
+    np.testing.assert_allclose(table["std_error"].to_numpy(), vec(ref["se"]), rtol=1e-3)
+    np.testing.assert_allclose(table["statistic"].to_numpy(), vec(ref["t"]), rtol=1e-3)
+    _assert_log_p(table["p_value"].to_numpy(), vec(ref["p"]))
 
 
 def test_kenward_roger_sleepstudy() -> None:
     m = fit_spec("public_spec.json", "sleepstudy_reml")
     r = reference("lme4_inference.json")["kenward_roger_sleepstudy"]
     table = m.coef_table(ddf="kenward-roger")
-    np.testing.assert_allclose(table["df"].to_numpy(), _vec(r["df"]), rtol=1e-3)
-    np.testing.assert_allclose(table["std_error"].to_numpy(), _vec(r["se"]), rtol=1e-3)
-    _assert_log_p(table["p_value"].to_numpy(), _vec(r["p"]))
+    np.testing.assert_allclose(table["df"].to_numpy(), vec(r["df"]), rtol=1e-3)
+    np.testing.assert_allclose(table["std_error"].to_numpy(), vec(r["se"]), rtol=1e-3)
+    _assert_log_p(table["p_value"].to_numpy(), vec(r["p"]))
 
 
 KR_CASES = sorted(mid for mid, r in ddf_reference().items() if "kenward_roger" in r)
@@ -95,10 +89,10 @@ def test_kenward_roger_against_pbkrtest(mid: str) -> None:
     m = fit_spec(r["spec"], mid)
     ref = r["kenward_roger"]
     table = m.coef_table(ddf="kenward-roger")
-    np.testing.assert_allclose(table["df"].to_numpy(), _vec(ref["df"]), rtol=1e-3)
-    np.testing.assert_allclose(table["std_error"].to_numpy(), _vec(ref["se"]), rtol=1e-3)
-    np.testing.assert_allclose(table["statistic"].to_numpy(), _vec(ref["t"]), rtol=1e-3)
-    _assert_log_p(table["p_value"].to_numpy(), _vec(ref["p"]))
+    np.testing.assert_allclose(table["df"].to_numpy(), vec(ref["df"]), rtol=1e-3)
+    np.testing.assert_allclose(table["std_error"].to_numpy(), vec(ref["se"]), rtol=1e-3)
+    np.testing.assert_allclose(table["statistic"].to_numpy(), vec(ref["t"]), rtol=1e-3)
+    _assert_log_p(table["p_value"].to_numpy(), vec(ref["p"]))
     adj = np.atleast_2d(np.asarray(ref["vcov_adj"], dtype=float))
     kr = hddf.kenward_roger(m)
     np.testing.assert_allclose(kr.vcov_adj, adj, rtol=0, atol=1e-3 * np.abs(adj).max())
@@ -113,7 +107,7 @@ def test_kenward_roger_standard_errors_are_the_adjusted_ones() -> None:
     se_kr = m.coef_table(ddf="kenward-roger")["std_error"].to_numpy()
     se = m.std_errors.to_numpy()
     assert np.all(se_kr / se - 1 > 0.02)
-    np.testing.assert_allclose(se_kr, _vec(r["kenward_roger"]["se"]), rtol=1e-3)
+    np.testing.assert_allclose(se_kr, vec(r["kenward_roger"]["se"]), rtol=1e-3)
 
 
 def test_coef_table_columns() -> None:

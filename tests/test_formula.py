@@ -1,4 +1,5 @@
-"""The lme4 bar language: every form of DESIGN.md §2, and errors that point at the problem."""
+"""The lme4 bar language: every form of lme4's bars (and lme4 2.0's / glmmTMB's structures), and
+errors that point at the problem."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Shrinkage tables and variance decompositions (DESIGN.md §6).
+"""Shrinkage tables and variance decompositions.
 
 The references are independent computations: group means, per-subject least squares
 (numpy.polyfit), per-herd GLMs (statsmodels), closed forms from VarCorr, and the textbook

@@ -9,10 +9,10 @@ from typing import Any
 import numpy as np
 
 from ..errors import DataError
+from ..lmm import LOG2PI
 
 __all__ = ["Prior", "LOG2PI"]
 
-LOG2PI = math.log(2 * math.pi)
 
 
 def _num(x: float) -> str:
