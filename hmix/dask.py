@@ -275,14 +275,16 @@ def lmer(
     check_conv: bool,
     verbose: bool,
     data_name: str,
+    max_theta: int | None = 100,
 ) -> Any:
     """``hmix.lmer`` for a Dask DataFrame (see the module's docstring)."""
     from .distributed import start_theta_from
     from .fit import lmm_model, optimize_lmm
-    from .lmm import LMMObjective
+    from .lmm import LMMObjective, check_size
 
     dask = require_dask()
     spec, parts, _ = prepare(formula, ddf, weights=weights, offset=offset)
+    check_size(spec.design, max_theta)  # (after the levels' pass, before the statistics')
     stats = tree_sum([dask.delayed(_lmm_statistics)(p) for p in parts]).compute()
     if stats is None or stats.n == 0:
         raise DataError("every row has a missing value in a variable the formula uses")

@@ -429,16 +429,19 @@ def glmer(
     vcov_method: str,
     check_conv: bool,
     data_name: str,
+    max_theta: int | None = 100,
 ) -> Any:
     """``hmix.glmer`` for a Dask DataFrame (see the module's docstring)."""
     from dataclasses import replace
 
     from .dask import check_sizes, exact_quantiles, prepare
     from .fit import fit_glmm
+    from .lmm import check_size
 
     spec, rows, _ = prepare(
         formula, ddf, weights=weights, offset=offset, binary_ok=family.name == "binomial", persist=True
     )
+    check_size(spec.design, max_theta)
     dask = require_dask()
     counts = np.sum(dask.compute(*[dask.delayed(_validate)(r, family) for r in rows]), axis=0)
     n, dropped, nonzero = (int(c) for c in counts)

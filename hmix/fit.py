@@ -147,6 +147,7 @@ def lmer(
             check_conv=check_conv,
             verbose=verbose,
             data_name=_data_name(data),
+            max_theta=max_theta,
         )
     design = build_design(formula, data, weights=weights, offset=offset)
     check_lmer_response(design)
@@ -409,6 +410,7 @@ def glmer(
             vcov_method=vcov_method,
             check_conv=check_conv,
             data_name=_data_name(data),
+            max_theta=max_theta,
         )
     design, fam, nAGQ, check_conv = glmm_arguments(
         formula, data, family, link, nAGQ, weights, offset, vcov_method, check_conv

@@ -153,3 +153,15 @@ def test_glmm_families_with_extras_refused(client: object) -> None:
         hmix.glmer("k ~ x + (1 | u)", ddf, family="negative_binomial")
     with pytest.raises(hmix.DataError, match="with zi_formula"):
         hmix.glmer("k ~ x + (1 | u)", ddf, family="poisson", zi_formula="~ 1")
+
+
+def test_size_guard_applies_to_dask_frames(client: object) -> None:
+    """max_theta refuses a Dask fit as an in-memory one, before the statistics' pass."""
+    df = pd.DataFrame({"g": np.repeat(np.arange(30), 20), "f": np.tile(np.arange(20), 30)}).astype(str)
+    df["y"] = np.random.default_rng(3).normal(size=len(df))
+    ddf = dd.from_pandas(df, npartitions=2)
+    with pytest.raises(hmix.DataError, match="210 covariance parameters.*max_theta=None"):
+        hmix.lmer("y ~ 1 + (0 + f | g)", ddf)
+    df["k"] = (df["y"] > 0).astype(int)
+    with pytest.raises(hmix.DataError, match="210 covariance parameters"):
+        hmix.glmer("k ~ 1 + (0 + f | g)", dd.from_pandas(df, npartitions=2), family="binomial")
