@@ -1061,7 +1061,17 @@ class GeneralizedLinearMixedModel(MixedModel):
 
     def extra_se(self) -> np.ndarray:
         """Standard errors of the log dispersion and the zero-inflation coefficients (NaN
-        without the Hessian)."""
+        without the Hessian), in that order.
+
+        Examples
+        --------
+        >>> import hmix
+        >>> sal = hmix.datasets.load("Salamanders")
+        >>> m = hmix.glmer("count ~ mined + (1 | site)", sal, family="negative_binomial",
+        ...                zi_formula="~ 1")
+        >>> len(m.extra_se())  # log theta, zi_(Intercept)
+        2
+        """
         k = len(self.theta) + self.design.p
         n = int(self.dispersion_estimated) + len(self.zi_names)
         if self.vcov_params is None:
