@@ -382,10 +382,13 @@ def _level_estimates(
 ) -> LevelEstimates:
     """A term's per-level column estimates; for columns on separate rows (a factor's
     indicators), with the residual variance within the cells they leave."""
-    if not (np.count_nonzero(t.z, axis=1) <= 1).all():
+    if t.k > 1 and not (np.count_nonzero(t.z, axis=1) <= 1).all():
         return LevelEstimates(values, sampling)
-    fitted = np.einsum("ij,ij->i", t.z, np.nan_to_num(values)[t.refs])
-    dof = len(r) - int(np.isfinite(values).sum())
+    finite = np.isfinite(values)
+    nfinite = int(finite.sum())
+    # (nan_to_num is the identity on finite values: skipped when all are)
+    fitted = np.einsum("ij,ij->i", t.z, (values if nfinite == values.size else np.nan_to_num(values))[t.refs])
+    dof = len(r) - nfinite
     within = float((w * (r - fitted) ** 2).sum()) / dof if dof > 0 else float("nan")
     return LevelEstimates(values, sampling, True, within)
 

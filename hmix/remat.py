@@ -22,13 +22,17 @@ def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     if isinstance(col.dtype, pd.CategoricalDtype):
         cat = col.cat.remove_unused_categories()
         return np.asarray(cat.cat.codes, dtype=np.int64), pd.Index(cat.cat.categories)
-    # in order of appearance, sorted below (few levels); on the column's array, not the Series
-    # (pandas' Series path costs twice as much for a string column)
-    codes, uniques = pd.factorize(col.array)
-    labels = pd.Index(uniques)
-    values = labels.to_numpy()
+    if isinstance(col.dtype, pd.StringDtype) and col.dtype.na_value is not pd.NA:
+        # pandas' default strings factorized as Python strings, the levels made an Index of
+        # the column's dtype once sorted (half the cost of factorizing the Arrow array)
+        codes, values = pd.factorize(col.to_numpy())
+        labels = None
+    else:  # in order of appearance, sorted below (few levels)
+        codes, uniques = pd.factorize(col)
+        labels = pd.Index(uniques)
+        values = labels.to_numpy()
     order = None
-    if labels.dtype == object or pd.api.types.is_string_dtype(labels.dtype):
+    if labels is None or labels.dtype == object or pd.api.types.is_string_dtype(labels.dtype):
         # labels that are all integers ("1", "2", ..., "10") sort as numbers, as R's factor of
         # the numbers would, not as text ("1", "10", "2")
         try:
@@ -47,7 +51,8 @@ def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
     # (-1: a missing value; take, not labels[order]: 15x faster on a string Index)
-    return np.where(codes >= 0, rank[codes], -1), labels.take(order)
+    levels = pd.Index(values[order], dtype=col.dtype) if labels is None else labels.take(order)
+    return np.where(codes >= 0, rank[codes], -1), levels
 
 
 def group_codes(data: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
