@@ -350,9 +350,11 @@ class Engine:
         key = lam.tobytes()
         if self._last is not None and self._last[0] == key:
             return self._last[1]
-        fac = self.chol.factor(lam)
-        if self._keep_last:
-            self._last = (key, fac)
+        if not self._keep_last:
+            return self.chol.factor(lam)
+        # (a copy: the kept factor holds its lam, which the caller may change afterwards)
+        fac = self.chol.factor(lam.copy())
+        self._last = (key, fac)
         return fac
 
     def objective_parts(self, lam: np.ndarray) -> tuple[float, float, float]:
