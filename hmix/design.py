@@ -366,7 +366,7 @@ def build_design(
     used, dtypes = columns_used(parsed, data)
     w_arg = None if weights is None else as_vector(weights, data, "weights")
     o_arg = None if offset is None else as_vector(offset, data, "offset")
-    keep, n_dropped = complete_rows_mask(data, used, (w_arg, o_arg))
+    keep, n_dropped = complete_rows_mask(data, used, (w_arg, o_arg), dtypes)
     # only read: without missing values the caller's frame itself, no copy
     frame = formulaic_types(data.loc[keep, sorted(used)] if n_dropped else data, used, dtypes)
     index = frame.index
@@ -425,11 +425,21 @@ def columns_used(parsed: ParsedFormula, data: pd.DataFrame) -> tuple[set[str], d
 
 
 def complete_rows_mask(
-    data: pd.DataFrame, used: set[str], vectors: tuple[np.ndarray | None, ...]
+    data: pd.DataFrame,
+    used: set[str],
+    vectors: tuple[np.ndarray | None, ...],
+    dtypes: dict[str, Any] | None = None,
 ) -> tuple[np.ndarray, int]:
-    """Mask of the rows without a missing value in what the model uses, and how many were dropped."""
+    """Mask of the rows without a missing value in what the model uses, and how many were dropped.
+
+    ``dtypes`` (the columns' dtypes, when known) spares reading integer and boolean columns,
+    which cannot hold a missing value.
+    """
     missing = np.zeros(len(data), bool)
     for c in used:
+        dtype = None if dtypes is None else dtypes.get(c)
+        if isinstance(dtype, np.dtype) and dtype.kind in "iub":
+            continue
         missing |= isna_mask(data[c])
     for arr in vectors:
         if arr is not None:

@@ -105,6 +105,8 @@ class LMMObjective:
     """
 
     priors: Priors | None = None  # (a penalized objective's, hmix.blme)
+    # (the design and what its exact gradients share: see _gradient_data)
+    _kept_gradient_data: tuple[Design, tuple[np.ndarray, np.ndarray, list[np.ndarray]]] | None = None
 
     def __init__(
         self,
@@ -239,30 +241,47 @@ class LMMObjective:
         theta = np.asarray(theta, dtype=float)
         d, lay = self.design, self.engine.layout
         fac = self.factor(theta)
-        cols, zt, lam_r, lam_c = lay.row_columns
-        w = np.ones(d.n) if d.weights is None else d.weights
+        cols, zt, _, lam_c = lay.row_columns
+        y, wz, ztwx = self._gradient_data()
         zeta = zt @ lay.row_lambda(fac.tmats)
         Vz = np.einsum("iab,ib->ia", fac.row_inverse(cols), zeta)
         u = np.concatenate(fac.u_engine)[cols]
-        resid = self._response(d.y) - d.X @ fac.beta - np.einsum("ia,ia->i", zeta, u)
+        resid = y - d.X @ fac.beta - np.einsum("ia,ia->i", zeta, u)
         m = d.n
         if self.REML and d.p:
             q = lay.q1 + lay.qr
-            wX = d.X * w[:, None]
             C = np.empty((q, d.p))
             for j in range(d.p):  # Lambda'Z'W x_j in u-space, then M^-1 of it
-                ztx = np.bincount(cols.ravel(), (zt * wX[:, j, None]).ravel(), minlength=q)
-                C[:, j] = fac.solve(self._lambda_t(ztx, fac))
+                C[:, j] = fac.solve(self._lambda_t(ztwx[j], fac))
             Crow = C[cols]  # (n, K, p)
             a = (np.einsum("ikp,ik->ip", Crow, zeta) - d.X) @ fac.xtx_inv()
             Vz = Vz + np.einsum("ikp,ip->ik", Crow, a)
             m = d.n - d.p
-        wz = w[:, None] * zt[:, lam_r]
         g_logdet = 2.0 * np.einsum("ij,ij->j", wz, Vz[:, lam_c])
         g_r2 = -2.0 * np.einsum("ij,ij->j", wz * resid[:, None], u[:, lam_c])
         g_lam = g_logdet + (m / fac.r2) * g_r2
         J = self.thetamap.lam_jacobian(theta)
         return g_lam if J is None else J.T @ g_lam
+
+    def _gradient_data(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """What every exact gradient on this design shares: the response (less the offset), the
+        weighted z values at each element of lam's row (n x nlam) and, for REML, Z'W x_j in
+        u-space for each column of X (computed at the first gradient, kept with its design)."""
+        d = self.design
+        kept = self._kept_gradient_data
+        if kept is not None and kept[0] is d:
+            return kept[1]
+        cols, zt, lam_r, _ = self.engine.layout.row_columns
+        lay = self.engine.layout
+        w = np.ones(d.n) if d.weights is None else d.weights
+        ztwx = []
+        if self.REML and d.p:
+            q = lay.q1 + lay.qr
+            wX = d.X * w[:, None]
+            ztwx = [np.bincount(cols.ravel(), (zt * wX[:, j, None]).ravel(), minlength=q) for j in range(d.p)]
+        data = (self._response(d.y), w[:, None] * zt[:, lam_r], ztwx)
+        self._kept_gradient_data = (d, data)
+        return data
 
     @staticmethod
     def _lambda_t(v: np.ndarray, fac: Factor) -> np.ndarray:
@@ -363,10 +382,13 @@ def _level_estimates(
 ) -> LevelEstimates:
     """A term's per-level column estimates; for columns on separate rows (a factor's
     indicators), with the residual variance within the cells they leave."""
-    if not (np.count_nonzero(t.z, axis=1) <= 1).all():
+    if t.k > 1 and not (np.count_nonzero(t.z, axis=1) <= 1).all():
         return LevelEstimates(values, sampling)
-    fitted = np.einsum("ij,ij->i", t.z, np.nan_to_num(values)[t.refs])
-    dof = len(r) - int(np.isfinite(values).sum())
+    finite = np.isfinite(values)
+    nfinite = int(finite.sum())
+    # (nan_to_num is the identity on finite values: skipped when all are)
+    fitted = np.einsum("ij,ij->i", t.z, (values if nfinite == values.size else np.nan_to_num(values))[t.refs])
+    dof = len(r) - nfinite
     within = float((w * (r - fitted) ** 2).sum()) / dof if dof > 0 else float("nan")
     return LevelEstimates(values, sampling, True, within)
 

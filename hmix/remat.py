@@ -22,11 +22,17 @@ def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
     if isinstance(col.dtype, pd.CategoricalDtype):
         cat = col.cat.remove_unused_categories()
         return np.asarray(cat.cat.codes, dtype=np.int64), pd.Index(cat.cat.categories)
-    codes, uniques = pd.factorize(col)  # in order of appearance; sorted below (few levels)
-    labels = pd.Index(uniques)
-    values = labels.to_numpy()
+    if isinstance(col.dtype, pd.StringDtype) and col.dtype.na_value is not pd.NA:
+        # pandas' default strings factorized as Python strings, the levels made an Index of
+        # the column's dtype once sorted (half the cost of factorizing the Arrow array)
+        codes, values = pd.factorize(col.to_numpy())
+        labels = None
+    else:  # in order of appearance, sorted below (few levels)
+        codes, uniques = pd.factorize(col)
+        labels = pd.Index(uniques)
+        values = labels.to_numpy()
     order = None
-    if labels.dtype == object or pd.api.types.is_string_dtype(labels.dtype):
+    if labels is None or labels.dtype == object or pd.api.types.is_string_dtype(labels.dtype):
         # labels that are all integers ("1", "2", ..., "10") sort as numbers, as R's factor of
         # the numbers would, not as text ("1", "10", "2")
         try:
@@ -44,7 +50,9 @@ def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
             return codes.astype(np.int64), pd.Index(uniques)
     rank = np.empty(len(order), dtype=np.int64)
     rank[order] = np.arange(len(order))
-    return np.where(codes >= 0, rank[codes], -1), labels[order]  # (-1: a missing value)
+    # (-1: a missing value; take, not labels[order]: 15x faster on a string Index)
+    levels = pd.Index(values[order], dtype=col.dtype) if labels is None else labels.take(order)
+    return np.where(codes >= 0, rank[codes], -1), levels
 
 
 def group_codes(data: pd.DataFrame, columns: tuple[str, ...]) -> tuple[np.ndarray, pd.Index]:
@@ -111,17 +119,17 @@ class ReTerm:
     spec: Any
     cov: CovarianceStructure
 
-    @property
+    @cached_property
     def k(self) -> int:
         """Random effects per level."""
         return int(self.z.shape[1])
 
-    @property
+    @cached_property
     def nlevels(self) -> int:
         """Number of levels of the grouping factor."""
         return len(self.levels)
 
-    @property
+    @cached_property
     def q(self) -> int:
         """Number of random effects of the term."""
         return self.k * self.nlevels

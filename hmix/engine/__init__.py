@@ -198,6 +198,9 @@ def check_dense_size(layout: Layout, rule: Rule) -> None:
     )
 
 
+_KEEP_LAST_ROWS = 500  # the engine keeps its last factor up to this many rows of the rest block
+
+
 class Engine:
     """Penalized least squares for one set of weights: the blocks of A and their factorization.
 
@@ -292,6 +295,11 @@ class Engine:
             self.chol = BlockedCholesky(pattern, choice.update, choice.rest)
         self.cache = TailCache(self.chol, choice.tail0, choice.keep) if choice.tail0 is not None else None
         self.whole = WholeSystem(self.chol) if choice.whole else None
+        # the last factor and its lam's bytes: a fit asks for the factor at its optimum twice
+        # (the last exact gradient, then the model), and a factor is never modified; kept for
+        # small rest blocks only (a large one's copy would add to the memory a fit needs)
+        self._keep_last = layout.m <= _KEEP_LAST_ROWS
+        self._last: tuple[bytes, Factor] | None = None
 
     @property
     def strategy(self) -> dict[str, object]:
@@ -317,6 +325,7 @@ class Engine:
 
     def set_blocks(self, blocks: Blocks) -> None:
         """New statistics (from ``RowStatistics.fill`` or ``reduce_blocks``)."""
+        self._last = None
         self.chol.set_blocks(blocks)
         if self.whole is not None:
             self.whole.refill()
@@ -335,7 +344,18 @@ class Engine:
         NotPositiveDefinite
             When a block is not numerically positive definite.
         """
-        return (self.cache or self.chol).factor(np.asarray(lam, dtype=float))
+        lam = np.asarray(lam, dtype=float)
+        if self.cache is not None:  # (its factors depend on the kept one: not reused here)
+            return self.cache.factor(lam)
+        key = lam.tobytes()
+        if self._last is not None and self._last[0] == key:
+            return self._last[1]
+        if not self._keep_last:
+            return self.chol.factor(lam)
+        # (a copy: the kept factor holds its lam, which the caller may change afterwards)
+        fac = self.chol.factor(lam.copy())
+        self._last = (key, fac)
+        return fac
 
     def objective_parts(self, lam: np.ndarray) -> tuple[float, float, float]:
         """``(log|L_Z|^2, log|L_X|^2, r^2)`` at ``lam``: what the profiled deviance needs."""

@@ -73,19 +73,19 @@ class Layout:
         """Each engine-ordered term's first row among the random effects."""
         return [int(o) for o in np.cumsum([0] + [t.q for t in self.terms])[:-1]]
 
-    @property
+    @cached_property
     def first(self) -> ReTerm:
         return self.terms[0]
 
-    @property
+    @cached_property
     def l1(self) -> int:
         return self.first.nlevels
 
-    @property
+    @cached_property
     def k1(self) -> int:
         return self.first.k
 
-    @property
+    @cached_property
     def q1(self) -> int:
         return self.first.q
 
@@ -94,7 +94,7 @@ class Layout:
         """Random effects after the first term."""
         return int(sum(t.q for t in self.terms[1:]))
 
-    @property
+    @cached_property
     def m(self) -> int:
         """Rows of the rest block: the later terms' random effects, X's columns and y."""
         return self.qr + self.p + 1

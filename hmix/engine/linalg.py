@@ -6,6 +6,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
+from .._threads import one_blas_thread
 from ..errors import HmixError
 
 __all__ = ["NotPositiveDefinite", "tri_solve", "blockdiag", "chol2", "batched_tri_inv", "pairs_of"]
@@ -31,6 +32,19 @@ def tri_solve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
     trtrs directly (scipy's solve_triangular adds ~7 us of checks, most of a small fit's solve)."""
     if L.shape[0] == 0:  # (no fixed effects: LAPACK rejects an empty matrix)
         return np.zeros(np.shape(b))
+    if np.ndim(b) == 2 and np.shape(b)[1] > 1 and L.shape[0] <= _ONE_THREAD_TRSM:
+        # OpenBLAS spreads even a 2 x 2 solve with several right-hand sides over its threads:
+        # waking them cost ~10 ms on a busy 2-core machine (an LMM's vcov after the fit; 10 us
+        # on one thread, and 15 us to hold it there)
+        with one_blas_thread():
+            return _trtrs(L, b, trans)
+    return _trtrs(L, b, trans)
+
+
+_ONE_THREAD_TRSM = 256  # triangular solves with several right-hand sides up to this size: one thread
+
+
+def _trtrs(L: np.ndarray, b: np.ndarray, trans: bool) -> np.ndarray:
     if L.flags.c_contiguous and not L.flags.f_contiguous:  # L' is Fortran-ordered, upper
         x, info = sla.lapack.dtrtrs(L.T, b, lower=0, trans=0 if trans else 1)
     else:

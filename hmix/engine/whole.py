@@ -42,6 +42,7 @@ class WholeSystem:
         cols = np.concatenate([(base + c).ravel(), lay.q1 + lay.lam_cols])
         all_src = np.concatenate([np.tile(np.arange(sl.start, sl.stop), lay.l1), lay.lam_src])
         size = self.size = lay.q1 + lay.m
+        self._q = lay.q1 + lay.qr  # (the random effects' rows)
         nth = lay.nlam
         order = np.argsort(all_src, kind="stable")  # entries grouped by lam index
         src, r, c = all_src[order], rows[order], cols[order]
@@ -102,7 +103,7 @@ class WholeSystem:
         if 0 < info < size:
             raise NotPositiveDefinite(f"whole system, pivot {info}")
         s = np.log(U.diagonal()[:-1]).cumsum()  # (50 terms at most: as exact as a pairwise sum)
-        q = self.layout.q1 + self.layout.qr
+        q = self._q
         logdet_z, logdet_x = 2.0 * float(s[q - 1]), 2.0 * float(s[-1] - s[q - 1])
         if not math.isfinite(logdet_z + logdet_x):
             raise NotPositiveDefinite("whole system")
