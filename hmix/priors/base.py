@@ -14,7 +14,6 @@ from ..lmm import LOG2PI
 __all__ = ["Prior", "LOG2PI"]
 
 
-
 def _num(x: float) -> str:
     """A number as blme prints it (R's ``round(x, 4)`` pasted)."""
     if math.isinf(x):
