@@ -134,6 +134,10 @@ class GLMMObjective:
     184.05
     """
 
+    _u_fac: Factor | None = None  # the last PIRLS's factor (``_chord``)
+    # the lowest laplace_joint since start(): (value, theta's bytes, its PIRLS solution)
+    _joint_best: tuple[float, bytes, PirlsState | None] = (math.inf, b"", None)
+
     def __init__(
         self,
         design: Design,
@@ -167,7 +171,6 @@ class GLMMObjective:
         self._beta_start = np.zeros(design.p)
         self._u = [np.zeros(t.q) for t in self.layout.terms]
         self._u_at: tuple[np.ndarray, np.ndarray] | None = None  # lam and PIRLS weights of _u
-        self._u_fac: Factor | None = None  # the last PIRLS's factor (``_chord``)
         # the last value_and_gradient: (params, PIRLS state, value, gradient); the final Hessian
         # starts at the optimizer's last point, and the fit's last PIRLS is at that point too
         self._last: tuple[bytes, PirlsState, float, np.ndarray] | None = None
@@ -473,6 +476,7 @@ class GLMMObjective:
         self._u = [np.zeros(t.q) for t in self.layout.terms]
         self._u_at = None
         self._u_fac = None
+        self._joint_best = (math.inf, b"", None)
         self._last = None
 
     def laplace_value(self, st: PirlsState) -> float:
@@ -506,7 +510,23 @@ class GLMMObjective:
         """nAGQ = 0: the Laplace deviance with beta from PIRLS (plus the penalty at that beta)."""
         theta = np.asarray(theta, dtype=float)
         st = self.pirls(theta, None, settings)
-        return self.laplace_value(st) + self._penalty(np.concatenate([theta, st.beta]))[0]
+        value = self.laplace_value(st) + self._penalty(np.concatenate([theta, st.beta]))[0]
+        if value < self._joint_best[0]:
+            self._joint_best = (value, theta.tobytes(), st)
+        return value
+
+    def joint_state(self, theta: np.ndarray, settings: PirlsSettings | None = None) -> PirlsState:
+        """The joint PIRLS solution at theta: the best ``laplace_joint`` kept, when it was at
+        theta (the derivative-free stage ends at its best point: one PIRLS run fewer), and later
+        runs start from it; else PIRLS."""
+        theta = np.asarray(theta, dtype=float)
+        _, key, st = self._joint_best
+        if st is None or st.w is None or key != theta.tobytes():
+            return self.pirls(theta, None, settings)
+        self.keep_modes(st.factor.lam, [v.copy() for v in st.u], st.w)
+        self._beta_joint = st.beta.copy()
+        self._u_fac = st.factor
+        return st
 
     def deviance(self, params: ArrayLike) -> float:
         """The deviance over (theta, beta, extras) for nAGQ >= 1, without the penalty."""
