@@ -52,9 +52,11 @@ if TYPE_CHECKING:
 __all__ = ["lmer", "glmer", "fit_lmm", "fit_glmm", "refit", "LmmRefitter"]
 
 # nAGQ = 1 with a canonical link: stage 1 only has to bring theta near the optimum, where the
-# quasi-Newton stage over (theta, beta) converges in a few steps
-_STAGE1_FTOL = 1e-4
-_STAGE1_PIRLS_TOL = 1e-6  # ... and its PIRLS need not converge further than that
+# quasi-Newton stage over (theta, beta) converges in a few steps (from 1e-4 and 1e-6: the same
+# evaluations on the benchmarks' GLMMs, grouseticks' Poisson 33 -> 31, and a PIRLS step fewer
+# in a stage-1 evaluation out of two)
+_STAGE1_FTOL = 1e-3
+_STAGE1_PIRLS_TOL = 1e-4  # ... and its PIRLS need not converge further than that
 _LOG_DISP_BOUND = float(np.log(1e8))
 # LMMs whose dense block has at most this many rows factor it on one BLAS thread: on two cores
 # shared with other work, OpenBLAS's second thread spins while it waits, and blocks this small
@@ -707,7 +709,7 @@ def stage_theta(sc: Scaled) -> tuple[np.ndarray, PirlsState, OptSummary, Callabl
         ftol_rel=_STAGE1_FTOL if newton else 1e-12,
     )
     theta = phi / s
-    state = obj.pirls(theta, None, settings)
+    state = obj.joint_state(theta, settings)
     opt = replace(opt, initial=opt.initial / s, final=theta.copy(), stages=("theta",), pirls=obj.settings)
     return theta, state, opt, fc
 
