@@ -160,7 +160,7 @@ def test_size_guard_applies_to_dask_frames(client: object) -> None:
     df = pd.DataFrame({"g": np.repeat(np.arange(30), 20), "f": np.tile(np.arange(20), 30)}).astype(str)
     df["y"] = np.random.default_rng(3).normal(size=len(df))
     ddf = dd.from_pandas(df, npartitions=2)
-    with pytest.raises(hmix.DataError, match="210 covariance parameters.*max_theta=None"):
+    with pytest.raises(hmix.DataError, match=r"210 covariance parameters.*max_theta=None"):
         hmix.lmer("y ~ 1 + (0 + f | g)", ddf)
     df["k"] = (df["y"] > 0).astype(int)
     with pytest.raises(hmix.DataError, match="210 covariance parameters"):

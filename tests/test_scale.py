@@ -26,7 +26,9 @@ from hmix.engine import Engine, Rule
 from hmix.errors import HmixError
 
 HERE = Path(__file__).parent
-PAIR_ROWS = Rule(whole_size=0, pair_rows=0, pair_chunk=40, dense_per_pair=0, heavy_fraction=1.0)
+PAIR_ROWS = Rule(
+    whole_size=0, pair_rows=0, pair_chunk=40, dense_per_pair=0, dense_per_pair_once=0, heavy_fraction=1.0
+)
 
 
 def crossed_frame(seed: int, n: int = 600, repeats: bool = True) -> pd.DataFrame:

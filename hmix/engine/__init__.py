@@ -85,9 +85,12 @@ class Rule:
         A scalar first term whose pairs of random-effects entries number more than
         ``pair_rows`` (and at most ``max_pair_rows``) stores its pair map by rows of S, built in
         chunks (``PairRowsUpdate``: a quarter of the time per product, a third of the memory).
-    dense_per_pair : float
-        Reweighted systems take a dense F while its flops stay below this many times the pair
-        map's entries (BLAS at ~0.1 ns a flop against a few ns an entry for a refill).
+    dense_per_pair, dense_per_pair_once : float
+        Reweighted systems take a dense F while its flops stay below ``dense_per_pair`` times
+        the pair map's entries (BLAS at ~0.1 ns a flop against a few ns an entry for a refill);
+        systems filled once (LMMs), while they stay below ``dense_per_pair_once`` times (the
+        pair map's product alone, about 1 ns an entry: many dense columns of X, whose pairs
+        with every level would take gigabytes).
     tail_fraction, tail_keep, tail_bytes : float, int, int
         Tails of at most this fraction of the rest block are finished alone; the factors of the
         last ``tail_keep`` heads are kept while their Lr take at most ``tail_bytes``.
@@ -112,6 +115,7 @@ class Rule:
     pair_rows: int = 4_000_000
     max_pair_rows: int = 400_000_000
     dense_per_pair: float = 50.0
+    dense_per_pair_once: float = 10.0
     tail_fraction: float = 0.25
     tail_keep: int = 3
     tail_bytes: int = 100_000_000
@@ -149,7 +153,10 @@ def choose(pattern: Pattern, reweighted: bool, rule: Rule) -> Choice:
     update: SchurUpdate
     dense_flops = lay.m * lay.m * lay.q1 * lay.k1
     heavy = int(rule.heavy_fraction * lay.m)
-    if whole or (reweighted and dense_flops <= rule.dense_per_pair * npairs):
+    # a dense F when BLAS over it costs less than the pairs (dense columns of X make a pair per
+    # two of them and level: 5,000 columns, 100 levels, 1.25e9 pairs for 2.6e9 flops)
+    per_pair = rule.dense_per_pair if reweighted else rule.dense_per_pair_once
+    if whole or dense_flops <= per_pair * npairs:
         update = DenseUpdate(pattern)
     elif lay.k1 == 1 and rule.pair_rows < PairRowsUpdate.pairs(pattern, heavy) <= rule.max_pair_rows:
         update = PairRowsUpdate(pattern, reweighted, chunk=rule.pair_chunk, heavy=heavy)

@@ -245,9 +245,7 @@ class RowStatistics:
         lay = self.layout
         n = self.n
         w = np.ones(n) if weights is None else np.asarray(weights, dtype=float)
-        Xy = np.column_stack([X, y])
-        wXy = Xy * w[:, None]
-        z1_wxy, zr_wxy = self._z_wxy(wXy)
+        z1_wxy, zr_wxy, xy = self._xy_products(X, y, weights, w)
         wmap = self._weight_map
         if wmap is not None:
             # (A11, A_r1's Z entries and Z_r'WZ_r in one product: PIRLS refills these at every step)
@@ -255,7 +253,7 @@ class RowStatistics:
             v = wmap @ w
             A11, r1, rr = v[:o1].reshape(lay.l1, lay.k1, lay.k1), v[o1:o2], v[o2:]
             r1[self._r1_xypos] += z1_wxy.ravel()
-            return Blocks(A11, r1, rr, zr_wxy, Xy.T @ wXy)
+            return Blocks(A11, r1, rr, zr_wxy, xy)
         t1 = lay.first
         refs1, z1 = t1.refs[self.rows], t1.z[self.rows]
         wz = z1 * w[:, None]
@@ -276,7 +274,7 @@ class RowStatistics:
             ).astype(float, copy=False)
         else:
             rr = np.zeros(0)
-        return Blocks(A11, r1, rr, zr_wxy, Xy.T @ wXy)
+        return Blocks(A11, r1, rr, zr_wxy, xy)
 
     @cached_property
     def _weight_map(self) -> sp.csr_matrix | None:
@@ -309,27 +307,41 @@ class RowStatistics:
             (np.concatenate(vals), (np.concatenate(keys), np.concatenate(cols))), shape=(size, n)
         )
 
-    def _z_wxy(self, wXy: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Z_1'W[X y] (q1 x (p + 1)) and Z_r'W[X y] (qr x (p + 1)).
+    def _xy_products(
+        self, X: np.ndarray, y: np.ndarray, weights: np.ndarray | None, w: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Z_1'W[X y] (q1 x (p + 1)), Z_r'W[X y] (qr x (p + 1)) and [X y]'W[X y].
 
-        A system refilled at every PIRLS step multiplies by sparse Z' built once; one filled
+        A system refilled at every PIRLS step multiplies by sparse Z' built once. One filled
         once (an LMM) takes a bincount per column of Z and of [X y] instead, as fast as the
-        product and without building the sparse matrices.
+        product and without building the sparse matrices, and makes no copy of X (none without
+        weights, one with): X can be the largest array of a fit (a 5,000-level factor on 50,000
+        rows is 2 GB).
         """
         lay = self.layout
         if self.reweighted:
+            Xy = np.column_stack([X, y])
+            wXy = Xy * w[:, None]
             zx = np.asarray(self._zt @ wXy)
-            return zx[: lay.q1], zx[lay.q1 :]
+            return zx[: lay.q1], zx[lay.q1 :], Xy.T @ wXy
+        wX = X if weights is None else X * w[:, None]
+        wy = y * w
+        p = X.shape[1]
+        xy = np.empty((p + 1, p + 1))
+        xy[:p, :p] = X.T @ wX
+        xy[:p, p] = xy[p, :p] = X.T @ wy
+        xy[p, p] = y @ wy
+        wcols = [wX[:, c] for c in range(p)] + [wy]
         t1 = lay.first
         first = [(t1.refs[self.rows] * lay.k1 + a, t1.z[self.rows, a]) for a in range(lay.k1)]
         out = []
         for columns, size in ((first, lay.q1), (self._rest, lay.qr)):
-            s = np.zeros((size, wXy.shape[1]))
+            s = np.zeros((size, p + 1))
             for row, z in columns:
-                for c in range(wXy.shape[1]):
-                    s[:, c] += np.bincount(row, z * wXy[:, c], minlength=size)
+                for c, col in enumerate(wcols):
+                    s[:, c] += np.bincount(row, z * col, minlength=size)
             out.append(s)
-        return out[0], out[1]
+        return out[0], out[1], xy
 
     @cached_property
     def _zt(self) -> sp.csr_matrix:
