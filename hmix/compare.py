@@ -50,8 +50,9 @@ def compare(
         ``logLik``, ``deviance`` (-2 logLik) and, from the second row on, the likelihood-ratio
         ``Chisq`` against the row above, its ``Df`` and ``Pr(>Chisq)``; with ``loo=True`` the
         leave-one-out columns. The test assumes each model is nested in the next: where the
-        larger model lacks a fixed effect of the smaller, or fits worse than it (a negative
-        Chisq), the models are not nested, ``Pr(>Chisq)`` is NaN and a warning says so.
+        larger model's fixed effects do not span the smaller's (compared by their columns, so
+        ``1`` and ``0 + f`` nest), or it fits worse (a negative Chisq), the models are not
+        nested, ``Pr(>Chisq)`` is NaN and a warning says so.
 
     Examples
     --------
@@ -142,6 +143,18 @@ def compare(
     return table
 
 
+def _spans(big: np.ndarray, small: np.ndarray) -> bool:
+    """Whether small's columns lie in big's column space (the same fixed effects, coded
+    otherwise: ``1`` against ``0 + f``), by least squares on the rows both were fitted to."""
+    if small.shape[1] == 0:
+        return True
+    if big.shape[1] == 0 or big.shape[0] != small.shape[0]:
+        return False
+    coef = np.linalg.lstsq(big, small, rcond=None)[0]
+    resid = small - big @ coef
+    return bool(np.linalg.norm(resid) <= 1e-8 * max(float(np.linalg.norm(small)), 1.0))
+
+
 def npar_of(models: tuple[Any, ...]) -> list[int]:
     return [m.npar for m in models]
 
@@ -154,7 +167,9 @@ def _not_nested(
     for i in range(1, len(ordered)):
         small, large = ordered[i - 1], ordered[i]
         missing = set(small.design.fixef_names) - set(large.design.fixef_names)
-        if missing or (df[i] > 0 and chisq[i] < -1e-6 * max(1.0, abs(table["deviance"].iloc[i]))):
+        unspanned = bool(missing) and not _spans(large.design.X, small.design.X)
+        worse = df[i] > 0 and chisq[i] < -1e-6 * max(1.0, abs(table["deviance"].iloc[i]))
+        if unspanned or worse:
             bad.append(i)
     if bad:
         which = ", ".join(str(table.index[i]) for i in bad)

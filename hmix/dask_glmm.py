@@ -92,7 +92,11 @@ class Pass:
     extra: np.ndarray
 
     def __add__(self, other: Pass) -> Pass:
-        blocks = None if self.blocks is None or other.blocks is None else self.blocks + other.blocks
+        # (None is a partition without rows, or a pass that asked for no blocks: the identity)
+        if self.blocks is None or other.blocks is None:
+            blocks = self.blocks if other.blocks is None else other.blocks
+        else:
+            blocks = self.blocks + other.blocks
         return Pass(self.deviance + other.deviance, blocks, self.extra + other.extra)
 
 

@@ -154,7 +154,10 @@ class LMMObjective:
     def set_response(self, y: np.ndarray) -> None:
         """Evaluate for another response on the same design (bootstrap refits)."""
         d = self.design
-        self.engine.set_data(d.X, self._response(np.asarray(y, dtype=float)), d.weights)
+        response = self._response(np.asarray(y, dtype=float))
+        self.engine.set_data(d.X, response, d.weights)
+        kept = self._gradient_data()  # (the exact gradient's response follows)
+        self._kept_gradient_data = (d, (response, kept[1], kept[2]))
 
     def factor(self, theta: ArrayLike) -> Factor:
         """The engine's factor at ``theta``."""

@@ -171,7 +171,10 @@ def zero_inflated_intervals(
     if V is None:
         raise DataError(
             "standard errors of a zero-inflated model's mean and zero-inflation probability need "
-            "the covariance of all its coefficients: fit with vcov_method='hessian' (the default)"
+            "the covariance of all its coefficients, from the Hessian of the deviance; this fit has "
+            "only PIRLS's covariance of the fixed effects (vcov_method='pirls' was asked for, or "
+            "the Hessian was not positive definite at the estimates); type='conditional' or "
+            "'link' give the count part's standard errors"
         )
     conf, extra, complete, X = _link_parts(model, newdata, random)
     zi = model.zi  # type: ignore[attr-defined]

@@ -142,3 +142,15 @@ def test_the_weights_scale_does_not_move_the_optimum(c: float) -> None:
     np.testing.assert_allclose(m.theta * math.sqrt(c), base.theta, rtol=1e-7)
     np.testing.assert_allclose(m.fixef, base.fixef, rtol=1e-9)
     assert m.sigma / math.sqrt(c) == pytest.approx(base.sigma, rel=1e-8)
+
+
+def test_gradient_follows_a_new_response() -> None:
+    """set_response (bootstrap refits) moves the exact gradient's response too."""
+    d = hmix.build_design("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+    f = hmix.LMMObjective(d, REML=False)
+    theta = np.array([0.9, 0.1, 0.2])
+    f.gradient(theta)  # (the first gradient keeps the design's data)
+    y = d.y + np.random.default_rng(1).normal(scale=20, size=d.n)
+    f.set_response(y)
+    fresh = hmix.LMMObjective(d.with_response(y), REML=False)
+    np.testing.assert_allclose(f.gradient(theta), fresh.gradient(theta), rtol=1e-8)

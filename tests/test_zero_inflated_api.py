@@ -128,3 +128,14 @@ def test_profile_interval_keeps_the_values_its_search_found() -> None:
 def test_confint_method_in_lme4s_spelling() -> None:
     m = zip_fit()
     pd.testing.assert_frame_equal(m.confint("Wald"), m.confint("wald"))
+
+
+def test_compare_nests_fixed_effects_by_their_columns() -> None:
+    """An intercept is nested in a factor coded without one (``0 + f``): the test applies."""
+    d = hmix.datasets.load("sleepstudy").assign(wk=lambda f: np.where(f["Days"] < 5, "a", "b"))
+    m0 = hmix.lmer("Reaction ~ 1 + (1 | Subject)", d, REML=False)
+    m1 = hmix.lmer("Reaction ~ 0 + wk + (1 | Subject)", d, REML=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", hmix.HmixWarning)
+        table = hmix.compare(m0, m1)
+    assert 0 <= table["Pr(>Chisq)"].iloc[1] < 1

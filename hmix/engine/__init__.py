@@ -190,13 +190,19 @@ def check_dense_size(layout: Layout, rule: Rule) -> None:
     """Refuse, before allocating it, a dense rest block beyond ``rule.max_dense`` rows or the
     machine's memory, naming the term that drives it and what it would take."""
     m = layout.m
-    if m <= rule.max_dense and 3 * 8 * m * m <= max(physical_memory(), 8 * m * m):
+    memory = physical_memory()  # (0 where the system does not say: then only max_dense applies)
+    if m <= rule.max_dense and (memory == 0 or 3 * 8 * m * m <= memory):
         return
-    big = max(layout.terms[1:], key=lambda t: t.q)
+    big = max(layout.terms[1:], key=lambda t: t.q, default=None)
     need = 3 * 8 * m * m / 2**30
-    raise HmixError(
+    what = (
         f"the random effects after the largest term, {layout.qr} of them ({big.q} from the term "
-        f"({big.lhs} | {big.group})), form a dense block of {m:,} x {m:,} doubles: "
+        f"({big.lhs} | {big.group})),"
+        if big is not None and layout.qr >= layout.p
+        else f"the {layout.p} fixed effects (and {layout.qr} random effects after the largest term)"
+    )
+    raise HmixError(
+        f"{what} form a dense block of {m:,} x {m:,} doubles: "
         f"{8 * m * m / 2**30:.1f} GiB a copy and about {need:.1f} GiB for a fit, beyond "
         f"{'this machine' if m <= rule.max_dense else f'the dense limit of {rule.max_dense:,} rows'}. "
         f"Only nested designs (the largest term nested in a single scalar term) are factored "
