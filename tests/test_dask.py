@@ -165,3 +165,18 @@ def test_size_guard_applies_to_dask_frames(client: object) -> None:
     df["k"] = (df["y"] > 0).astype(int)
     with pytest.raises(hmix.DataError, match="210 covariance parameters"):
         hmix.glmer("k ~ 1 + (0 + f | g)", dd.from_pandas(df, npartitions=2), family="binomial")
+
+
+def test_glmm_with_an_empty_partition(client: object) -> None:
+    """A partition left without rows (after a filter) adds nothing: the answer is the frame's."""
+    df = glmm_frame(4, n=900)
+    ddf = dd.from_pandas(df, npartitions=3)
+    first = ddf.partitions[0].index.min().compute()
+    emptied = ddf.map_partitions(
+        lambda d: d.iloc[0:0] if len(d) and d.index[0] == first else d, meta=ddf._meta
+    )
+    kept = df.loc[df.index >= ddf.partitions[1].index.min().compute()]
+    ref = hmix.glmer("c ~ x + (1 | u)", kept, family="binomial")
+    m = hmix.glmer("c ~ x + (1 | u)", emptied, family="binomial")
+    assert m.objective == pytest.approx(ref.objective, rel=1e-10)
+    np.testing.assert_allclose(m.beta, ref.beta, rtol=1e-6)
