@@ -447,3 +447,16 @@ def test_no_fixed_effects() -> None:
     assert "Random effects" in str(m.summary())
     g = hmix.glmer("c ~ 0 + (1 | a)", df.assign(c=(df["y"] > 3).astype(int)), family="binomial")
     assert np.isfinite(g.objective) and g.vcov.shape == (0, 0)
+
+
+def test_dense_size_guard_without_the_machines_memory(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where the system does not report its memory, only max_dense applies (every fit was
+    refused); a block made by the fixed effects is named as theirs (a one-term model raised a
+    bare ValueError)."""
+    import hmix.engine as engine_module
+
+    monkeypatch.setattr(engine_module, "physical_memory", lambda: 0)
+    d = build_design("Reaction ~ Days + (Days | Subject)", hmix.datasets.load("sleepstudy"))
+    assert LMMObjective(d, REML=False)(np.array([1.0, 0.0, 0.2])) > 0
+    with pytest.raises(hmix.HmixError, match="the 2 fixed effects"):
+        Engine(d.terms, d.X, d.y, None, rule=Rule(max_dense=2, whole_size=0))
