@@ -229,8 +229,10 @@ def engine_from(stats: Any, terms: tuple[ReTerm, ...], p: int, *, reweighted: bo
 def _lmm_statistics(rows: DaskRows) -> Any:
     from .distributed import ColumnMoments, statistics_of
 
-    if rows.n == 0:
+    if rows.n == 0 and rows.n_dropped == 0:
         return None
+    # (a partition whose every row has a missing value still counts them: its statistics are
+    # of zero rows)
     y = rows.y if rows.offset is None else rows.y - rows.offset
     moments = ColumnMoments.of(rows.X, rows.terms, rows.weights)
     return replace(

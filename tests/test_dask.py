@@ -180,3 +180,16 @@ def test_glmm_with_an_empty_partition(client: object) -> None:
     m = hmix.glmer("c ~ x + (1 | u)", emptied, family="binomial")
     assert m.objective == pytest.approx(ref.objective, rel=1e-10)
     np.testing.assert_allclose(m.beta, ref.beta, rtol=1e-6)
+
+
+def test_rows_dropped_in_a_partition_without_complete_rows_are_counted(client: object) -> None:
+    """A partition whose every row misses a value still counts its rows as dropped (and warns),
+    as the in-memory fit does."""
+    df = hmix.datasets.load("sleepstudy").copy()
+    df.loc[df.index < 90, "Days"] = np.nan
+    with pytest.warns(hmix.MissingDataWarning):
+        ref = hmix.lmer("Reaction ~ Days + (1 | Subject)", df)
+    with pytest.warns(hmix.MissingDataWarning, match="dropped 90 of 180 rows"):
+        m = hmix.lmer("Reaction ~ Days + (1 | Subject)", dd.from_pandas(df, npartitions=2))
+    assert m.n_dropped == ref.n_dropped == 90
+    assert m.objective == pytest.approx(ref.objective, abs=1e-6)
