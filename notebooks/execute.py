@@ -29,7 +29,18 @@ def execute(path: Path) -> nbformat.NotebookNode:
         record_timing=False,
         resources={"metadata": {"path": str(HERE)}},
     ).execute()
+    for cell in nb.cells:  # (progress bars drawn as text: a stored notebook shows the result)
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if not _progress_bar(o)]
     return nb
+
+
+def _progress_bar(output: nbformat.NotebookNode) -> bool:
+    """A text progress bar (tqdm's, without ipywidgets), or what ends one."""
+    if output.output_type != "stream" or output.name != "stderr":
+        return False
+    text = "".join(output.text) if isinstance(output.text, list) else output.text
+    return text.strip() == "" or (text.startswith("\r") and "fit" in text and "|" in text)
 
 
 if __name__ == "__main__":

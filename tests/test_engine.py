@@ -94,7 +94,7 @@ def test_objective_matches_dense(formula: str, reml: bool, weighted: bool) -> No
 def test_whole_system_path_matches_dense(formula: str, whole: bool) -> None:
     """Small systems evaluate the objective from one dense factor of the whole system: forced on
     and off, both paths give the reference, at interior points and with a variance at zero."""
-    rule = Rule(whole_size=10_000 if whole else 0, dense_per_pair_once=0.0)
+    rule = Rule(whole_size=10_000 if whole else 0)
     df = random_frame(len(formula) + 5)
     d = build_design(formula, df, weights="w", offset=0.1 * df["z"].to_numpy())
     for reml in (True, False):
@@ -131,7 +131,7 @@ def balanced_frame(seed: int) -> pd.DataFrame:
 def test_levels_with_equal_blocks_share_a_column_of_p(formula: str) -> None:
     """Levels of the first term with equal A11 blocks share G_j, so P's columns for them are
     summed once (``PairMapUpdate``'s merge); the objective is the dense reference's, as without it."""
-    rule = Rule(whole_size=0, dense_per_pair_once=0.0)  # (a pair map: the dense F is cheaper here)
+    rule = Rule(whole_size=0)
     d = build_design(formula, balanced_frame(2))
     f = LMMObjective(d, REML=True, rule=rule)
     update = f.engine.chol.update
@@ -169,7 +169,7 @@ def test_dense_product_fallback_agrees(formula: str) -> None:
     theta_f = LMMObjective(d, REML=False)
     theta = np.where(theta_f.scale_mask, 0.7, 0.2)
     expected = theta_f(theta)
-    fallback = LMMObjective(d, REML=False, rule=Rule(whole_size=0, max_pairs=0, dense_per_pair_once=0.0))
+    fallback = LMMObjective(d, REML=False, rule=Rule(whole_size=0, max_pairs=0))
     assert fallback.engine.strategy["schur update"] == "sparse F"
     assert fallback(theta) == pytest.approx(expected, rel=1e-11)
 
@@ -297,7 +297,7 @@ def test_second_term_the_first_is_nested_in_is_eliminated_as_a_diagonal(
     for fixed and for PIRLS weights, at interior points and with the second term at zero."""
     df = random_frame(8)
     d = build_design(formula, df, weights="w")
-    f = LMMObjective(d, REML=False, rule=Rule(whole_size=0, dense_per_pair_once=0.0))
+    f = LMMObjective(d, REML=False, rule=Rule(whole_size=0))
     assert (f.engine.strategy["rest"] == "nested diagonal") == nested
     second = f.engine.layout.lam_slices[1].start  # (the engine's second term, in lme4's theta)
     for at_zero in (False, True):
@@ -460,3 +460,19 @@ def test_dense_size_guard_without_the_machines_memory(monkeypatch: pytest.Monkey
     assert LMMObjective(d, REML=False)(np.array([1.0, 0.0, 0.2])) > 0
     with pytest.raises(hmix.HmixError, match="the 2 fixed effects"):
         Engine(d.terms, d.X, d.y, None, rule=Rule(max_dense=2, whole_size=0))
+
+
+def test_many_columns_of_x_take_a_dense_f() -> None:
+    """A fixed factor of many levels makes a pair per two of its columns and level of the first
+    term (here 40 x 500^2 / 2 = 5M): the LMM takes a dense F, with the pair map's objective."""
+    rng = np.random.default_rng(5)
+    n = 4_000
+    df = pd.DataFrame({"f": rng.integers(0, 500, n).astype(str), "g": rng.integers(0, 40, n).astype(str)})
+    df["y"] = rng.normal(size=n)
+    d = build_design("y ~ f + (1 | g)", df)
+    dense = LMMObjective(d, REML=False)
+    assert dense.engine.strategy["schur update"] == "dense F"
+    pairs = LMMObjective(d, REML=False, rule=Rule(dense_per_pair_once=0.0))
+    assert pairs.engine.strategy["schur update"] != "dense F"
+    for theta in (0.3, 1.2):
+        assert dense([theta]) == pytest.approx(pairs([theta]), rel=1e-10)

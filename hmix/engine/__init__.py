@@ -88,9 +88,9 @@ class Rule:
     dense_per_pair, dense_per_pair_once : float
         Reweighted systems take a dense F while its flops stay below ``dense_per_pair`` times
         the pair map's entries (BLAS at ~0.1 ns a flop against a few ns an entry for a refill);
-        systems filled once (LMMs), while they stay below ``dense_per_pair_once`` times (the
-        pair map's product alone, about 1 ns an entry: many dense columns of X, whose pairs
-        with every level would take gigabytes).
+        systems filled once (LMMs) with more than ``pair_rows`` pairs, while they stay below
+        ``dense_per_pair_once`` times (the pair map's product alone, about 1 ns an entry: many
+        dense columns of X, whose pairs with every level would take gigabytes).
     tail_fraction, tail_keep, tail_bytes : float, int, int
         Tails of at most this fraction of the rest block are finished alone; the factors of the
         last ``tail_keep`` heads are kept while their Lr take at most ``tail_bytes``.
@@ -155,8 +155,10 @@ def choose(pattern: Pattern, reweighted: bool, rule: Rule) -> Choice:
     heavy = int(rule.heavy_fraction * lay.m)
     # a dense F when BLAS over it costs less than the pairs (dense columns of X make a pair per
     # two of them and level: 5,000 columns, 100 levels, 1.25e9 pairs for 2.6e9 flops)
-    per_pair = rule.dense_per_pair if reweighted else rule.dense_per_pair_once
-    if whole or dense_flops <= per_pair * npairs:
+    # (an LMM's small pair maps stay: its objective's rounding, which lme4's finite-difference
+    # checks see, is the pair map's on every problem where the choice costs little either way)
+    once = npairs > rule.pair_rows and dense_flops <= rule.dense_per_pair_once * npairs
+    if whole or (dense_flops <= rule.dense_per_pair * npairs if reweighted else once):
         update = DenseUpdate(pattern)
     elif lay.k1 == 1 and rule.pair_rows < PairRowsUpdate.pairs(pattern, heavy) <= rule.max_pair_rows:
         update = PairRowsUpdate(pattern, reweighted, chunk=rule.pair_chunk, heavy=heavy)
