@@ -107,6 +107,7 @@ class LMMObjective:
     priors: Priors | None = None  # (a penalized objective's, hmix.blme)
     # (the design and what its exact gradients share: see _gradient_data)
     _kept_gradient_data: tuple[Design, tuple[np.ndarray, np.ndarray, list[np.ndarray]]] | None = None
+    _new_response: np.ndarray | None = None  # (set_response's, less the offset)
 
     def __init__(
         self,
@@ -156,8 +157,7 @@ class LMMObjective:
         d = self.design
         response = self._response(np.asarray(y, dtype=float))
         self.engine.set_data(d.X, response, d.weights)
-        kept = self._gradient_data()  # (the exact gradient's response follows)
-        self._kept_gradient_data = (d, (response, kept[1], kept[2]))
+        self._new_response = response  # (the exact gradient's response follows)
 
     def factor(self, theta: ArrayLike) -> Factor:
         """The engine's factor at ``theta``."""
@@ -246,6 +246,8 @@ class LMMObjective:
         fac = self.factor(theta)
         cols, zt, _, lam_c = lay.row_columns
         y, wz, ztwx = self._gradient_data()
+        if self._new_response is not None:
+            y = self._new_response
         zeta = zt @ lay.row_lambda(fac.tmats)
         Vz = np.einsum("iab,ib->ia", fac.row_inverse(cols), zeta)
         u = np.concatenate(fac.u_engine)[cols]
