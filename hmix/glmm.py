@@ -22,7 +22,7 @@ from .engine import Engine, Factor, NotPositiveDefinite
 from .errors import DataError, HmixWarning, user_stacklevel
 from .families import Family
 from .families.zeroinflated import ZeroInflatedObserved
-from .remat import ThetaMap
+from .remat import ThetaMap, spread_of
 
 __all__ = [
     "GLMMObjective",
@@ -196,9 +196,8 @@ class GLMMObjective:
     def x_scale(self) -> np.ndarray:
         """The spread of each column of X (its SD; a constant column's root mean square; 1 for a
         column of zeros): beta times this is beta for columns of unit spread."""
-        X = self.design.X
-        sd, rms = X.std(axis=0), np.sqrt((X * X).mean(axis=0))
-        return np.where(sd > 0, sd, np.where(rms > 0, rms, 1.0))
+        s = spread_of(self.design.X)
+        return np.where(s > 0, s, 1.0)
 
     @property
     def observed_curvature(self) -> bool:

@@ -14,7 +14,7 @@ import scipy.sparse as sp
 
 from .covariance import CovarianceStructure, LevelEstimates
 
-__all__ = ["ReTerm", "ThetaMap", "group_codes", "column_spread"]
+__all__ = ["ReTerm", "ThetaMap", "group_codes", "spread_of", "column_spread"]
 
 
 def _factor(col: pd.Series) -> tuple[np.ndarray, pd.Index]:
@@ -253,11 +253,7 @@ class ThetaMap:
     def column_scales(self) -> list[np.ndarray]:
         """Each term's columns' typical size: their standard deviation over the rows (the root
         mean square for a constant column, such as the intercept's 1)."""
-        out = []
-        for t in self.terms:
-            sd, rms = np.std(t.z, axis=0), np.sqrt(np.mean(t.z * t.z, axis=0))
-            out.append(np.where(sd > 0, sd, rms))
-        return out
+        return [spread_of(t.z) for t in self.terms]
 
     @cached_property
     def scale(self) -> np.ndarray:
@@ -277,6 +273,19 @@ class ThetaMap:
         see ``CovarianceStructure.start``)."""
         per_term = estimates if estimates is not None else [None] * len(self.terms)
         return _cat([t.cov.start(r, e) for t, r, e in zip(self.terms, ratios, per_term)])
+
+
+def spread_of(columns: np.ndarray) -> np.ndarray:
+    """Each column's standard deviation over the rows; a constant column's root mean square
+    (the intercept's 1), 0 for a column of zeros (``column_spread`` from their sums).
+
+    Examples
+    --------
+    >>> spread_of(np.array([[1.0, 2.0, 0.0], [1.0, 4.0, 0.0]])).tolist()
+    [1.0, 1.0, 0.0]
+    """
+    sd, rms = np.std(columns, axis=0), np.sqrt(np.mean(columns * columns, axis=0))
+    return np.where(sd > 0, sd, rms)
 
 
 def column_spread(sums: np.ndarray, squares: np.ndarray, n: int) -> np.ndarray:
