@@ -32,13 +32,17 @@ from .lmm import LMMObjective, Penalty, check_lmm, check_size
 from .lmm import check_nobs_vs_nre as _check_nobs
 from .optimize import (
     SINGULAR_TOL,
+    Checks,
     OptSummary,
+    assess_convergence,
     check_convergence,
     choose_method,
+    convergence_derivatives,
     hessian_from_gradient,
     minimize,
     minimize_newton,
     newton_polish,
+    newton_steps,
 )
 from .priors import Priors
 from .remat import ThetaMap
@@ -215,24 +219,41 @@ def _minimize_lmm(
     if quiet:
         f.engine.forget()
         return theta, optsum, bool((x[f.scale_mask] < SINGULAR_TOL).any()), True
-    # the checks step the parameters in the engine's term order (the last ones cost least)
-    checks = check_convergence(
-        fc,
-        x,
-        f.scale_mask,
-        check=check_conv,
-        fx=fmin,
-        order=f.engine.step_order,
-        singular_hint=singular_hint,
-    )
     lay = f.engine.layout
     # the exact gradient sums over rows and inverts the rest block: up to these sizes it costs a
     # few evaluations (beyond, InstEval's costs 50: one step on the checks' gradient instead);
     # a penalized objective with priors (hmix.blme) has none, nor a fit whose rows are in a cluster
+    # (the whole system of a small model gives it from the statistics, rows or not)
     small = lay.n * sum(t.k for t in lay.terms) <= 100_000 and lay.m <= 500
-    exact = small and f.priors is None and f.design.holds_rows
+    exact = f.priors is None and (f.engine.whole is not None or (small and f.design.holds_rows))
     grad = (lambda x: _gradient(f, x / scale) / scale) if exact else None
-    x, fmin = newton_polish(fc, x, fmin, checks, f.lower, f.upper, gradient=grad)
+    exact_hessian = []  # (whether derivs gave the derivatives)
+
+    def derivs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+        """Exact derivatives in the optimizer's parameters, where the whole system gives them."""
+        out = f.derivatives(x / scale, hessian=True) if f.penalty is None else None
+        if out is None or out[1] is None:
+            return None
+        exact_hessian.append(True)
+        return out[0] / scale, out[1] / np.outer(scale, scale)
+
+    # the checks step the parameters in the engine's term order (the last ones cost least)
+    singular, g, H = convergence_derivatives(
+        fc,
+        x,
+        f.scale_mask,
+        check=check_conv,
+        derivs=derivs if exact else None,
+        fx=fmin,
+        order=f.engine.step_order,
+    )
+    if not singular and g is not None and H is not None:
+        if grad is not None:  # Newton steps on the exact gradient; judged by it where they end
+            x, g, moved = newton_steps(grad, x, g if exact_hessian else grad(x), H, f.lower, f.upper)
+            fmin = fc(x) if moved else fmin
+        else:
+            x, fmin = newton_polish(fc, x, fmin, Checks(singular, True, [], g, H), f.lower, f.upper)
+    checks = assess_convergence(singular, g, H, check=check_conv, singular_hint=singular_hint)
     theta = x / scale
     f.engine.forget()  # (the kept factors serve the optimizer only; a fitted model keeps its own)
     optsum = replace(optsum, final=theta.copy(), fmin=fmin, n_evals=fc.n, warnings=tuple(checks.messages))

@@ -242,7 +242,11 @@ class LMMObjective:
         (differences of values are too noisy to place the optimum to better than ~1e-7).
         """
         theta = np.asarray(theta, dtype=float)
+        small = self.derivatives(theta)
+        if small is not None:
+            return small[0]
         d, lay = self.design, self.engine.layout
+        J = self.thetamap.lam_jacobian(theta)
         fac = self.factor(theta)
         cols, zt, _, lam_c = lay.row_columns
         y, wz, ztwx = self._gradient_data()
@@ -265,8 +269,45 @@ class LMMObjective:
         g_logdet = 2.0 * np.einsum("ij,ij->j", wz, Vz[:, lam_c])
         g_r2 = -2.0 * np.einsum("ij,ij->j", wz * resid[:, None], u[:, lam_c])
         g_lam = g_logdet + (m / fac.r2) * g_r2
-        J = self.thetamap.lam_jacobian(theta)
         return g_lam if J is None else J.T @ g_lam
+
+    def derivatives(
+        self, theta: ArrayLike, hessian: bool = False
+    ) -> tuple[np.ndarray, np.ndarray | None] | None:
+        """The exact gradient and, with ``hessian``, Hessian of the profiled deviance (without
+        the penalty) in theta, where the engine's whole system gives them
+        (``Engine.derivatives``); else None.
+
+        The deviance is log|L_Z|^2 (+ log|L_X|^2 for REML) + m log r^2 + constants, and the
+        chain rule takes lam's derivatives to theta's: J'H J plus the gradient in lam times
+        lam's second derivatives (central differences of J, for the structures whose lam is
+        not linear in theta).
+        """
+        theta = np.asarray(theta, dtype=float)
+        tm = self.thetamap
+        out = self.engine.derivatives(tm.lam(theta), hessian)
+        if out is None:
+            return None
+        _, grad, hess = out
+        d = self.design
+        weights = np.array([1.0, 1.0 if self.REML else 0.0, d.n - d.p if self.REML else d.n])
+        g_lam = weights @ grad
+        J = tm.lam_jacobian(theta)
+        if not hessian or hess is None:
+            return (g_lam if J is None else J.T @ g_lam), None
+        H_lam = (weights @ hess.reshape(3, -1)).reshape(hess.shape[1:])
+        if J is None:
+            return g_lam, H_lam
+        H = J.T @ H_lam @ J
+        h = 1e-6 * np.maximum(np.abs(theta), 1.0)
+        for j in range(len(theta)):  # (a handful of parameters; J is cheap)
+            e = np.zeros_like(theta)
+            e[j] = h[j]
+            up, down = tm.lam_jacobian(theta + e), tm.lam_jacobian(theta - e)
+            assert up is not None and down is not None
+            dJ = up - down
+            H[:, j] += dJ.T @ g_lam / (2 * h[j])
+        return J.T @ g_lam, 0.5 * (H + H.T)
 
     def _gradient_data(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """What every exact gradient on this design shares: the response (less the offset), the

@@ -25,8 +25,11 @@ __all__ = [
     "minimize_newton",
     "hessian_from_gradient",
     "check_convergence",
+    "convergence_derivatives",
+    "assess_convergence",
     "Checks",
     "newton_polish",
+    "newton_steps",
     "choose_method",
     "SINGULAR_TOL",
 ]
@@ -515,27 +518,62 @@ def check_convergence(
 ) -> Checks:
     """lme4's checks at the optimum: singularity, scaled gradient, Hessian.
 
-    Returns the ``Checks`` and issues the matching warnings. The
-    finite-difference Hessian is computed for the checks (``check``, skipped for singular fits,
-    as lme4 does) or when asked for (``hessian``, for the GLMM covariance of beta). ``derivs``,
-    when given, returns the gradient and Hessian at ``x`` instead (from an exact gradient; None
-    when it cannot, and the differences of values are used). ``fx`` is the objective at ``x``
-    when it is exact and known, and ``order`` the order in which to step the parameters (see
-    ``_derivs``). ``singular_hint`` ends the message of a singular fit (a remedy to suggest).
+    Returns the ``Checks`` and issues the matching warnings: ``convergence_derivatives``, then
+    ``assess_convergence`` (see them for the arguments).
     """
-    messages: list[str] = []
+    singular, grad, hess = convergence_derivatives(
+        f, x, diagonal, check=check, hessian=hessian, derivs=derivs, fx=fx, order=order
+    )
+    return assess_convergence(singular, grad, hess, check=check, singular_hint=singular_hint)
+
+
+def convergence_derivatives(
+    f: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    diagonal: np.ndarray,
+    *,
+    check: bool = True,
+    hessian: bool = False,
+    derivs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None = None,
+    fx: float | None = None,
+    order: np.ndarray | None = None,
+) -> tuple[bool, np.ndarray | None, np.ndarray | None]:
+    """Whether the fit is singular, and the gradient and Hessian the checks judge it by.
+
+    The finite-difference derivatives are computed for the checks (``check``, skipped for
+    singular fits, as lme4 does) or when asked for (``hessian``, for the GLMM covariance of
+    beta). ``derivs``, when given, returns the gradient and Hessian at ``x`` instead (exact
+    ones; None when it cannot, and the differences of values are used). ``fx`` is the
+    objective at ``x`` when it is exact and known, and ``order`` the order in which to step the
+    parameters (see ``_derivs``).
+    """
     singular = bool(np.any(x[diagonal] < SINGULAR_TOL))
+    if not (hessian or (check and not singular)):
+        return singular, None, None
+    exact = None if derivs is None else derivs(x)
+    grad, hess = _derivs(f, x, fx, order) if exact is None else exact
+    return singular, grad, hess
+
+
+def assess_convergence(
+    singular: bool,
+    grad: np.ndarray | None,
+    hess: np.ndarray | None,
+    *,
+    check: bool = True,
+    singular_hint: str = "",
+) -> Checks:
+    """lme4's verdicts from the derivatives at the optimum, with their warnings: a singular fit,
+    a scaled gradient above tolerance, a Hessian that is not positive definite or nearly
+    singular. ``singular_hint`` ends the message of a singular fit (a remedy to suggest)."""
+    messages: list[str] = []
     if singular:
         msg = (
             "boundary (singular) fit: a variance is estimated as zero or a correlation as +-1" + singular_hint
         )
         messages.append(msg)
         warnings.warn(msg, SingularFitWarning, stacklevel=user_stacklevel())
-    if not (hessian or (check and not singular)):
-        return Checks(singular, True, messages)
-    exact = None if derivs is None else derivs(x)
-    grad, hess = _derivs(f, x, fx, order) if exact is None else exact
-    if singular or not check:
+    if singular or not check or grad is None or hess is None:
         return Checks(singular, True, messages, grad, hess)
     converged = True
     try:
@@ -594,24 +632,47 @@ def newton_polish(
 
     A derivative-free optimizer stops where its last trust region saw no change of 1e-12
     relative in the objective: theta can be 1e-6 off the optimum, and where it stops depends
-    on rounding (row order, level labels). With an exact ``gradient``, up to ``steps`` steps
-    are taken while the Newton decrement g'H^-1 g falls (values are too noisy to judge steps
-    this small) and the step is larger than 1e-10 of the parameters; without one, a single
-    step with the checks' gradient is kept when it lowers the objective. Boundary fits are
-    left as they are.
+    on rounding (row order, level labels). With an exact ``gradient``, ``newton_steps``;
+    without one, a single step with the checks' gradient is kept when it lowers the objective.
+    Boundary fits are left as they are.
     """
     g, H = checks.gradient, checks.hessian
     if checks.singular or g is None or H is None or not np.isfinite(H).all():
         return x, fx
-    try:
-        Hc = sla.cho_factor(H)
-    except np.linalg.LinAlgError:
-        return x, fx
     if gradient is None:
+        try:
+            Hc = sla.cho_factor(H)
+        except np.linalg.LinAlgError:
+            return x, fx
         x1 = np.clip(x - sla.cho_solve(Hc, g), lower, upper)
         f1 = f(x1)
         return (x1, f1) if f1 < fx and not getattr(f, "failed", False) else (x, fx)
-    g = gradient(x)
+    x, _, moved = newton_steps(gradient, x, gradient(x), H, lower, upper, steps)
+    return (x, f(x)) if moved else (x, fx)
+
+
+def newton_steps(
+    gradient: Callable[[np.ndarray], np.ndarray],
+    x: np.ndarray,
+    g: np.ndarray,
+    H: np.ndarray,
+    lower: np.ndarray,
+    upper: np.ndarray,
+    steps: int = 3,
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """Up to ``steps`` Newton steps on the exact ``gradient`` (``g`` its value at ``x``) with the
+    Hessian ``H``, taken while the Newton decrement g'H^-1 g falls (values are too noisy to
+    judge steps this small) and the step is larger than 1e-10 of the parameters.
+
+    Returns the point, the gradient there and whether it moved; ``x`` itself when ``H`` is not
+    positive definite.
+    """
+    if not np.isfinite(H).all():
+        return x, g, False
+    try:
+        Hc = sla.cho_factor(H)
+    except np.linalg.LinAlgError:
+        return x, g, False
     step = sla.cho_solve(Hc, g)
     dec = float(g @ step)
     moved = False
@@ -626,4 +687,4 @@ def newton_polish(
         if not (np.isfinite(dec1) and dec1 < dec):
             break
         x, g, step, dec, moved = x1, g1, step1, dec1, True
-    return (x, f(x)) if moved else (x, fx)
+    return x, g, moved

@@ -111,6 +111,39 @@ def test_lmm_gradient_matches_differences() -> None:
         np.testing.assert_allclose(f.gradient(theta), fd, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize(
+    ("data", "formula"),
+    [
+        ("sleepstudy", "Reaction ~ Days + (Days | Subject)"),
+        ("sleepstudy", "Reaction ~ Days + cs(Days | Subject)"),
+        ("Penicillin", "diameter ~ 1 + (1 | plate) + (1 | sample)"),
+    ],
+)
+def test_whole_system_derivatives_match_the_rows(data: str, formula: str) -> None:
+    """A small system's exact gradient and Hessian from the whole system's polynomial (ML and
+    REML, weights and an offset, a structured term) against the gradient summed over the rows
+    (1e-8) and central differences of it (1e-6), away from the optimum."""
+    from hmix.engine import Rule
+
+    df = hmix.datasets.load(data)
+    rng = np.random.default_rng(3)
+    d = hmix.build_design(formula, df, weights=rng.uniform(0.5, 2, len(df)), offset=rng.normal(size=len(df)))
+    for reml in (False, True):
+        f = hmix.LMMObjective(d, REML=reml)
+        rows = hmix.LMMObjective(d, REML=reml, rule=Rule(whole_size=0))
+        assert f.engine.whole is not None and rows.engine.whole is None
+        theta = f.theta0 * 1.3 + 0.05
+        out = f.derivatives(theta, hessian=True)
+        assert out is not None and out[1] is not None
+        g, H = out
+        np.testing.assert_allclose(g, rows.gradient(theta), rtol=1e-8, atol=1e-8 * np.abs(g).max())
+        h = 1e-5 * np.maximum(np.abs(theta), 1.0)
+        fd = np.column_stack(
+            [(rows.gradient(theta + e) - rows.gradient(theta - e)) / (2 * e.max()) for e in np.diag(h)]
+        )
+        np.testing.assert_allclose(H, fd, rtol=1e-6, atol=1e-6 * np.abs(H).max())
+
+
 @pytest.mark.parametrize("c", [1e-4, 1e-2, 100.0, 1e4])
 def test_a_predictors_units_do_not_move_a_glmms_optimum(c: float) -> None:
     """grouseticks' Poisson GLMM with a random slope in height: the stages and the checks work on

@@ -380,6 +380,16 @@ class Engine:
         fac = self.factor(lam)
         return fac.logdet_z, fac.logdet_x, fac.r2
 
+    def derivatives(
+        self, lam: np.ndarray, hessian: bool = False
+    ) -> tuple[tuple[float, float, float], np.ndarray, np.ndarray | None] | None:
+        """``objective_parts`` at ``lam`` and the exact derivatives in lam of log|L_Z|^2,
+        log|L_X|^2 and log r^2 where the whole system gives them (``WholeSystem.derivatives``);
+        else None."""
+        if self.whole is None:
+            return None
+        return self.whole.derivatives(np.asarray(lam, dtype=float), hessian)
+
     @property
     def work(self) -> float:
         """Estimated flops of one factorization."""

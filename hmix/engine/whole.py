@@ -1,11 +1,12 @@
-"""Small systems: the objective's value from one dense factor of the whole system.
+"""Small systems: the objective's value, and its exact derivatives, from one dense factor of the
+whole system.
 
 For systems with at most a few dozen rows in all (q + p + 1), the blocked factor's cost is
 Python's per-call overhead on its many small arrays rather than arithmetic. Lambda'A Lambda + I
 is a quadratic polynomial in lam whose coefficient matrices are formed once per set of blocks,
-so an evaluation is one matrix-vector product and one dense Cholesky (sleepstudy: 10 us,
-against 34 us blocked). Only the value comes from here; beta, u and variances from the blocked
-factor.
+so an evaluation is one matrix-vector product and one dense Cholesky, and the gradient and
+Hessian follow from the inverse and the coefficient matrices (``WholeSystem.derivatives``)
+without the rows. beta, u and the variances come from the blocked factor.
 """
 
 from __future__ import annotations
@@ -65,6 +66,11 @@ class WholeSystem:
         idx = base + np.arange(k1)[None, :]  # the first term's k1 x k1 blocks
         self._a11 = (idx[:, :, None] * size + idx[:, None, :]).ravel()
         self._basis: np.ndarray | None = None
+        self._upper = np.triu(np.ones((size, size), dtype=bool))
+        # lam_s lam_t's coefficient row for every (s, t), and d2 (lam_s lam_t) / d lam_s d lam_t
+        P = np.empty((nth, nth), dtype=np.int64)
+        P[s_, t_] = P[t_, s_] = 1 + nth + np.arange(len(s_))
+        self._pair_rows, self._pair_mult = P, 1.0 + np.eye(nth)
 
     @staticmethod
     def basis_size(nlam: int, size: int) -> int:
@@ -94,6 +100,10 @@ class WholeSystem:
 
     def objective_parts(self, lam: np.ndarray) -> tuple[float, float, float]:
         """``(log|L_Z|^2, log|L_X|^2, r^2)`` at ``lam`` from one dense Cholesky."""
+        return self._parts(lam)[0]
+
+    def _parts(self, lam: np.ndarray) -> tuple[tuple[float, float, float], np.ndarray, int]:
+        """The parts, the upper Cholesky factor U (M = U'U) and LAPACK's info at ``lam``."""
         assert self._basis is not None
         s_, t_ = self._pairs
         size = self.size
@@ -108,4 +118,61 @@ class WholeSystem:
         if not math.isfinite(logdet_z + logdet_x):
             raise NotPositiveDefinite("whole system")
         # info == size: y lies in the column space, a zero residual
-        return logdet_z, logdet_x, 0.0 if info == size else float(U[-1, -1] ** 2)
+        return (logdet_z, logdet_x, 0.0 if info == size else float(U[-1, -1] ** 2)), U, info
+
+    def derivatives(
+        self, lam: np.ndarray, hessian: bool = False
+    ) -> tuple[tuple[float, float, float], np.ndarray, np.ndarray | None] | None:
+        """The parts at ``lam``, and the exact first (3 x nlam) and, with ``hessian``, second
+        (3 x nlam x nlam) derivatives in lam of log|L_Z|^2, log|L_X|^2 and log r^2; None when y
+        lies in the column space (no residual).
+
+        M's derivatives are the polynomial's: D_s = dM/d lam_s and E_st = d2M/d lam_s d lam_t, a
+        coefficient matrix. With v = M^-1 e_y and phi = (M^-1)_yy = 1 / r^2::
+
+            d log|M| = tr(M^-1 D_s)      d2 log|M| = tr(M^-1 E_st) - tr(M^-1 D_s M^-1 D_t)
+            d phi = -v'D_s v             d2 phi = 2 v'D_s M^-1 D_t v - v'E_st v
+
+        the same for log|M_ZZ| with the ZZ blocks, log r^2 = -log phi, and log|L_X|^2 = log|M| -
+        log|M_ZZ| - log r^2 (the factor's diagonal in three parts).
+        """
+        lam = np.asarray(lam, dtype=float)
+        parts, U, info = self._parts(lam)
+        if info == self.size or parts[2] <= 0.0:
+            return None
+        assert self._basis is not None
+        nlam, size, q = len(lam), self.size, self._q
+        inv_full, info_full = sla.lapack.dpotri(U, lower=0)  # (the upper triangles only)
+        inv_z, info_z = sla.lapack.dpotri(U[:q, :q], lower=0)  # M_ZZ = U_ZZ'U_ZZ
+        if info_full or info_z:
+            return None
+        upper = self._upper
+        W = np.zeros((3, size, size))  # M^-1, M_ZZ^-1 (padded) and vv'
+        S_full = W[0]
+        np.copyto(S_full, np.where(upper, inv_full, inv_full.T))
+        S_z = W[1, :q, :q]
+        np.copyto(S_z, np.where(upper[:q, :q], inv_z, inv_z.T))
+        v = S_full[:, -1]  # M^-1 e_y
+        np.multiply(v[:, None], v[None, :], out=W[2])
+        traces = self._basis @ W.reshape(3, -1).T  # tr(M^-1 B_k), tr(M_ZZ^-1 B_k), v'B_k v
+        # d(coefficient vector)/d lam: 1 for lam_s, lam_t for lam_s lam_t (2 lam_s on the diagonal)
+        P, mult = self._pair_rows, self._pair_mult
+        G = np.zeros((nlam, self._basis.shape[0]))
+        G[:, 1 : 1 + nlam] = np.eye(nlam)
+        G[np.arange(nlam)[:, None], P] = lam[None, :] * mult
+        t_full, t_z, vdv = (G @ traces).T
+        phi = float(v[-1])
+        d_r = vdv / phi  # d log r^2 = -d phi / phi
+        grad = np.stack([t_z, t_full - t_z - d_r, d_r])
+        if not hessian:
+            return parts, grad, None
+        E = traces[P] * mult[:, :, None]  # tr(M^-1 E_st) ... (nlam, nlam, 3)
+        D = (G @ self._basis).reshape(nlam, size, size)
+        K = S_full @ D
+        Kz = S_z @ D[:, :q, :q]
+        Dv = D @ v
+        h_full = E[:, :, 0] - np.einsum("aij,bji->ab", K, K)
+        h_z = E[:, :, 1] - np.einsum("aij,bji->ab", Kz, Kz)
+        d2_phi = 2.0 * Dv @ S_full @ Dv.T - E[:, :, 2]
+        h_r = -d2_phi / phi + np.outer(vdv, vdv) / phi**2  # (d phi = -vdv)
+        return parts, grad, np.stack([h_z, h_full - h_z - h_r, h_r])
