@@ -131,7 +131,7 @@ def balanced_frame(seed: int) -> pd.DataFrame:
 def test_levels_with_equal_blocks_share_a_column_of_p(formula: str) -> None:
     """Levels of the first term with equal A11 blocks share G_j, so P's columns for them are
     summed once (``PairMapUpdate``'s merge); the objective is the dense reference's, as without it."""
-    rule = Rule(whole_size=0)
+    rule = Rule(whole_size=0, dense_per_pair_once=0.0)  # (the pair map, not a dense F)
     d = build_design(formula, balanced_frame(2))
     f = LMMObjective(d, REML=True, rule=rule)
     update = f.engine.chol.update
@@ -147,6 +147,30 @@ def test_levels_with_equal_blocks_share_a_column_of_p(formula: str) -> None:
         build_design(formula, balanced_frame(2).assign(w=np.linspace(1, 2, 240)), weights="w"), rule=rule
     )
     assert weighted.engine.chol.update.P_sum is None  # every block differs
+
+
+@pytest.mark.parametrize("formula", ["y ~ x + (x + I(x**2) | a)", "y ~ x + ar1(0 + t | a) + (1 | b)"])
+def test_levels_with_equal_blocks_share_their_factors(formula: str) -> None:
+    """A first term of three or more columns whose levels have equal A11 blocks factors each
+    distinct block once: the factor equals the one computed level by level (1e-12), and the
+    objective the dense reference's; with x measured at other values by level, nothing is
+    shared."""
+    df = balanced_frame(5)
+    df["x"] += df["a"].astype(int) % 2  # (two schedules: odd levels a step later)
+    df["t"] = df["x"].astype(int).astype(str)
+    d = build_design(formula, df)
+    f = LMMObjective(d, REML=False, rule=Rule(whole_size=0))
+    assert f.engine.chol._distinct is not None and len(f.engine.chol._distinct[0]) == 2
+    apart = LMMObjective(d, REML=False, rule=Rule(whole_size=0))
+    apart.engine.chol._distinct = None  # (level by level)
+    theta = f.theta0 * 1.2 + 0.1
+    a, b = f.factor(theta), apart.factor(theta)
+    for got, want in [(a.L11, b.L11), (a.L11inv, b.L11inv), (a.B, b.B)]:
+        np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
+    assert f(theta) == pytest.approx(dense_objective(d, theta, False)[0], rel=1e-10)
+    jitter = df.assign(x=df["x"] + np.random.default_rng(1).uniform(0, 0.1, len(df)))
+    other = LMMObjective(build_design("y ~ x + (x + I(x**2) | a)", jitter), REML=False, rule=Rule(whole_size=0))
+    assert other.engine.chol._distinct is None
 
 
 def test_whole_system_path_follows_new_data() -> None:
@@ -169,7 +193,7 @@ def test_dense_product_fallback_agrees(formula: str) -> None:
     theta_f = LMMObjective(d, REML=False)
     theta = np.where(theta_f.scale_mask, 0.7, 0.2)
     expected = theta_f(theta)
-    fallback = LMMObjective(d, REML=False, rule=Rule(whole_size=0, max_pairs=0))
+    fallback = LMMObjective(d, REML=False, rule=Rule(whole_size=0, max_pairs=0, dense_per_pair_once=0.0))
     assert fallback.engine.strategy["schur update"] == "sparse F"
     assert fallback(theta) == pytest.approx(expected, rel=1e-11)
 

@@ -8,9 +8,10 @@ chosen once, at construction, by ``choose``:
 
 1. Small systems (at most ``whole_size`` rows in all, and not reweighted) evaluate the
    objective's value from a dense copy of the whole system (``WholeSystem``).
-2. The Schur update of the rest block: a dense F (``DenseUpdate``) for small systems and for
-   systems refilled at every PIRLS step whose dense F costs at most ``dense_per_pair`` times the
-   pair map's entries in flops; for a scalar first term with more than ``pair_rows`` pairs (and
+2. The Schur update of the rest block: a dense F (``DenseUpdate``) for small systems, for
+   systems filled once whose dense F costs at most ``dense_per_pair_once`` times the pair map's
+   entries in flops, and for systems refilled at every PIRLS step at most ``dense_per_pair``
+   times; for a scalar first term with more than ``pair_rows`` pairs (and
    at most ``max_pair_rows``), the pair map by rows built in chunks (``PairRowsUpdate``); else
    the pair map (``PairMapUpdate``) while it has at most ``max_pairs`` entries; beyond both, a
    dense F where it is that cheap and fits in a quarter of the memory, else a sparse F F'
@@ -88,9 +89,9 @@ class Rule:
     dense_per_pair, dense_per_pair_once : float
         Reweighted systems take a dense F while its flops stay below ``dense_per_pair`` times
         the pair map's entries (BLAS at ~0.1 ns a flop against a few ns an entry for a refill);
-        systems filled once (LMMs) with more than ``pair_rows`` pairs, while they stay below
-        ``dense_per_pair_once`` times (the pair map's product alone, about 1 ns an entry: many
-        dense columns of X, whose pairs with every level would take gigabytes).
+        systems filled once (LMMs) while they stay below ``dense_per_pair_once`` times (the pair
+        map's product alone, about 1 ns an entry; its symbolic phase costs more than a small
+        fit's evaluations, and many dense columns of X would make gigabytes of pairs).
     tail_fraction, tail_keep, tail_bytes : float, int, int
         Tails of at most this fraction of the rest block are finished alone; the factors of the
         last ``tail_keep`` heads are kept while their Lr take at most ``tail_bytes``.
@@ -155,9 +156,7 @@ def choose(pattern: Pattern, reweighted: bool, rule: Rule) -> Choice:
     heavy = int(rule.heavy_fraction * lay.m)
     # a dense F when BLAS over it costs less than the pairs (dense columns of X make a pair per
     # two of them and level: 5,000 columns, 100 levels, 1.25e9 pairs for 2.6e9 flops)
-    # (an LMM's small pair maps stay: its objective's rounding, which lme4's finite-difference
-    # checks see, is the pair map's on every problem where the choice costs little either way)
-    once = npairs > rule.pair_rows and dense_flops <= rule.dense_per_pair_once * npairs
+    once = dense_flops <= rule.dense_per_pair_once * npairs
     if whole or (dense_flops <= rule.dense_per_pair * npairs if reweighted else once):
         update = DenseUpdate(pattern)
     elif lay.k1 == 1 and rule.pair_rows < PairRowsUpdate.pairs(pattern, heavy) <= rule.max_pair_rows:
@@ -307,7 +306,7 @@ class Engine:
             self.chol = BorderedCholesky(pattern)
         else:
             check_dense_size(layout, rule)
-            self.chol = BlockedCholesky(pattern, choice.update, choice.rest)
+            self.chol = BlockedCholesky(pattern, choice.update, choice.rest, shared_blocks=not reweighted)
         self.cache = TailCache(self.chol, choice.tail0, choice.keep) if choice.tail0 is not None else None
         self.whole = WholeSystem(self.chol) if choice.whole else None
         # the last factor and its lam's bytes: a fit asks for the factor at its optimum twice

@@ -158,9 +158,10 @@ class PairMapUpdate(SchurUpdate):
     def _merge(self, A11: np.ndarray) -> None:
         lay = self.layout
         kk = lay.k1 * lay.k1
-        _, rep, cls = np.unique(A11.reshape(lay.l1, kk), axis=0, return_index=True, return_inverse=True)
-        if 2 * len(rep) > lay.l1:  # (weighted data: nearly every block differs)
+        equal = equal_blocks(A11)
+        if equal is None:  # (weighted data: nearly every block differs)
             return
+        rep, cls = equal
         cols = (cls.reshape(-1, 1) * kk + np.arange(kk)).ravel()
         C = sp.csc_matrix(
             (np.ones(len(cols)), (np.arange(len(cols)), cols)), shape=(len(cols), len(rep) * kk)
@@ -298,11 +299,29 @@ class NestedRest(RestFactorization):
         return Vrr
 
 
+def equal_blocks(A11: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Levels whose first-term blocks are equal: the first level of each distinct block and
+    each level's distinct block; None when more than half the levels' blocks differ.
+
+    Blocks are told apart by one random projection, and the grouping is then checked exactly
+    (a tie between different blocks, however unlikely, gives None).
+    """
+    levels = A11.shape[0]
+    flat = A11.reshape(levels, -1)
+    key = flat @ np.random.default_rng(0).uniform(1.0, 2.0, flat.shape[1])
+    _, first, which = np.unique(key, return_index=True, return_inverse=True)
+    if 2 * len(first) > levels or not np.array_equal(flat, flat[first][which]):
+        return None
+    return first, which.ravel()
+
+
 # ----- the factorization ---------------------------------------------------------------------
 class BlockedCholesky:
     """The blocked factor at any lam, for the blocks it was last given (``set_blocks``)."""
 
-    def __init__(self, pattern: Pattern, update: SchurUpdate, rest: RestFactorization):
+    def __init__(
+        self, pattern: Pattern, update: SchurUpdate, rest: RestFactorization, *, shared_blocks: bool = False
+    ):
         self.layout = pattern.layout
         self.pattern = pattern
         self.update = update
@@ -310,6 +329,9 @@ class BlockedCholesky:
         m = self.layout.m
         self.A_rr = np.zeros((m, m))  # refilled in place: the same entries every time
         self.blocks: Blocks | None = None
+        # levels whose first-term blocks are equal share their factors (see set_blocks)
+        self.shared_blocks = shared_blocks
+        self._distinct: tuple[np.ndarray, np.ndarray] | None = None
 
     def set_blocks(self, blocks: Blocks) -> None:
         lay, A_rr = self.layout, self.A_rr
@@ -320,6 +342,12 @@ class BlockedCholesky:
         A_rr[qr:, qr:] = blocks.xy  # (whole: nothing reads A_rr's upper triangle)
         self.update.refill(blocks)
         self.blocks = blocks
+        # the factors of equal first-term blocks are equal: each is computed once (balanced
+        # designs, every subject seen at the same occasions), for terms with three or more
+        # columns (smaller ones have closed forms) and fixed blocks (an LMM's: a GLMM's weights
+        # change them at every PIRLS step)
+        equal = equal_blocks(blocks.A11) if self.shared_blocks and self.layout.k1 >= 3 else None
+        self._distinct = None if equal is None else (blocks.A11[equal[0]], equal[1])
 
     @property
     def work(self) -> float:
@@ -333,12 +361,15 @@ class BlockedCholesky:
         lay = self.layout
         tmats = lay.tmats(lam)
         T1, A11 = tmats[0], self.blocks.A11
+        which: np.ndarray | None = None
         if lay.k1 == 1:
             L11 = np.sqrt(T1[0, 0] ** 2 * A11 + 1.0)
             L11inv = 1.0 / L11
         elif lay.k1 == 2:  # (intercept, slope)
             L11, L11inv = chol2(T1.T @ A11 @ T1)
         else:
+            if self._distinct is not None:  # (each distinct block once, then each level's)
+                A11, which = self._distinct
             try:
                 L11 = np.linalg.cholesky(T1.T @ A11 @ T1 + np.eye(lay.k1))
             except np.linalg.LinAlgError:
@@ -346,7 +377,10 @@ class BlockedCholesky:
             L11inv = batched_tri_inv(L11)
         if not (np.isfinite(L11).all() and np.isfinite(L11inv).all()):
             raise NotPositiveDefinite("first block")
-        return tmats, L11, L11inv, T1 @ np.swapaxes(L11inv, 1, 2)
+        B = T1 @ np.swapaxes(L11inv, 1, 2)
+        if which is not None:
+            return tmats, L11[which], L11inv[which], B[which]
+        return tmats, L11, L11inv, B
 
     def finish(self, lam: np.ndarray, first: FirstBlock, M: np.ndarray, F_dense: np.ndarray | None) -> Factor:
         """Scale M = A_rr - S by Lambda_r, add the identity, factor it: the Factor."""
