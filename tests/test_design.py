@@ -152,6 +152,33 @@ def test_categorical_grouping_keeps_level_order(sleep: pd.DataFrame) -> None:
     assert d.terms[0].levels[0] == "372"
 
 
+@pytest.mark.parametrize("expr", ["0 + t", "t - 1", "t", "1 + t"])
+@pytest.mark.parametrize("kind", ["str", "object"])
+def test_a_text_column_in_a_random_term_codes_as_formulaic_does(expr: str, kind: str) -> None:
+    """A random-effects term's text column is coded without formulaic's machinery
+    (``FactorSpec``): the same names, matrix, categories and new-data coding (a level the fit
+    did not see is a row of zeros) as formulaic's spec; a categorical column keeps formulaic."""
+    from formulaic import model_matrix
+
+    from hmix.columns import FactorSpec
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame({"t": rng.choice(["2", "10", "1", "b c", "x[1]"], 60)}).astype({"t": kind})
+    fast = FactorSpec.of(expr, df)
+    assert fast is not None
+    mm = model_matrix(expr, df, output="numpy")
+    assert fast.column_names == tuple(mm.model_spec.column_names)
+    np.testing.assert_array_equal(fast.matrix(df), np.asarray(mm, dtype=float))
+    assert fast.encoder_state["t"][1]["categories"] == mm.model_spec.encoder_state["t"][1]["categories"]
+    new = pd.DataFrame({"t": ["1", "b c", "zz"]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (formulaic's warning about the unseen level)
+        want = mm.model_spec.get_model_matrix(new, na_action="ignore", output="numpy")
+    want = np.asarray(want, dtype=float)
+    np.testing.assert_array_equal(fast.get_model_matrix(new).to_numpy(), np.nan_to_num(want))
+    assert FactorSpec.of(expr, df.astype({"t": "category"})) is None
+
+
 def test_fixed_spec_codes_new_data_the_same_way() -> None:
     cbpp = hmix.datasets.load("cbpp")
     with warnings.catch_warnings():

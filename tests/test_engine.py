@@ -169,7 +169,7 @@ def test_levels_with_equal_blocks_share_their_factors(formula: str) -> None:
         np.testing.assert_allclose(got, want, rtol=1e-12, atol=1e-14)
     assert f(theta) == pytest.approx(dense_objective(d, theta, False)[0], rel=1e-10)
     jitter = df.assign(x=df["x"] + np.random.default_rng(1).uniform(0, 0.1, len(df)))
-    other = LMMObjective(build_design("y ~ x + (x + I(x**2) | a)", jitter), REML=False, rule=Rule(whole_size=0))
+    other = LMMObjective(build_design("y ~ x + (x + I(x**2) | a)", jitter), rule=Rule(whole_size=0))
     assert other.engine.chol._distinct is None
 
 
