@@ -200,7 +200,10 @@ class DenseUpdate(SchurUpdate):
         A = self._dense
         assert A is not None
         lay = self.layout
-        F = A[:, :, 0] * B[:, 0, 0] if lay.k1 == 1 else np.einsum("mja,jab->mjb", A, B).reshape(lay.m, -1)
+        if lay.k1 == 1:
+            F = A[:, :, 0] * B[:, 0, 0]
+        else:  # (numpy's batched matmul: several times einsum's speed on these small blocks)
+            F = np.matmul(A.swapaxes(0, 1), B).swapaxes(0, 1).reshape(lay.m, -1)
         M = F @ F.T
         np.subtract(A_rr, M, out=M)
         return M, F
