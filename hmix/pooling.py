@@ -146,6 +146,13 @@ def shrinkage(model: MixedModel, group: str | None = None) -> pd.DataFrame:
     """
     d = model.design
     fam = model.family
+    if getattr(model, "zi", None) is not None:
+        raise HmixError(
+            "shrinkage() is not available for zero-inflated models: a level's own fit and its "
+            "precision would need the zero-inflation's mixture, which the no-pooling fits here "
+            "leave out; ranef() gives the conditional modes, and the same model without "
+            "zi_formula its shrinkage table"
+        )
     wt = np.ones(d.n) if d.weights is None else d.weights
     eta = model.linear_predictor.to_numpy()
     fixef = dict(zip(d.fixef_names, model.beta))

@@ -104,3 +104,23 @@ def test_missing_matplotlib_is_a_clear_error(sleep: hmix.LinearMixedModel, monke
     monkeypatch.setitem(sys.modules, "matplotlib.pyplot", None)  # import now raises ImportError
     with pytest.raises(hmix.HmixError, match=r"pip install 'hmix\[plot\]'"):
         hmix.plot.caterpillar(sleep)
+
+
+def test_dispersion_and_zero_inflated_families(tmp_path: Path) -> None:
+    """The caterpillar and shrinkage plots of a negative binomial fit (one point per site, the
+    modes' bars); a zero-inflated fit's caterpillar plot, and its shrinkage plot refused by name."""
+    from conftest import quiet_glmer
+
+    sal = hmix.datasets.load("Salamanders")
+    nb = quiet_glmer("count ~ mined + (1 | site)", sal, family="negative_binomial")
+    ax = hmix.plot.caterpillar(nb)
+    _render(ax, tmp_path / "nb_caterpillar.png")
+    assert len(ax.get_yticklabels()) == nb.design.terms[0].nlevels
+    ax = hmix.plot.shrinkage(nb)
+    _render(ax, tmp_path / "nb_shrinkage.png")
+    own = int(nb.shrinkage()["no_pooling"].notna().sum())  # (a site of zeros has no own fit)
+    assert [len(c.get_offsets()) for c in ax.collections if isinstance(c, PathCollection)] == [own, 23]
+    zip_ = quiet_glmer("count ~ mined + (1 | site)", sal, family="poisson", zi_formula="~ mined")
+    _render(hmix.plot.caterpillar(zip_), tmp_path / "zip_caterpillar.png")
+    with pytest.raises(hmix.HmixError, match="zero-inflated"):
+        hmix.plot.shrinkage(zip_)

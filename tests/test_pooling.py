@@ -143,6 +143,41 @@ def test_glmm_own_fit_is_the_herd_glm(cbpp: hmix.GeneralizedLinearMixedModel) ->
     assert s.loc[s["level"] == "8", "n"].item() == 1
 
 
+@pytest.mark.parametrize("family", ["negative_binomial", "gamma"])
+def test_dispersion_families_own_fit_is_the_level_glm(family: str) -> None:
+    """A negative binomial's and a Gamma's own fits are the level's GLM at the fitted theta or
+    phi (statsmodels' NB2 with alpha = 1 / theta, its Gamma with the log link); the weights lie
+    in (0, 1)."""
+    rng = np.random.default_rng(4)
+    g = np.repeat(np.arange(15), 12)
+    x = rng.normal(size=len(g))
+    mu = np.exp(1.0 + 0.4 * x + rng.normal(scale=0.5, size=15)[g])
+    y = rng.negative_binomial(3, 3 / (3 + mu)) if family == "negative_binomial" else rng.gamma(4, mu / 4)
+    data = pd.DataFrame({"g": g.astype(str), "x": x, "y": y.astype(float)})
+    fam = family if family == "negative_binomial" else hmix.Gamma("log")
+    m = quiet_glmer("y ~ x + (1 | g)", data, family=fam)
+    s = m.shrinkage().set_index("level")
+    off = m.fixef["x"] * data["x"].to_numpy()
+    sm_family = (
+        sm.families.NegativeBinomial(alpha=1 / m.sigma)
+        if family == "negative_binomial"
+        else sm.families.Gamma(sm.families.links.Log())
+    )
+    for level in m.design.terms[0].levels:
+        rows = (data["g"] == level).to_numpy()
+        glm = sm.GLM(data.loc[rows, "y"], np.ones((rows.sum(), 1)), family=sm_family, offset=off[rows])
+        want = glm.fit(tol=1e-12).params.iloc[0]
+        assert s.loc[level, "no_pooling"] == pytest.approx(want, abs=1e-6)  # two IRLS fits: 1e-6
+    assert ((s["weight"] > 0) & (s["weight"] < 1)).all()
+
+
+def test_zero_inflated_shrinkage_says_it_does_not_apply() -> None:
+    sal = hmix.datasets.load("Salamanders")
+    m = quiet_glmer("count ~ mined + (1 | site)", sal, family="poisson", zi_formula="~ mined")
+    with pytest.raises(hmix.HmixError, match="not available for zero-inflated models"):
+        m.shrinkage()
+
+
 def test_glmm_level_with_no_cases_is_not_estimable() -> None:
     data = hmix.datasets.load("cbpp")
     data.loc[data["herd"] == "3", "incidence"] = 0
