@@ -219,18 +219,42 @@ def _minimize_lmm(
     if quiet:
         f.engine.forget()
         return theta, optsum, bool((x[f.scale_mask] < SINGULAR_TOL).any()), True
-    lay = f.engine.layout
+    x, fmin, checks = _last_steps(f, fc, x, fmin, check_conv, singular_hint)
+    theta = x / scale
+    f.engine.forget()  # (the kept factors serve the optimizer only; a fitted model keeps its own)
+    optsum = replace(optsum, final=theta.copy(), fmin=fmin, n_evals=fc.n, warnings=tuple(checks.messages))
+    return theta, optsum, checks.singular, checks.converged
+
+
+def _last_steps(
+    f: LMMObjective,
+    fc: Callable[[np.ndarray], float],
+    x: np.ndarray,
+    fmin: float,
+    check_conv: bool,
+    hint: str,
+) -> tuple[np.ndarray, float, Checks]:
+    """Newton steps from the optimizer's point (the parameters scaled as it saw them), then
+    lme4's checks, judged where the steps end.
+
+    With an exact gradient the steps are taken on it, with the exact Hessian where the engine
+    gives it (``Engine.exact_derivatives``) and else the checks' differences; a singular fit's
+    steps move only the parameters off their bounds (the others stay at zero), and need an
+    exact Hessian or differences over those parameters alone. Without an exact gradient, one
+    step on the checks' differences is kept when it lowers the objective.
+    """
+    scale, lay = f.param_scale, f.engine.layout
     # the exact gradient sums over rows and inverts the rest block: up to these sizes it costs a
     # few evaluations (beyond, InstEval's costs 50: one step on the checks' gradient instead);
     # a penalized objective with priors (hmix.blme) has none, nor a fit whose rows are in a cluster
-    # (the whole system of a small model gives it from the statistics, rows or not)
+    # (a whole system gives it from the statistics, rows or not: Engine.exact_derivatives)
     small = lay.n * sum(t.k for t in lay.terms) <= 100_000 and lay.m <= 500
-    exact = f.priors is None and (f.engine.whole is not None or (small and f.design.holds_rows))
+    exact = f.priors is None and (f.engine.exact_derivatives or (small and f.design.holds_rows))
     grad = (lambda x: _gradient(f, x / scale) / scale) if exact else None
     exact_hessian = []  # (whether derivs gave the derivatives)
 
     def derivs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-        """Exact derivatives in the optimizer's parameters, where the whole system gives them."""
+        """Exact derivatives in the optimizer's parameters, where the engine gives them."""
         out = f.derivatives(x / scale, hessian=True) if f.penalty is None else None
         if out is None or out[1] is None:
             return None
@@ -238,26 +262,45 @@ def _minimize_lmm(
         return out[0] / scale, out[1] / np.outer(scale, scale)
 
     # the checks step the parameters in the engine's term order (the last ones cost least)
+    order = f.engine.step_order
     singular, g, H = convergence_derivatives(
-        fc,
-        x,
-        f.scale_mask,
-        check=check_conv,
-        derivs=derivs if exact else None,
-        fx=fmin,
-        order=f.engine.step_order,
+        fc, x, f.scale_mask, check=check_conv, derivs=derivs if exact else None, fx=fmin, order=order
     )
-    if not singular and g is not None and H is not None:
-        if grad is not None:  # Newton steps on the exact gradient; judged by it where they end
-            x, g, moved = newton_steps(grad, x, g if exact_hessian else grad(x), H, f.lower, f.upper)
-            fmin = fc(x) if moved else fmin
+    if grad is not None and check_conv:
+        free = ~(f.scale_mask & (x <= f.lower)) if singular else np.ones(len(x), bool)
+        if singular and free.any():  # (the checks skip a singular fit: the free parameters' here)
+            out = derivs(x)
+            if out is not None:
+                g_free, H_free = out[0], out[1][np.ix_(free, free)]
+            else:
+                sub = np.flatnonzero(free)
+
+                def along(z: np.ndarray) -> float:
+                    return fc(np.where(free, 0.0, x) + _embed(z, free))
+
+                keep = None if order is None else np.searchsorted(sub, order[np.isin(order, sub)])
+                H_free = convergence_derivatives(
+                    along, x[free], np.zeros(len(sub), bool), fx=fmin, order=keep
+                )[2]
+                g_free = grad(x)
+        elif g is not None and H is not None:
+            g_free, H_free = (g if exact_hessian else grad(x)), H
         else:
-            x, fmin = newton_polish(fc, x, fmin, Checks(singular, True, [], g, H), f.lower, f.upper)
-    checks = assess_convergence(singular, g, H, check=check_conv, singular_hint=singular_hint)
-    theta = x / scale
-    f.engine.forget()  # (the kept factors serve the optimizer only; a fitted model keeps its own)
-    optsum = replace(optsum, final=theta.copy(), fmin=fmin, n_evals=fc.n, warnings=tuple(checks.messages))
-    return theta, optsum, checks.singular, checks.converged
+            g_free, H_free = None, None
+        if g_free is not None and H_free is not None:
+            x, g_end, moved = newton_steps(grad, x, g_free, H_free, f.lower, f.upper, free=free)
+            fmin = fc(x) if moved else fmin
+            g = g_end if not singular else g
+    elif not singular and g is not None and H is not None:
+        x, fmin = newton_polish(fc, x, fmin, Checks(singular, True, [], g, H), f.lower, f.upper)
+    return x, fmin, assess_convergence(singular, g, H, check=check_conv, singular_hint=hint)
+
+
+def _embed(z: np.ndarray, free: np.ndarray) -> np.ndarray:
+    """The vector with z in the free positions and zeros elsewhere."""
+    out = np.zeros(len(free))
+    out[free] = z
+    return out
 
 
 def _gradient(f: LMMObjective, theta: np.ndarray) -> np.ndarray:

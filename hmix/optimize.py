@@ -659,21 +659,32 @@ def newton_steps(
     lower: np.ndarray,
     upper: np.ndarray,
     steps: int = 3,
+    free: np.ndarray | None = None,
 ) -> tuple[np.ndarray, np.ndarray, bool]:
     """Up to ``steps`` Newton steps on the exact ``gradient`` (``g`` its value at ``x``) with the
     Hessian ``H``, taken while the Newton decrement g'H^-1 g falls (values are too noisy to
-    judge steps this small) and the step is larger than 1e-10 of the parameters.
+    judge steps this small) and the step is larger than 1e-10 of the parameters. With ``free``
+    (a mask), only those parameters move and ``H`` is theirs (a boundary fit's: the others stay
+    on their bounds).
 
     Returns the point, the gradient there and whether it moved; ``x`` itself when ``H`` is not
     positive definite.
     """
+    if free is None:
+        free = np.ones(len(x), bool)
     if not np.isfinite(H).all():
         return x, g, False
     try:
         Hc = sla.cho_factor(H)
     except np.linalg.LinAlgError:
         return x, g, False
-    step = sla.cho_solve(Hc, g)
+
+    def newton(g: np.ndarray) -> np.ndarray:
+        step = np.zeros(len(x))
+        step[free] = sla.cho_solve(Hc, g[free])
+        return step
+
+    step = newton(g)
     dec = float(g @ step)
     moved = False
     for _ in range(steps):
@@ -682,7 +693,7 @@ def newton_steps(
             break
         x1 = np.clip(x - step, lower, upper)
         g1 = gradient(x1)
-        step1 = sla.cho_solve(Hc, g1)
+        step1 = newton(g1)
         dec1 = float(g1 @ step1)
         if not (np.isfinite(dec1) and dec1 < dec):
             break

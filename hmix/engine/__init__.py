@@ -309,6 +309,16 @@ class Engine:
             self.chol = BlockedCholesky(pattern, choice.update, choice.rest, shared_blocks=not reweighted)
         self.cache = TailCache(self.chol, choice.tail0, choice.keep) if choice.tail0 is not None else None
         self.whole = WholeSystem(self.chol) if choice.whole else None
+        # an engine without rows (a Dask fit's statistics) takes its exact derivatives from a
+        # whole system made for them alone, when its coefficients fit in whole_basis values
+        size = layout.q1 + layout.m
+        self._derivative_basis = (
+            not choice.whole
+            and not choice.bordered
+            and not reweighted
+            and WholeSystem.basis_size(layout.nlam, size) <= rule.whole_basis
+        )
+        self._derivative_whole: WholeSystem | None = None
         # the last factor and its lam's bytes: a fit asks for the factor at its optimum twice
         # (the last exact gradient, then the model), and a factor is never modified; kept for
         # small rest blocks only (a large one's copy would add to the memory a fit needs)
@@ -343,6 +353,7 @@ class Engine:
         self.chol.set_blocks(blocks)
         if self.whole is not None:
             self.whole.refill()
+        self._derivative_whole = None  # (made again from the new blocks when asked for)
         self.forget()
 
     def forget(self) -> None:
@@ -385,9 +396,21 @@ class Engine:
         """``objective_parts`` at ``lam`` and the exact derivatives in lam of log|L_Z|^2,
         log|L_X|^2 and log r^2 where the whole system gives them (``WholeSystem.derivatives``);
         else None."""
-        if self.whole is None:
-            return None
-        return self.whole.derivatives(np.asarray(lam, dtype=float), hessian)
+        whole = self.whole
+        if whole is None and self.exact_derivatives:
+            if self._derivative_whole is None:
+                self._derivative_whole = WholeSystem(self.chol)
+                self._derivative_whole.refill()
+            whole = self._derivative_whole
+        return None if whole is None else whole.derivatives(np.asarray(lam, dtype=float), hessian)
+
+    @property
+    def exact_derivatives(self) -> bool:
+        """Whether ``derivatives`` gives the exact gradient and Hessian: for a whole system, and
+        for an engine without rows (statistics reduced over a cluster) whose whole system's
+        coefficients fit in ``Rule.whole_basis`` values (those with rows sum the gradient over
+        them, cheaper than the whole system's inverse beyond a few dozen rows)."""
+        return self.whole is not None or (not self._rows and self._derivative_basis)
 
     @property
     def work(self) -> float:
