@@ -56,7 +56,8 @@ __all__ = ["lmer", "glmer", "fit_lmm", "fit_glmm", "refit", "LmmRefitter"]
 # evaluations on the benchmarks' GLMMs, grouseticks' Poisson 33 -> 31, and a PIRLS step fewer
 # in a stage-1 evaluation out of two)
 _STAGE1_FTOL = 1e-3
-_STAGE1_PIRLS_TOL = 1e-4  # ... and its PIRLS need not converge further than that
+_STAGE1_PIRLS_TOL = 1e-4  # ... and its PIRLS need not converge further than that (nor take
+# the last step, ``PirlsSettings.early_stop``)
 _LOG_DISP_BOUND = float(np.log(1e8))
 # LMMs whose dense block has at most this many rows factor it on one BLAS thread: on two cores
 # shared with other work, OpenBLAS's second thread spins while it waits, and blocks this small
@@ -539,6 +540,7 @@ def fit_glmm(
         obj.set_extra(extra0)
         sc = Scaled(obj)
         theta, state, optsum, counted = stage_theta(sc)
+        stage1 = optsum
         beta = state.beta
         derivs = None
         if nAGQ == 0:
@@ -586,6 +588,7 @@ def fit_glmm(
             n_evals=optsum.n_evals + counted.n - n_before,  # type: ignore[attr-defined]
             warnings=tuple(messages),
             pirls=obj.settings,
+            pirls_theta=stage1.pirls_theta,
         )
         theta, beta, extra = obj.split(params)
         obj.set_extra(extra)
@@ -694,7 +697,7 @@ def stage_theta(sc: Scaled) -> tuple[np.ndarray, PirlsState, OptSummary, Callabl
     """
     obj, s = sc.obj, sc.theta_scale
     newton = obj.nAGQ == 1
-    settings = obj.settings.loosened(_STAGE1_PIRLS_TOL) if newton else obj.settings
+    settings = obj.settings.loosened(_STAGE1_PIRLS_TOL, early_stop=True) if newton else obj.settings
     # a PIRLS call is a few factorizations and a few passes over the rows
     method = choose_method(obj.ntheta, 3 * (obj.engine_joint.work + 50 * obj.design.n))
     phi, _, opt, fc = minimize(
@@ -710,7 +713,14 @@ def stage_theta(sc: Scaled) -> tuple[np.ndarray, PirlsState, OptSummary, Callabl
     )
     theta = phi / s
     state = obj.joint_state(theta, settings)
-    opt = replace(opt, initial=opt.initial / s, final=theta.copy(), stages=("theta",), pirls=obj.settings)
+    opt = replace(
+        opt,
+        initial=opt.initial / s,
+        final=theta.copy(),
+        stages=("theta",),
+        pirls=obj.settings,
+        pirls_theta=settings,
+    )
     return theta, state, opt, fc
 
 
@@ -785,16 +795,18 @@ def glmm_vcov(
     """The covariance of beta: from the Hessian of the deviance over all the parameters when
     given (lme4's default) and positive definite, else from the PIRLS weights; which it is; and
     the covariance of all the parameters (theta, beta, the extras) from the Hessian, or None."""
+    if hess is not None and obj.nAGQ > 0:
+        try:
+            Vh = np.linalg.inv(hess)
+            if np.linalg.eigvalsh(Vh).min() > 0:
+                k, p = obj.ntheta, obj.design.p
+                return 2 * Vh[k : k + p, k : k + p], "hessian", 2 * Vh
+        except np.linalg.LinAlgError:
+            pass
+    # (the weights' covariance only where it is the answer: it takes a factorization with X)
     vcov_pirls = obj.joint_factor(theta, final.eta, beta).xtx_inv()
     if hess is None or obj.nAGQ == 0:
         return vcov_pirls, "pirls", None
-    try:
-        Vh = np.linalg.inv(hess)
-        if np.linalg.eigvalsh(Vh).min() > 0:
-            k, p = obj.ntheta, obj.design.p
-            return 2 * Vh[k : k + p, k : k + p], "hessian", 2 * Vh
-    except np.linalg.LinAlgError:
-        pass
     warnings.warn(
         "the Hessian of the deviance is not positive definite: standard errors come from the "
         "PIRLS weights instead",
