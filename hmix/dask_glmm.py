@@ -331,6 +331,12 @@ class DaskGLMMObjective(GLMMObjective):
                 engine.set_blocks(blocks)  # (back to the weights of the last point accepted)
                 break
             change = abs(pdev - pdev_try)
+            if s.early_stop and step == 1.0 and change <= s.tol * (abs(pdev) + 0.1):
+                # (as the in-memory PIRLS: the point before the step stands, with its factor;
+                # its pass over the rows is spent here all the same)
+                engine.set_blocks(blocks)
+                converged = True
+                break
             u, b, pdev, dev, fac, blocks = u_try, b_try, pdev_try, dev_try, fac_try, blocks_try
             if change <= s.tol * (abs(pdev) + 0.1):
                 converged = True

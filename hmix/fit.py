@@ -11,6 +11,7 @@ cannot run or gives up, ``stage_bobyqa`` (derivative-free), then the checks at t
 
 from __future__ import annotations
 
+import math
 import warnings
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
@@ -19,12 +20,14 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
+import scipy.optimize as sopt
 
 from ._progress import traced
 from ._threads import one_blas_thread
 from .checks import check_flag, check_lmer_response
 from .dask import is_dask_frame
 from .design import ArrayLike, Design, build_design
+from .engine import NotPositiveDefinite
 from .errors import ConvergenceWarning, DataError, HmixError, HmixWarning, user_stacklevel, whole_number
 from .families import Family, NegativeBinomial, get_family
 from .glmm import GLMMObjective, GlmmPenalty, PirlsSettings, PirlsState, glm_start
@@ -60,8 +63,10 @@ __all__ = ["lmer", "glmer", "fit_lmm", "fit_glmm", "refit", "LmmRefitter"]
 # evaluations on the benchmarks' GLMMs, grouseticks' Poisson 33 -> 31, and a PIRLS step fewer
 # in a stage-1 evaluation out of two)
 _STAGE1_FTOL = 1e-3
-_STAGE1_PIRLS_TOL = 1e-4  # ... and its PIRLS need not converge further than that
+_STAGE1_PIRLS_TOL = 1e-4  # ... and its PIRLS need not converge further than that (nor take
+# the last step, ``PirlsSettings.early_stop``)
 _LOG_DISP_BOUND = float(np.log(1e8))
+_EXTRA_BOUND = 10.0  # the zero-inflation coefficients' start (``conditional_extras``) within +-this
 # LMMs whose dense block has at most this many rows factor it on one BLAS thread: on two cores
 # shared with other work, OpenBLAS's second thread spins while it waits, and blocks this small
 # gain little from it on an idle machine (the performance page has the figures)
@@ -602,7 +607,10 @@ def fit_glmm(
         obj.start(beta0)
         obj.set_extra(extra0)
         sc = Scaled(obj)
+        if obj.nextra:
+            extra0 = start_extras(sc, extra0)
         theta, state, optsum, counted = stage_theta(sc)
+        stage1 = optsum
         beta = state.beta
         derivs = None
         if nAGQ == 0:
@@ -650,6 +658,7 @@ def fit_glmm(
             n_evals=optsum.n_evals + counted.n - n_before,  # type: ignore[attr-defined]
             warnings=tuple(messages),
             pirls=obj.settings,
+            pirls_theta=stage1.pirls_theta,
         )
         theta, beta, extra = obj.split(params)
         obj.set_extra(extra)
@@ -747,6 +756,56 @@ class Scaled:
         return np.concatenate([self.obj.thetamap.rectify(x[:nth] / s) * s, x[nth:]])
 
 
+def start_extras(sc: Scaled, extra0: np.ndarray) -> np.ndarray:
+    """The extras' start for the theta stage, which holds them: those that maximize the
+    likelihood of the rows given the linear predictor of the joint PIRLS solution at theta's
+    start (``conditional_extras``), where the Laplace deviance there is lower with them than with
+    ``extra0`` (the GLM's moments and glmmTMB's zeros); else ``extra0``. The theta stage then
+    optimizes theta for extras nearer their estimates, and the quasi-Newton stage, which moves
+    everything, has less of the way to go (the negative binomial's random-effects variances and
+    its dispersion trade off). Leaves the objective bound at the extras returned."""
+    obj = sc.obj
+    settings = obj.settings.loosened(_STAGE1_PIRLS_TOL, early_stop=True)
+    phi0 = obj.scale_mask.astype(float)
+    try:
+        v0 = sc.laplace_joint(phi0, settings)
+        st = obj.joint_state(phi0 / sc.theta_scale, settings)
+        extra1 = conditional_extras(obj, st, extra0)
+        obj.set_extra(extra1)
+        v1 = sc.laplace_joint(phi0, settings)
+    except (NotPositiveDefinite, np.linalg.LinAlgError, FloatingPointError):
+        v0, v1, extra1 = 0.0, math.inf, extra0
+    if v1 < v0:
+        return extra1
+    obj.set_extra(extra0)
+    return extra0
+
+
+def conditional_extras(obj: GLMMObjective, st: PirlsState, extra0: np.ndarray) -> np.ndarray:
+    """The extras (a log dispersion, zero-inflation coefficients) that maximize log p(y | eta)
+    with eta a PIRLS solution's (the modes held): a sum over the rows, without a factorization,
+    by L-BFGS-B from ``extra0`` with the exact derivatives (``Observed.extra_derivatives``),
+    the log dispersion within its bounds, the rest within +-_EXTRA_BOUND. Leaves the objective
+    bound at the last extras it tried."""
+    eta, mu = st.eta, st.mu
+    k = obj.ndisp
+
+    def fg(e: np.ndarray) -> tuple[float, np.ndarray]:
+        obj.set_extra(e)
+        value = obj.obs.deviance(mu) + obj.obs.constant
+        rows = obj.obs.extra_derivatives(eta, bool(k))[:, 0, :]
+        parts = [rows[:, :1].sum(axis=0)] if k else []
+        if obj.zi is not None:
+            parts.append(obj.zi.T @ rows[:, -1])
+        return value, -2.0 * np.concatenate(parts)
+
+    bounds = [(-_LOG_DISP_BOUND, _LOG_DISP_BOUND)] * k + [(-_EXTRA_BOUND, _EXTRA_BOUND)] * (obj.nextra - k)
+    with np.errstate(all="ignore"):
+        res = sopt.minimize(fg, extra0, jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 50})
+    x = np.asarray(res.x, dtype=float)
+    return x if np.isfinite(x).all() else np.asarray(extra0, dtype=float)
+
+
 def stage_theta(sc: Scaled) -> tuple[np.ndarray, PirlsState, OptSummary, Callable[[np.ndarray], float]]:
     """Theta alone, beta from PIRLS over (beta, u) (lme4's nAGQ = 0; the first stage otherwise).
 
@@ -758,7 +817,7 @@ def stage_theta(sc: Scaled) -> tuple[np.ndarray, PirlsState, OptSummary, Callabl
     """
     obj, s = sc.obj, sc.theta_scale
     newton = obj.nAGQ == 1
-    settings = obj.settings.loosened(_STAGE1_PIRLS_TOL) if newton else obj.settings
+    settings = obj.settings.loosened(_STAGE1_PIRLS_TOL, early_stop=True) if newton else obj.settings
     # a PIRLS call is a few factorizations and a few passes over the rows
     method = choose_method(obj.ntheta, 3 * (obj.engine_joint.work + 50 * obj.design.n))
     phi, _, opt, fc = minimize(
@@ -774,7 +833,14 @@ def stage_theta(sc: Scaled) -> tuple[np.ndarray, PirlsState, OptSummary, Callabl
     )
     theta = phi / s
     state = obj.joint_state(theta, settings)
-    opt = replace(opt, initial=opt.initial / s, final=theta.copy(), stages=("theta",), pirls=obj.settings)
+    opt = replace(
+        opt,
+        initial=opt.initial / s,
+        final=theta.copy(),
+        stages=("theta",),
+        pirls=obj.settings,
+        pirls_theta=settings,
+    )
     return theta, state, opt, fc
 
 
@@ -849,16 +915,18 @@ def glmm_vcov(
     """The covariance of beta: from the Hessian of the deviance over all the parameters when
     given (lme4's default) and positive definite, else from the PIRLS weights; which it is; and
     the covariance of all the parameters (theta, beta, the extras) from the Hessian, or None."""
+    if hess is not None and obj.nAGQ > 0:
+        try:
+            Vh = np.linalg.inv(hess)
+            if np.linalg.eigvalsh(Vh).min() > 0:
+                k, p = obj.ntheta, obj.design.p
+                return 2 * Vh[k : k + p, k : k + p], "hessian", 2 * Vh
+        except np.linalg.LinAlgError:
+            pass
+    # (the weights' covariance only where it is the answer: it takes a factorization with X)
     vcov_pirls = obj.joint_factor(theta, final.eta, beta).xtx_inv()
     if hess is None or obj.nAGQ == 0:
         return vcov_pirls, "pirls", None
-    try:
-        Vh = np.linalg.inv(hess)
-        if np.linalg.eigvalsh(Vh).min() > 0:
-            k, p = obj.ntheta, obj.design.p
-            return 2 * Vh[k : k + p, k : k + p], "hessian", 2 * Vh
-    except np.linalg.LinAlgError:
-        pass
     warnings.warn(
         "the Hessian of the deviance is not positive definite: standard errors come from the "
         "PIRLS weights instead",

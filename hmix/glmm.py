@@ -52,6 +52,11 @@ class PirlsSettings:
         ... and the linear predictor by at most this in any row.
     halvings : int
         Step halvings at most while the penalized deviance rises.
+    early_stop : bool
+        Stop before a full step that would change the penalized deviance by at most ``tol``,
+        whatever it does to eta: the point before it and its factor stand (one factorization a
+        call fewer). For a stage that needs the objective only roughly: nAGQ = 1's theta stage,
+        recorded as ``OptSummary.pirls_theta``.
 
     Examples
     --------
@@ -59,13 +64,16 @@ class PirlsSettings:
     >>> g = hmix.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
     ...                hmix.datasets.load("cbpp"), family="binomial")
     >>> g.optsum.pirls
-    PirlsSettings(maxit=50, tol=1e-12, eta_tol=inf, halvings=12)
+    PirlsSettings(maxit=50, tol=1e-12, eta_tol=inf, halvings=12, early_stop=False)
+    >>> g.optsum.pirls_theta
+    PirlsSettings(maxit=50, tol=0.0001, eta_tol=inf, halvings=12, early_stop=True)
     """
 
     maxit: int = 50
     tol: float = 1e-12
     eta_tol: float = math.inf
     halvings: int = 12
+    early_stop: bool = False
 
     @classmethod
     def for_family(cls, family: Family, zero_inflated: bool = False) -> PirlsSettings:
@@ -81,9 +89,10 @@ class PirlsSettings:
             return cls(tol=1e-12)
         return cls(tol=1e-14, eta_tol=1e-10)
 
-    def loosened(self, tol: float) -> PirlsSettings:
-        """The same with a tolerance no tighter than ``tol`` on the penalized deviance alone."""
-        return replace(self, tol=max(self.tol, tol), eta_tol=math.inf)
+    def loosened(self, tol: float, early_stop: bool = False) -> PirlsSettings:
+        """The same with a tolerance no tighter than ``tol`` on the penalized deviance alone
+        (and ``early_stop``)."""
+        return replace(self, tol=max(self.tol, tol), eta_tol=math.inf, early_stop=early_stop)
 
 
 @dataclass
@@ -321,12 +330,16 @@ class GLMMObjective:
                 break
             change = abs(pdev - pdev_try)
             moved = float(np.abs(eta_try - eta).max(initial=0.0)) if s.eta_tol < math.inf else 0.0
-            if step == 1.0 and moved <= s.eta_tol < math.inf and change <= s.tol * (abs(pdev) + 0.1):
+            if (
+                step == 1.0
+                and change <= s.tol * (abs(pdev) + 0.1)
+                and (s.early_stop or moved <= s.eta_tol < math.inf)
+            ):
                 # the full step from here moves eta by at most eta_tol: this point is the mode to
                 # within it, and its factor stands (one factorization a call fewer than taking the
                 # step and refactoring there). (Without eta_tol, the small change of a quadratic
                 # leaves the modes ~sqrt(tol) off, and the log-determinant with them: the step is
-                # taken.)
+                # taken, unless early_stop says that is close enough.)
                 converged = True
                 break
             # the factor at the new mode's weights: the next step's system, and at convergence

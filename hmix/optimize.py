@@ -89,6 +89,9 @@ class OptSummary:
         ``"BOBYQA"``).
     pirls : PirlsSettings or None
         How PIRLS iterated (GLMMs).
+    pirls_theta : PirlsSettings or None
+        How PIRLS iterated in the theta stage (GLMMs): ``pirls`` for nAGQ = 0; looser
+        tolerances with nAGQ = 1, where that stage only brings theta near the optimum.
 
     Examples
     --------
@@ -110,6 +113,7 @@ class OptSummary:
     warnings: tuple[str, ...] = ()
     stages: tuple[str, ...] = ()
     pirls: PirlsSettings | None = None
+    pirls_theta: PirlsSettings | None = None
 
     def __str__(self) -> str:
         return (

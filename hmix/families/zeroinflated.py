@@ -51,13 +51,17 @@ class ZeroInflatedObserved(Observed):
         return np.asarray(self.y == 0)
 
     @cached_property
+    def _ones(self) -> np.ndarray:
+        """Unit weights (the count part's, per row: made once, not at every evaluation)."""
+        return np.ones_like(self.y)
+
+    @cached_property
     def _logs(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """log pi and log(1 - pi) (zero rows, all rows) and -2 log f(y; y) per row."""
         with np.errstate(divide="ignore"):
             log_pi = np.log(self.pi[self.zero])
             log_1mpi = np.log1p(-self.pi)
-        ones = np.ones_like(self.y)
-        return log_pi, log_1mpi, self.family.minus2loglik(self.y, self.y, ones)
+        return log_pi, log_1mpi, self.family.minus2loglik(self.y, self.y, self._ones)
 
     @property
     def constant(self) -> float:
@@ -66,7 +70,7 @@ class ZeroInflatedObserved(Observed):
     def _count_log(self, mu: np.ndarray) -> np.ndarray:
         """log f(y; mu) per row, unit weight: the deviance residual and the saturated constant
         (no log-gamma function an evaluation)."""
-        return -0.5 * (self.family.dev_resid(self.y, mu, np.ones_like(self.y)) + self._logs[2])
+        return -0.5 * (self.family.dev_resid(self.y, mu, self._ones) + self._logs[2])
 
     def _posterior(self, logf: np.ndarray) -> np.ndarray:
         """q: the probability that a zero comes from the count part (1 for non-zeros)."""
