@@ -3,6 +3,7 @@
 
 usage: python benchmarks/scale.py [--sizes 1e5,1e6,1e7] [--engines hmix,mixedlm,lme4] [--cap 1200]
        python benchmarks/scale.py --movielens 1e7        (hmix on the MovieLens-shaped data)
+       python benchmarks/scale.py --movielens 1.25e7 --evals 3   (its set-up and 3 evaluations)
 
 Time is the fit alone (data generated or read before the clock); peak memory is the process's
 peak resident set (VmHWM), the data frame included. A peer still running after --cap seconds
@@ -44,14 +45,20 @@ def main() -> None:
     ap.add_argument("--engines", default="hmix,mixedlm,lme4")
     ap.add_argument("--cap", type=float, default=1200.0)
     ap.add_argument("--movielens", type=float, default=None)
+    ap.add_argument("--evals", type=int, default=0, help="MovieLens: set-up and this many evaluations only")
     args = ap.parse_args()
     results_path = HERE / "scale_results.json"
     results = json.loads(results_path.read_text()) if results_path.exists() else {}
     worker = [sys.executable, str(HERE / "scale_worker.py")]
     if args.movielens:
         key = f"movielens:{int(args.movielens)}"
-        results[key] = {"hmix": run([*worker, "hmix", key, "--verbose"], 24 * 3600)}
-        print(key, results[key], flush=True)
+        extra = [f"--evals={args.evals}"] if args.evals else ["--verbose"]
+        results[key + (f":evals{args.evals}" if args.evals else "")] = row = {
+            "hmix": run([*worker, "hmix", key, *extra], 24 * 3600)
+        }
+        print(key, row, flush=True)
+        results_path.write_text(json.dumps(results, indent=1))
+        return
     else:
         from scale_data import crossed
 

@@ -1,7 +1,8 @@
 """One fit of a scale benchmark in this process: ``python benchmarks/scale_worker.py ENGINE DATA``.
 
 ENGINE: hmix or mixedlm (lme4 runs scale_lme4.R); DATA: ``crossed:N`` (rows) or
-``movielens:N`` (draws; see scale_data.py). The data are generated here, before the clock
+``movielens:N`` (draws; see scale_data.py). ``--evals=K``: hmix's set-up and K evaluations only
+(the per-evaluation time of a fit too long to run whole). The data are generated here, before the clock
 starts; the fit is timed alone. Prints ``@result {json}`` (time, objective, theta, evaluations,
 per-evaluation time for hmix, and the peak resident memory of the process, data included).
 """
@@ -33,7 +34,31 @@ def main() -> None:
     df = crossed(int(float(size))) if kind == "crossed" else movielens(int(float(size)))
     formula = FORMULAS[kind]
     out: dict = {"rows": len(df), "levels": [int(df[c].nunique()) for c in ("u", "i")], "data_mb": peak_mb()}
-    if engine == "hmix":
+    evals = next((int(a.split("=")[1]) for a in sys.argv if a.startswith("--evals=")), 0)
+    if engine == "hmix" and evals:
+        # per-evaluation time without the whole optimization: the design, the engine's set-up,
+        # then `evals` evaluations at theta near the start (the optimizer's first points)
+        import numpy as np
+
+        import hmix
+
+        start = time.perf_counter()
+        d = hmix.build_design(formula, df)
+        f = hmix.LMMObjective(d, REML=False)
+        setup = time.perf_counter() - start
+        times, values = [], []
+        for k in range(evals):
+            t = time.perf_counter()
+            values.append(float(f(f.theta0 * (1 + 0.05 * k))))
+            times.append(time.perf_counter() - t)
+        out.update(
+            setup_seconds=setup,
+            evaluation_seconds=times,
+            per_evaluation=float(np.median(times)),
+            values=values,
+            strategy=f.engine.strategy,
+        )
+    elif engine == "hmix":
         import hmix
 
         verbose = "--verbose" in sys.argv

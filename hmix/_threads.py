@@ -3,8 +3,8 @@
 numpy's and scipy's wheels from PyPI each carry their own copy of OpenBLAS, each with its own
 thread pool. PIRLS alternates between them at every step (numpy's for products over the rows,
 scipy's LAPACK for the factorization), and two pools that each want every core wait on each
-other's spinning threads: a Poisson GLMM on 12,000 rows took 1.9 s with the default threads and
-0.21 s with one (2 cores; the GLMMs of the benchmark gain 0-15%). Linear mixed models keep
+other's spinning threads, which on a two-core machine made a Poisson GLMM many times slower
+(the performance page has the figures). Linear mixed models keep
 their threads: their evaluations use scipy's LAPACK alone, where threads pay for large blocks.
 
 The limit is reference-counted under a lock, so fits running in several Python threads at once

@@ -40,8 +40,8 @@ and for a single contrast l (q = 1) the K-R formulas reduce to a scale factor of
 Nothing n x n is formed: by the Woodbury identity every V^-1 (and V^-2, V^-3) sandwich of
 [Z X] is a product of q x q and q x p matrices (q = number of random effects), computed after
 whitening by the prior weights; against a dense n x n computation the results agree to 1e-12.
-The dense q x q matrices limit it to ``MAX_KR_RANDOM_EFFECTS`` random effects (at that size about
-4 s and 0.9 GB of memory; sleepstudy takes 1 ms). The df are invariant to the parameterization
+The dense q x q matrices limit it to ``MAX_KR_RANDOM_EFFECTS`` random effects (at that size
+seconds and about a gigabyte of memory). The df are invariant to the parameterization
 (gradients and information change covariantly); Phi_A is not in general (the -R_ij/4 terms of a
 non-linear parameterization such as theta do not cancel: with (theta, sigma) the adjusted SEs of
 the reference models move by 1-9%), which is why psi is used, as in pbkrtest. pbkrtest leaves
@@ -75,7 +75,7 @@ __all__ = [
     "MAX_KR_RANDOM_EFFECTS",
 ]
 
-MAX_KR_RANDOM_EFFECTS = 3000  # dense q x q matrices; at the limit about 4 s and 0.9 GB
+MAX_KR_RANDOM_EFFECTS = 3000  # dense q x q matrices: their time and memory grow as q^3 and q^2
 _STEP = 1e-2  # base step of the theta differences, times max(|theta_i|, 0.1)
 _HALVINGS = 2  # steps h and h/2 in the Richardson extrapolation
 _EIG_TOL = 1e-8  # eigenvalues of the unit-diagonal Hessian below this (relative) are dropped

@@ -410,11 +410,10 @@ class GLMMObjective:
     @cached_property
     def _chord_pays(self) -> bool:
         """Whether a chord step (``_chord``) costs less than the factorization it saves: it
-        passes over the rows about as often as a PIRLS step does (grouseticks' 403 rows: 0.18 ms
-        against 0.34 ms a reweighted factorization and 0.27 ms its step; VerbAgg's 7584 rows and
-        Salamanders' 644 with one small term: as much as the factorization itself). So it is
-        taken where the factorization's flops outweigh the rows, a choice by the problem's size
-        alone, as ``choose_method``'s."""
+        passes over the rows about as often as a PIRLS step does, which on problems with many
+        rows and one small term costs as much as the factorization itself (the performance page
+        has the figures). So it is taken where the factorization's flops outweigh the rows, a
+        choice by the problem's size alone, as ``choose_method``'s."""
         return self.engine_u.work > _CHORD_WORK * self.design.n
 
     @cached_property

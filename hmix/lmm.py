@@ -32,7 +32,7 @@ __all__ = [
 LOG2PI = math.log(2 * math.pi)
 _START_SWEEPS = 3  # backfitting sweeps of the moment-based start over the terms' columns
 # above this many rows the start comes from the engine's statistics, the same formulas without
-# passes over the rows (hmix.distributed.start_theta_from: 8 s less for 10M rows)
+# passes over the rows (hmix.distributed.start_theta_from)
 _START_FROM_STATISTICS = 250_000
 
 Penalty = Callable[[np.ndarray], float]

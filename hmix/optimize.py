@@ -449,7 +449,7 @@ def choose_method(nparams: int, work: float) -> str:
     """The optimizer for a problem of ``nparams`` parameters costing ``work`` flops an evaluation.
 
     NEWUOA_BOUND needs 10-25% fewer evaluations than BOBYQA (lme4's choice) on the reference
-    models and InstEval but spends ~0.2 ms of its own per evaluation on the bounds, and needs two
+    models and InstEval but spends time of its own on the bounds at every evaluation, and needs two
     or more parameters: it pays only for costly evaluations (benchmarks/optimizers.py). The
     choice depends on the problem's size, never on timings, so a fit is reproducible.
     """

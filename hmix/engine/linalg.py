@@ -29,13 +29,12 @@ class NotPositiveDefinite(HmixError, ArithmeticError):
 
 def tri_solve(L: np.ndarray, b: np.ndarray, trans: bool = False) -> np.ndarray:
     """x with L x = b (or L'x = b) for lower-triangular L in either memory order: LAPACK's
-    trtrs directly (scipy's solve_triangular adds ~7 us of checks, most of a small fit's solve)."""
+    trtrs directly (scipy's solve_triangular adds checks that cost more than a small solve)."""
     if L.shape[0] == 0:  # (no fixed effects: LAPACK rejects an empty matrix)
         return np.zeros(np.shape(b))
     if np.ndim(b) == 2 and np.shape(b)[1] > 1 and L.shape[0] <= _ONE_THREAD_TRSM:
-        # OpenBLAS spreads even a 2 x 2 solve with several right-hand sides over its threads:
-        # waking them cost ~10 ms on a busy 2-core machine (an LMM's vcov after the fit; 10 us
-        # on one thread, and 15 us to hold it there)
+        # OpenBLAS spreads even a 2 x 2 solve with several right-hand sides over its threads,
+        # and waking them on a busy machine costs a thousand times the solve on one thread
         with one_blas_thread():
             return _trtrs(L, b, trans)
     return _trtrs(L, b, trans)

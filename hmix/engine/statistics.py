@@ -281,8 +281,8 @@ class RowStatistics:
         """For a reweighted system of at most ``_WEIGHT_MAP_ENTRIES`` products: the statistics
         that depend on the weights alone (A11, A_r1's Z entries, Z_r'WZ_r, in that order) as a
         sparse matrix times the weights. One product replaces a bincount each and their tiled
-        weights, which on small problems cost more in numpy's overhead than in arithmetic
-        (set_data on grouseticks 0.087 -> 0.058 ms, Salamanders 0.050 -> 0.033). None otherwise."""
+        weights, which on small problems cost more in numpy's overhead than in arithmetic.
+        None otherwise."""
         lay, n = self.layout, self.n
         k1 = lay.k1
         entries = n * (k1 * k1 + self._r1_nblocks + self._rr_nblocks)
