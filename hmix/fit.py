@@ -72,6 +72,8 @@ _EXTRA_BOUND = 10.0  # the zero-inflation coefficients' start (``conditional_ext
 # gain little from it on an idle machine (the performance page has the figures)
 _ONE_THREAD_ROWS = 4096
 # what the singular-fit message of an unpenalized fit suggests
+# BOBYQA's stop (change in the objective) when exact Newton steps finish the fit (lme4's: 1e-8)
+_NEWTON_FTOL = 1e-5
 _LMER_HINT = (
     "; hmix.blmer fits the same model with a weakly informative prior on the covariance (blme's "
     "default Wishart) that keeps the estimate off the boundary"
@@ -218,6 +220,9 @@ def _minimize_lmm(
         diagonal=f.scale_mask,
         initial_step=step,
         method=method,
+        # Newton steps on exact derivatives end the fit: BOBYQA need not shrink its trust region
+        # to lme4's 1e-8 change in the objective (a fifth of the reference fits' evaluations)
+        ftol_abs=_NEWTON_FTOL if check_conv and not quiet and _exact_gradient(f) else 1e-8,
     )
     theta = x / scale
     optsum = replace(optsum, initial=optsum.initial / scale, final=theta.copy())
@@ -248,14 +253,8 @@ def _last_steps(
     exact Hessian or differences over those parameters alone. Without an exact gradient, one
     step on the checks' differences is kept when it lowers the objective.
     """
-    scale, lay = f.param_scale, f.engine.layout
-    # the exact gradient sums over rows and inverts the rest block: up to these sizes it costs a
-    # few evaluations (beyond, InstEval's costs 50: one step on the checks' gradient instead);
-    # a penalized objective with priors (hmix.blme) has none, nor a fit whose rows are in a cluster
-    # (a whole system gives it from the statistics, rows or not: Engine.exact_derivatives)
-    small = lay.n * sum(t.k for t in lay.terms) <= 100_000 and lay.m <= 500
-    exact = f.priors is None and (f.engine.exact_derivatives or (small and f.design.holds_rows))
-    grad = (lambda x: _gradient(f, x / scale) / scale) if exact else None
+    scale = f.param_scale
+    grad = (lambda x: _gradient(f, x / scale) / scale) if _exact_gradient(f) else None
     exact_hessian = []  # (whether derivs gave the derivatives)
 
     def derivs(x: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
@@ -269,7 +268,7 @@ def _last_steps(
     # the checks step the parameters in the engine's term order (the last ones cost least)
     order = f.engine.step_order
     singular, g, H = convergence_derivatives(
-        fc, x, f.scale_mask, check=check_conv, derivs=derivs if exact else None, fx=fmin, order=order
+        fc, x, f.scale_mask, check=check_conv, derivs=None if grad is None else derivs, fx=fmin, order=order
     )
     if grad is not None and check_conv:
         free = ~(f.scale_mask & (x <= f.lower)) if singular else np.ones(len(x), bool)
@@ -299,6 +298,19 @@ def _last_steps(
     elif not singular and g is not None and H is not None:
         x, fmin = newton_polish(fc, x, fmin, Checks(singular, True, [], g, H), f.lower, f.upper)
     return x, fmin, assess_convergence(singular, g, H, check=check_conv, singular_hint=hint)
+
+
+def _exact_gradient(f: LMMObjective) -> bool:
+    """Whether the fit's last steps have an exact gradient.
+
+    Summed over the rows, it inverts the rest block: up to these sizes it costs a few
+    evaluations (beyond, InstEval's would cost fifty: one step on the checks' differences
+    instead). A whole system gives it from the statistics, rows or not
+    (``Engine.exact_derivatives``). A penalized objective with priors (hmix.blme) has none.
+    """
+    lay = f.engine.layout
+    small = lay.n * sum(t.k for t in lay.terms) <= 100_000 and lay.m <= 500
+    return f.priors is None and (f.engine.exact_derivatives or (small and f.design.holds_rows))
 
 
 def _embed(z: np.ndarray, free: np.ndarray) -> np.ndarray:
