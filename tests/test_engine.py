@@ -500,3 +500,33 @@ def test_many_columns_of_x_take_a_dense_f() -> None:
     assert pairs.engine.strategy["schur update"] != "dense F"
     for theta in (0.3, 1.2):
         assert dense([theta]) == pytest.approx(pairs([theta]), rel=1e-10)
+
+
+@pytest.mark.parametrize(
+    ("rule", "update"),
+    [
+        (Rule(dense_per_pair_once=0.0), "pair map"),
+        (Rule(dense_per_pair_once=1e9), "dense F"),
+        (Rule(max_pairs=0, dense_per_pair_once=0.0), "sparse F"),
+        (Rule(pair_rows=0, dense_per_pair_once=0.0), "pair rows"),
+    ],
+)
+def test_values_in_the_workspace_equal_fresh_factors(rule: Rule, update: str) -> None:
+    """A rest block of more than 500 rows: the objective's values are factored in a kept
+    workspace (no fresh array each evaluation), equal to a fresh factor's to 1e-12, and a factor
+    handed out before is not overwritten by later values."""
+    rng = np.random.default_rng(9)
+    n = 3000
+    df = pd.DataFrame({"u": rng.integers(0, 700, n).astype(str), "i": rng.integers(0, 900, n).astype(str)})
+    df["x"] = rng.normal(size=n)
+    df["y"] = df["x"] + rng.normal(size=n)
+    f = LMMObjective(build_design("y ~ x + (1 | u) + (1 | i)", df), REML=False, rule=rule)
+    assert f.engine.strategy["schur update"] == update and f.engine.layout.m > 500
+    kept = f.factor(np.array([0.8, 0.6]))
+    before = kept.r2, kept.logdet_z
+    for theta in ([0.8, 0.6], [0.5, 1.2], [1.1, 0.3]):
+        theta = np.array(theta)
+        assert f(theta) == pytest.approx(f.from_factor(f.factor(theta)), rel=1e-12)
+    assert f.engine.chol._workspace is not None
+    fresh = LMMObjective(build_design("y ~ x + (1 | u) + (1 | i)", df), REML=False, rule=rule)
+    assert (kept.r2, kept.logdet_z) == before == (fresh.factor(np.array([0.8, 0.6])).r2, before[1])

@@ -387,7 +387,10 @@ class Engine:
         lam = np.asarray(lam, dtype=float)
         if self.whole is not None:
             return self.whole.objective_parts(lam)
-        fac = self.factor(lam)
+        if self.cache is None and not self._keep_last:  # (read at once: the kept workspace)
+            fac = self.chol.factor(lam, workspace=True)
+        else:
+            fac = self.factor(lam)
         return fac.logdet_z, fac.logdet_x, fac.r2
 
     def derivatives(

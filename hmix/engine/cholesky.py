@@ -65,8 +65,11 @@ class SchurUpdate(ABC):
         """Take new values of A_r1 (and A11)."""
 
     @abstractmethod
-    def schur(self, A_rr: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        """M = A_rr - S, fresh, and the dense F (or None)."""
+    def schur(
+        self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """M = A_rr - S, fresh or in ``out`` (a workspace of A_rr's shape), and the dense F (or
+        None)."""
 
     @property
     def nnz(self) -> float:
@@ -168,9 +171,11 @@ class PairMapUpdate(SchurUpdate):
         )
         self.P_sum, self.P_rep = (self.P @ C).tocsc(), rep
 
-    def schur(self, A_rr: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def schur(
+        self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         G = (B @ np.swapaxes(B, 1, 2)).ravel()
-        M = A_rr.copy()
+        M = copy_into(A_rr, out)
         if self.P_sum is not None:  # (one G per distinct A11 block)
             M.ravel()[self.keys] -= self.P_sum @ G.reshape(self.layout.l1, -1)[self.P_rep].ravel()
         else:
@@ -196,7 +201,9 @@ class DenseUpdate(SchurUpdate):
             self._dense = np.zeros((lay.m, lay.l1, lay.k1))
         self._dense.ravel()[self._flat] = blocks.r1
 
-    def schur(self, A_rr: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def schur(
+        self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         A = self._dense
         assert A is not None
         lay = self.layout
@@ -204,7 +211,7 @@ class DenseUpdate(SchurUpdate):
             F = A[:, :, 0] * B[:, 0, 0]
         else:  # (numpy's batched matmul: several times einsum's speed on these small blocks)
             F = np.matmul(A.swapaxes(0, 1), B).swapaxes(0, 1).reshape(lay.m, -1)
-        M = F @ F.T
+        M = np.matmul(F, F.T, out=out)
         np.subtract(A_rr, M, out=M)
         return M, F
 
@@ -217,9 +224,17 @@ class SparseUpdate(SchurUpdate):
     def refill(self, blocks: Blocks) -> None:
         self._A_r1 = self.pattern.r1_matrix(blocks.r1)
 
-    def schur(self, A_rr: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-        F = self._A_r1 @ blockdiag(B)
-        return A_rr - (F @ F.T).toarray(), None
+    def schur(
+        self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        S = self._A_r1 @ blockdiag(B)
+        S = S @ S.T
+        if out is None:
+            return A_rr - S.toarray(), None  # (C order: toarray of a CSC matrix is Fortran's)
+        out.fill(0.0)  # (scipy's toarray may add into a given buffer)
+        S.toarray(out=out)
+        np.subtract(A_rr, out, out=out)
+        return out, None
 
 
 # ----- the rest block's factorization --------------------------------------------------------
@@ -318,6 +333,15 @@ def equal_blocks(A11: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return first, which.ravel()
 
 
+def copy_into(A: np.ndarray, out: np.ndarray | None) -> np.ndarray:
+    """A's copy: in ``out`` when given (a workspace whose pages are already mapped: a fresh
+    array of a large rest block costs more in page faults than the copy itself), else fresh."""
+    if out is None:
+        return A.copy()
+    np.copyto(out, A)
+    return out
+
+
 # ----- the factorization ---------------------------------------------------------------------
 class BlockedCholesky:
     """The blocked factor at any lam, for the blocks it was last given (``set_blocks``)."""
@@ -335,6 +359,7 @@ class BlockedCholesky:
         # levels whose first-term blocks are equal share their factors (see set_blocks)
         self.shared_blocks = shared_blocks
         self._distinct: tuple[np.ndarray, np.ndarray] | None = None
+        self._workspace: np.ndarray | None = None
 
     def set_blocks(self, blocks: Blocks) -> None:
         lay, A_rr = self.layout, self.A_rr
@@ -412,8 +437,10 @@ class BlockedCholesky:
             lay, self.pattern, self.rest, lam, tmats, L11, L11inv, B, M, self.blocks.r1, rscale, F_dense
         )
 
-    def factor(self, lam: np.ndarray) -> Factor:
-        """The blocked Cholesky factor at ``lam``.
+    def factor(self, lam: np.ndarray, workspace: bool = False) -> Factor:
+        """The blocked Cholesky factor at ``lam``; with ``workspace``, its rest block in a
+        buffer kept for the purpose (the next such factor overwrites it: for a value that is
+        read at once, ``Engine.objective_parts``).
 
         Raises
         ------
@@ -423,7 +450,12 @@ class BlockedCholesky:
         lam = np.asarray(lam, dtype=float)
         first = self.first_block(lam)
         assert self.blocks is not None
-        M, F = self.update.schur(self.A_rr, first[3])
+        out = None
+        if workspace:
+            if self._workspace is None:
+                self._workspace = np.empty_like(self.A_rr)
+            out = self._workspace
+        M, F = self.update.schur(self.A_rr, first[3], out)
         return self.finish(lam, first, M, F)
 
 

@@ -84,8 +84,9 @@ class BorderedCholesky(BlockedCholesky):
         lay = self.layout
         return 4.0 * self.pattern.nnz * lay.k1 + lay.l1 * lay.k1**3 + lay.qr * (lay.p + 1) ** 2
 
-    def factor(self, lam: np.ndarray) -> Factor:
-        """The bordered factor at ``lam`` (``NotPositiveDefinite`` when a pivot is not positive)."""
+    def factor(self, lam: np.ndarray, workspace: bool = False) -> Factor:
+        """The bordered factor at ``lam`` (``NotPositiveDefinite`` when a pivot is not positive;
+        its blocks are sparse or small: no workspace)."""
         assert self.blocks is not None
         lam = np.asarray(lam, dtype=float)
         first = self.first_block(lam)

@@ -30,7 +30,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from .cholesky import SchurUpdate
+from .cholesky import SchurUpdate, copy_into
 from .statistics import Blocks, Pattern, ranked
 
 __all__ = ["PairRowsUpdate"]
@@ -189,11 +189,13 @@ class PairRowsUpdate(SchurUpdate):
         Axy[pat.indices[dense] - lay.qr, pat.col[dense]] = blocks.r1[dense]
         self._Axy = Axy
 
-    def schur(self, A_rr: np.ndarray, B: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    def schur(
+        self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray | None]:
         assert self._A is not None and self._Axy is not None
         lay = self.layout
         g = B[:, 0, 0] * B[:, 0, 0]
-        M = A_rr.copy()
+        M = copy_into(A_rr, out)
         flat = M.ravel()
         for c in self._chunks:  # (chunk by chunk: no temporary the size of all keys)
             flat[c.keys] -= c.product(g)
