@@ -511,10 +511,16 @@ def test_many_columns_of_x_take_a_dense_f() -> None:
         (Rule(pair_rows=0, dense_per_pair_once=0.0), "pair rows"),
     ],
 )
-def test_values_in_the_workspace_equal_fresh_factors(rule: Rule, update: str) -> None:
+def test_values_in_the_workspace_equal_fresh_factors(
+    rule: Rule, update: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """A rest block of more than 500 rows: the objective's values are factored in a kept
     workspace (no fresh array each evaluation), equal to a fresh factor's to 1e-12, and a factor
-    handed out before is not overwritten by later values."""
+    handed out before is not overwritten by later values (the sparse F's product in blocks of
+    rows, here of 10)."""
+    import hmix.engine.cholesky as cholesky
+
+    monkeypatch.setattr(cholesky, "_SPARSE_BLOCK", 10 * 700)
     rng = np.random.default_rng(9)
     n = 3000
     df = pd.DataFrame({"u": rng.integers(0, 700, n).astype(str), "i": rng.integers(0, 900, n).astype(str)})

@@ -216,6 +216,9 @@ class DenseUpdate(SchurUpdate):
         return M, F
 
 
+_SPARSE_BLOCK = 1 << 23  # entries of S a block of SparseUpdate's product holds (64 MB)
+
+
 class SparseUpdate(SchurUpdate):
     """S = F F' with a sparse F: when the pair map would be too large (dense crossings)."""
 
@@ -227,14 +230,16 @@ class SparseUpdate(SchurUpdate):
     def schur(
         self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
-        S = self._A_r1 @ blockdiag(B)
-        S = S @ S.T
-        if out is None:
-            return A_rr - S.toarray(), None  # (C order: toarray of a CSC matrix is Fortran's)
-        out.fill(0.0)  # (scipy's toarray may add into a given buffer)
-        S.toarray(out=out)
-        np.subtract(A_rr, out, out=out)
-        return out, None
+        F = (self._A_r1 @ blockdiag(B)).tocsr()
+        Ft = F.T.tocsr()
+        M = np.empty_like(A_rr) if out is None else out
+        # F F' by blocks of rows, each written into M: never the whole product as a sparse
+        # matrix (its entries fill most of S, at 12 bytes each beside M's 8)
+        step = max(1, _SPARSE_BLOCK // max(1, M.shape[1]))
+        for start in range(0, M.shape[0], step):
+            stop = min(start + step, M.shape[0])
+            np.subtract(A_rr[start:stop], (F[start:stop] @ Ft).toarray(), out=M[start:stop])
+        return M, None
 
 
 # ----- the rest block's factorization --------------------------------------------------------
