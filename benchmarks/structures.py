@@ -67,10 +67,12 @@ def main() -> None:
             objectives[s] = (f, f.theta0)
         times: dict[str, list[float]] = {s: [] for s in structures}
         with one_blas_thread():
-            for _ in range(5):  # (rounds alternate the structures: load falls on all alike)
+            for f, theta in objectives.values():  # (warm-up: the first evaluations allocate)
+                per_evaluation(f, theta, 10)
+            for _ in range(10):  # (rounds alternate the structures: load falls on all alike)
                 for s in structures:
                     f, theta = objectives[s]
-                    times[s].append(per_evaluation(f, theta, args.repeats // 5))
+                    times[s].append(per_evaluation(f, theta, args.repeats // 10))
         base = statistics.median(times["us"])
         for s in structures:
             t = statistics.median(times[s])

@@ -71,9 +71,9 @@ _EXTRA_BOUND = 10.0  # the zero-inflation coefficients' start (``conditional_ext
 # shared with other work, OpenBLAS's second thread spins while it waits, and blocks this small
 # gain little from it on an idle machine (the performance page has the figures)
 _ONE_THREAD_ROWS = 4096
-# what the singular-fit message of an unpenalized fit suggests
 # BOBYQA's stop (change in the objective) when exact Newton steps finish the fit (lme4's: 1e-8)
 _NEWTON_FTOL = 1e-5
+# what the singular-fit message of an unpenalized fit suggests
 _LMER_HINT = (
     "; hmix.blmer fits the same model with a weakly informative prior on the covariance (blme's "
     "default Wishart) that keeps the estimate off the boundary"
