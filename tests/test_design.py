@@ -179,6 +179,50 @@ def test_a_text_column_in_a_random_term_codes_as_formulaic_does(expr: str, kind:
     assert FactorSpec.of(expr, df.astype({"t": "category"})) is None
 
 
+@pytest.mark.parametrize(
+    "expr",
+    ["1 + a", "a + x", "x + a", "0 + a", "0 + a + b", "a + b + x", "0 + x + a + b", "x + a + z + b", "a - 1"],
+)
+@pytest.mark.parametrize("kind", ["str", "object"])
+def test_a_fixed_part_of_main_effects_codes_as_formulaic_does(expr: str, kind: str) -> None:
+    """The intercept, numeric and text columns as main effects are coded without formulaic's
+    machinery (``MainEffectsSpec``): formulaic's names and order, matrix, term structure (which
+    the hypotheses read), categories and new-data coding; interactions, transforms and
+    categorical columns keep formulaic."""
+    from formulaic import model_matrix
+
+    from hmix.columns import MainEffectsSpec
+
+    rng = np.random.default_rng(0)
+    df = pd.DataFrame(
+        {
+            "a": rng.choice(["p", "q", "10", "2"], 40),
+            "b": rng.choice(["u", "v"], 40),
+            "x": rng.normal(size=40),
+            "z": rng.integers(0, 5, 40),
+        }
+    ).astype({"a": kind, "b": kind})
+    fast = MainEffectsSpec.of(expr, df)
+    assert fast is not None
+    mm = model_matrix(expr, df, output="numpy")
+    assert fast.column_names == tuple(mm.model_spec.column_names)
+    np.testing.assert_array_equal(fast.matrix(df), np.asarray(mm, dtype=float))
+    assert [(str(t.term), t.columns) for t in fast.structure] == [
+        (str(t.term), t.columns) for t in mm.model_spec.structure
+    ]
+    for c, (_, state) in fast.encoder_state.items():
+        assert state["categories"] == mm.model_spec.encoder_state[c][1]["categories"]
+    new = pd.DataFrame({"a": ["p", "zz"], "b": ["v", "u"], "x": [1.0, 2.0], "z": [1, 2]})
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # (formulaic's warning about the unseen level)
+        want = mm.model_spec.get_model_matrix(new, na_action="ignore", output="numpy")
+    want = np.nan_to_num(np.asarray(want, dtype=float))
+    np.testing.assert_array_equal(fast.get_model_matrix(new).to_numpy(), want)
+    for other in ("a:b", "a * x", "C(a)", "np.log(x) + a"):
+        assert MainEffectsSpec.of(other, df) is None
+    assert MainEffectsSpec.of(expr, df.astype({"a": "category", "b": "category"})) is None
+
+
 def test_fixed_spec_codes_new_data_the_same_way() -> None:
     cbpp = hmix.datasets.load("cbpp")
     with warnings.catch_warnings():
