@@ -227,11 +227,11 @@ def _minimize_lmm(
     theta = x / scale
     optsum = replace(optsum, initial=optsum.initial / scale, final=theta.copy())
     if quiet:
-        f.engine.forget()
+        f.engine.release()
         return theta, optsum, bool((x[f.scale_mask] < SINGULAR_TOL).any()), True
     x, fmin, checks = _last_steps(f, fc, x, fmin, check_conv, singular_hint)
     theta = x / scale
-    f.engine.forget()  # (the kept factors serve the optimizer only; a fitted model keeps its own)
+    f.engine.release()  # (kept factors and workspace serve the optimizer only; a model has its own)
     optsum = replace(optsum, final=theta.copy(), fmin=fmin, n_evals=fc.n, warnings=tuple(checks.messages))
     return theta, optsum, checks.singular, checks.converged
 

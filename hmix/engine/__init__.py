@@ -361,6 +361,12 @@ class Engine:
         if self.cache is not None:
             self.cache.clear()
 
+    def release(self) -> None:
+        """After an optimization: drop the kept factors and the values' workspace (a large rest
+        block's copy, which would stand beside the fitted model's own factor)."""
+        self.forget()
+        self.chol.release()
+
     def factor(self, lam: np.ndarray) -> Factor:
         """The blocked Cholesky factor at ``lam``.
 

@@ -442,6 +442,10 @@ class BlockedCholesky:
             lay, self.pattern, self.rest, lam, tmats, L11, L11inv, B, M, self.blocks.r1, rscale, F_dense
         )
 
+    def release(self) -> None:
+        """Drop the values' workspace (made again when next needed)."""
+        self._workspace = None
+
     def factor(self, lam: np.ndarray, workspace: bool = False) -> Factor:
         """The blocked Cholesky factor at ``lam``; with ``workspace``, its rest block in a
         buffer kept for the purpose (the next such factor overwrites it: for a value that is
