@@ -15,6 +15,7 @@ An engine that is missing or fails is reported as "n/a" / "error"; the run goes 
 from __future__ import annotations
 
 import argparse
+import fcntl
 import json
 import os
 import platform
@@ -58,7 +59,11 @@ def run_engine(engine: str, model: str, repeats: int, cap: float) -> dict:
         return {"status": "n/a", "note": "Rscript not on PATH"}
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(p for p in [str(ROOT), env.get("PYTHONPATH", "")] if p)
+    # (O_APPEND: the worker shares these files' offsets with this process, whose reads of its
+    # progress would otherwise move where the worker's next line lands, over earlier ones)
     with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+        for f in (out, err):
+            fcntl.fcntl(f.fileno(), fcntl.F_SETFL, fcntl.fcntl(f.fileno(), fcntl.F_GETFL) | os.O_APPEND)
         start = time.perf_counter()
         proc = subprocess.Popen(cmd, stdout=out, stderr=err, cwd=ROOT, env=env, start_new_session=True)
         marks, last, timed_out = 0, start, False
