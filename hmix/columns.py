@@ -24,7 +24,6 @@ from .formula import ParsedFormula, as_code
 __all__ = [
     "ArrayLike",
     "NumericSpec",
-    "FactorSpec",
     "MainEffectsSpec",
     "as_vector",
     "check_finite",
@@ -213,77 +212,9 @@ class NumericSpec:
         return pd.DataFrame(self.matrix(data), index=data.index, columns=list(self.column_names))
 
 
-class FactorSpec:
-    """The model spec of a random-effects term's left side that is one text column, with or
-    without the intercept (``0 + t``, ``t``): what formulaic gives, without its machinery.
-
-    Levels in sorted order; ``t[level]`` columns without the intercept, ``Intercept`` and
-    ``t[T.level]`` for all but the first with it (treatment contrasts); a level not seen in the
-    fit codes as zeros, as formulaic codes it. ``encoder_state`` carries the categories
-    (``hmix.newdata.codings`` reads them).
-    """
-
-    def __init__(self, column: str, levels: np.ndarray, intercept: bool):
-        self.column = column
-        self.levels = levels
-        self.intercept = intercept
-        self.encoder_state: dict[str, Any] = {column: ("categorical", {"categories": list(levels)})}
-
-    @property
-    def column_names(self) -> tuple[str, ...]:
-        c = self.column
-        if self.intercept:
-            return ("Intercept", *(f"{c}[T.{v}]" for v in self.levels[1:]))
-        return tuple(f"{c}[{v}]" for v in self.levels)
-
-    def matrix(self, data: pd.DataFrame) -> np.ndarray:
-        """The columns as an (n, k) array."""
-        values = data[self.column].to_numpy(dtype=object)
-        pos = np.searchsorted(self.levels, values)
-        pos = np.minimum(pos, len(self.levels) - 1)
-        known = self.levels[pos] == values
-        out = np.zeros((len(values), len(self.levels)))
-        rows = np.flatnonzero(known)
-        out[rows, pos[rows]] = 1.0
-        if self.intercept:
-            out[:, 0] = 1.0
-        return out
-
-    def get_model_matrix(
-        self, data: pd.DataFrame, na_action: str = "ignore", output: str = ""
-    ) -> pd.DataFrame:
-        return pd.DataFrame(self.matrix(data), index=data.index, columns=list(self.column_names))
-
-    @staticmethod
-    def of(expr: str, data: pd.DataFrame) -> FactorSpec | None:
-        """A FactorSpec when ``expr`` is one text column (``str`` or ``object`` of strings, not a
-        categorical), after ``0 +`` or with the intercept."""
-        try:
-            terms = [list(t.factors) for t in parsed(expr)]
-        except Exception:
-            return None
-        names = [f[0].expr for f in terms if len(f) == 1]
-        if len(names) != len(terms) or names[:-1] not in ([], ["1"]) or names[-1] not in data.columns:
-            return None
-        column, intercept = names[-1], len(names) == 2
-        col = data[column]
-        if isinstance(col.dtype, pd.CategoricalDtype) or pd.api.types.is_numeric_dtype(col.dtype):
-            return None
-        if pd.api.types.is_bool_dtype(col.dtype):
-            return None
-        values = col.to_numpy(dtype=object)
-        _, uniques = pd.factorize(values)
-        if not all(isinstance(v, str) for v in uniques):
-            return None
-        levels = np.sort(np.asarray(uniques, dtype=object))
-        if len(levels) < 2 and intercept:
-            return None
-        return FactorSpec(column, levels, intercept)
-
-
 class MainEffectsSpec:
-    """The model spec of a fixed part made of the intercept, numeric columns and text columns
-    (main effects only): what formulaic gives (its names, its order: the intercept, then the
+    """The model spec of an expression made of the intercept, numeric columns and text columns
+    (main effects only: a fixed part, a random term's left side): what formulaic gives (its names, its order: the intercept, then the
     terms as written; treatment contrasts, full rank for the first factor when there is no
     intercept), without its machinery, which costs milliseconds a factor.
 
@@ -330,9 +261,8 @@ class MainEffectsSpec:
                 continue
             values = data[c].to_numpy(dtype=object)
             pos = np.minimum(np.searchsorted(lv, values), len(lv) - 1)
-            known = lv[pos] == values
+            rows = np.flatnonzero(lv[pos] == values)
             cols = np.zeros((len(values), len(lv)))
-            rows = np.flatnonzero(known)
             cols[rows, pos[rows]] = 1.0
             blocks.append(cols if c == self._full else cols[:, 1:])
         return np.hstack(blocks) if blocks else np.zeros((len(data), 0))
@@ -426,18 +356,11 @@ def _numeric_spec(expr: str, data: pd.DataFrame) -> NumericSpec | None:
     return NumericSpec(tuple(columns), intercept)
 
 
-def evaluate(
-    expr: str, data: pd.DataFrame, formula: str, *, factor: bool = False
-) -> tuple[np.ndarray, list[str], Any]:
-    """The columns of ``expr`` on ``data``, their lme4 names and the spec that codes new data.
-
-    ``factor``: a random-effects term's left side, which may be one text column (``FactorSpec``;
-    the fixed part keeps formulaic's spec, whose term structure the hypotheses read).
-    """
-    spec: NumericSpec | FactorSpec | MainEffectsSpec | None = _numeric_spec(expr, data)
-    if spec is None and factor:
-        spec = FactorSpec.of(expr, data)
-    if spec is None and not factor:
+def evaluate(expr: str, data: pd.DataFrame, formula: str) -> tuple[np.ndarray, list[str], Any]:
+    """The columns of ``expr`` on ``data``, their lme4 names and the spec that codes new data
+    (hmix's own for plain columns and main effects, else formulaic's)."""
+    spec: NumericSpec | MainEffectsSpec | None = _numeric_spec(expr, data)
+    if spec is None:
         spec = MainEffectsSpec.of(expr, data)
     if spec is not None:
         return spec.matrix(data), [lme4_name(c) for c in spec.column_names], spec

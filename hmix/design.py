@@ -462,7 +462,7 @@ def _re_terms(parsed: ParsedFormula, frame: pd.DataFrame) -> list[ReTerm]:
     """The random-effects terms on the model's rows, in lme4's order (most levels first)."""
     terms = []
     for bar in parsed.bars:
-        z, zn, zspec = evaluate(bar.lhs, frame, parsed.text, factor=True)
+        z, zn, zspec = evaluate(bar.lhs, frame, parsed.text)
         znames = tuple(zn)
         check_finite(z, list(znames), "random-effects column", frame.index)
         refs, levels = group_codes(frame, bar.group)

@@ -38,7 +38,6 @@ from .optimize import (
     Checks,
     OptSummary,
     assess_convergence,
-    check_convergence,
     choose_method,
     convergence_derivatives,
     hessian_from_gradient,
@@ -643,15 +642,15 @@ def fit_glmm(
         at_optimum = obj.cached_state(params) if nAGQ == 1 else None
         n_before = counted.n  # type: ignore[attr-defined]
         S = sc.scale[: len(params)]
-        checks = check_convergence(
+        singular, g, H = convergence_derivatives(
             counted,
             params * S,
             diag,
             check=check_conv,
             hessian=nAGQ > 0 and vcov_method == "hessian",
             derivs=derivs,
-            singular_hint=hint,
         )
+        checks = assess_convergence(singular, g, H, check=check_conv, singular_hint=hint)
         singular, converged, messages, hess = (
             checks.singular,
             checks.converged,

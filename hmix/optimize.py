@@ -24,7 +24,6 @@ __all__ = [
     "minimize",
     "minimize_newton",
     "hessian_from_gradient",
-    "check_convergence",
     "convergence_derivatives",
     "assess_convergence",
     "Checks",
@@ -508,29 +507,6 @@ def _derivs(
     return grad, hess
 
 
-def check_convergence(
-    f: Callable[[np.ndarray], float],
-    x: np.ndarray,
-    diagonal: np.ndarray,
-    *,
-    check: bool = True,
-    hessian: bool = False,
-    derivs: Callable[[np.ndarray], tuple[np.ndarray, np.ndarray] | None] | None = None,
-    fx: float | None = None,
-    order: np.ndarray | None = None,
-    singular_hint: str = "",
-) -> Checks:
-    """lme4's checks at the optimum: singularity, scaled gradient, Hessian.
-
-    Returns the ``Checks`` and issues the matching warnings: ``convergence_derivatives``, then
-    ``assess_convergence`` (see them for the arguments).
-    """
-    singular, grad, hess = convergence_derivatives(
-        f, x, diagonal, check=check, hessian=hessian, derivs=derivs, fx=fx, order=order
-    )
-    return assess_convergence(singular, grad, hess, check=check, singular_hint=singular_hint)
-
-
 def convergence_derivatives(
     f: Callable[[np.ndarray], float],
     x: np.ndarray,
@@ -608,8 +584,8 @@ def assess_convergence(
 
 
 class Checks(NamedTuple):
-    """The outcome of ``check_convergence``: the flags, the messages, and the finite-difference
-    gradient and Hessian at the optimum when they were computed."""
+    """The outcome of ``assess_convergence``: the flags, the messages, and the gradient and
+    Hessian it judged by (exact, or finite differences) when they were computed."""
 
     singular: bool
     converged: bool

@@ -156,15 +156,15 @@ def test_categorical_grouping_keeps_level_order(sleep: pd.DataFrame) -> None:
 @pytest.mark.parametrize("kind", ["str", "object"])
 def test_a_text_column_in_a_random_term_codes_as_formulaic_does(expr: str, kind: str) -> None:
     """A random-effects term's text column is coded without formulaic's machinery
-    (``FactorSpec``): the same names, matrix, categories and new-data coding (a level the fit
+    (``MainEffectsSpec``): the same names, matrix, categories and new-data coding (a level the fit
     did not see is a row of zeros) as formulaic's spec; a categorical column keeps formulaic."""
     from formulaic import model_matrix
 
-    from hmix.columns import FactorSpec
+    from hmix.columns import MainEffectsSpec
 
     rng = np.random.default_rng(0)
     df = pd.DataFrame({"t": rng.choice(["2", "10", "1", "b c", "x[1]"], 60)}).astype({"t": kind})
-    fast = FactorSpec.of(expr, df)
+    fast = MainEffectsSpec.of(expr, df)
     assert fast is not None
     mm = model_matrix(expr, df, output="numpy")
     assert fast.column_names == tuple(mm.model_spec.column_names)
@@ -176,7 +176,7 @@ def test_a_text_column_in_a_random_term_codes_as_formulaic_does(expr: str, kind:
         want = mm.model_spec.get_model_matrix(new, na_action="ignore", output="numpy")
     want = np.asarray(want, dtype=float)
     np.testing.assert_array_equal(fast.get_model_matrix(new).to_numpy(), np.nan_to_num(want))
-    assert FactorSpec.of(expr, df.astype({"t": "category"})) is None
+    assert MainEffectsSpec.of(expr, df.astype({"t": "category"})) is None
 
 
 @pytest.mark.parametrize(
