@@ -214,9 +214,10 @@ class NumericSpec:
 
 class MainEffectsSpec:
     """The model spec of an expression made of the intercept, numeric columns and text columns
-    (main effects only: a fixed part, a random term's left side): what formulaic gives (its names, its order: the intercept, then the
-    terms as written; treatment contrasts, full rank for the first factor when there is no
-    intercept), without its machinery, which costs milliseconds a factor.
+    (main effects only: a fixed part, a random term's left side): what formulaic gives (its
+    names, its order: the intercept, then the terms as written; treatment contrasts, full rank
+    for the first factor when there is no intercept), without its machinery, which costs
+    milliseconds a factor.
 
     ``structure`` (the terms' structure that ``hmix.hypotheses`` reads) is formulaic's own, made
     when first asked for from a frame of one row per level; ``encoder_state`` carries the
