@@ -42,6 +42,7 @@ from .optimize import (
     convergence_derivatives,
     hessian_from_gradient,
     minimize,
+    minimize_exact_newton,
     minimize_newton,
     newton_polish,
     newton_steps,
@@ -53,6 +54,7 @@ from .zeroinflation import ZeroInflation
 
 if TYPE_CHECKING:
     from .engine import Factor
+    from .optimize import _Counted, _CountedHessian
     from .results import MixedModel
 
 __all__ = ["lmer", "glmer", "fit_lmm", "fit_glmm", "refit", "LmmRefitter"]
@@ -211,18 +213,27 @@ def _minimize_lmm(
     def scaled(x: np.ndarray) -> float:
         return f(x / scale)
 
-    x, fmin, optsum, fc = minimize(
-        traced(scaled, "lmer") if verbose else scaled,
-        x0,
-        f.lower,
-        upper=f.upper,
-        diagonal=f.scale_mask,
-        initial_step=step,
-        method=method,
-        # Newton steps on exact derivatives end the fit: BOBYQA need not shrink its trust region
-        # to lme4's 1e-8 change in the objective (a fifth of the reference fits' evaluations)
-        ftol_abs=_NEWTON_FTOL if check_conv and not quiet and _exact_gradient(f) else 1e-8,
-    )
+    value = traced(scaled, "lmer") if verbose else scaled
+    # where the exact Hessian costs a few evaluations, Newton's method from the moment-based
+    # start replaces BOBYQA (which it falls back to when a step fails)
+    newton = _newton_lmm(f, value, x0) if f.newton else None
+    fc: _Counted | _CountedHessian
+    if newton is not None:
+        x, fmin, optsum, fc = newton
+    else:
+        x, fmin, optsum, fc = minimize(
+            value,
+            x0,
+            f.lower,
+            upper=f.upper,
+            diagonal=f.scale_mask,
+            initial_step=step,
+            method=method,
+            # Newton steps on exact derivatives end the fit: BOBYQA need not shrink its trust
+            # region to lme4's 1e-8 change in the objective (a fifth of the reference fits'
+            # evaluations)
+            ftol_abs=_NEWTON_FTOL if check_conv and not quiet and _exact_gradient(f) else 1e-8,
+        )
     theta = x / scale
     optsum = replace(optsum, initial=optsum.initial / scale, final=theta.copy())
     if quiet:
@@ -233,6 +244,21 @@ def _minimize_lmm(
     f.engine.release()  # (kept factors and workspace serve the optimizer only; a model has its own)
     optsum = replace(optsum, final=theta.copy(), fmin=fmin, n_evals=fc.n, warnings=tuple(checks.messages))
     return theta, optsum, checks.singular, checks.converged
+
+
+def _newton_lmm(
+    f: LMMObjective, value: Callable[[np.ndarray], float], x0: np.ndarray
+) -> tuple[np.ndarray, float, OptSummary, _CountedHessian] | None:
+    """Newton's method on the exact derivatives (``LMMObjective.value_derivatives``) in the
+    optimizer's parameters; None when it fails (``minimize_exact_newton``)."""
+    scale = f.param_scale
+    outer = np.outer(scale, scale)
+
+    def fgh(x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+        out = f.value_derivatives(x / scale)
+        return None if out is None else (out[0], out[1] / scale, out[2] / outer)
+
+    return minimize_exact_newton(fgh, value, x0, f.lower, upper=f.upper, diagonal=f.scale_mask)
 
 
 def _last_steps(

@@ -12,6 +12,7 @@ import numpy as np
 from .covariance import LevelEstimates
 from .design import ArrayLike, Design
 from .engine import Engine, Factor, Rule
+from .engine.whole import LevelDerivatives
 from .errors import DataError, HmixWarning, user_stacklevel
 from .remat import ReTerm, ThetaMap
 
@@ -34,6 +35,9 @@ _START_SWEEPS = 3  # backfitting sweeps of the moment-based start over the terms
 # above this many rows the start comes from the engine's statistics, the same formulas without
 # passes over the rows (hmix.distributed.start_theta_from)
 _START_FROM_STATISTICS = 250_000
+# one-term systems take their exact derivatives level by level (``LevelDerivatives``) when its
+# sums over the levels hold at most this many values (the whole system's bound, Rule.whole_basis)
+_LEVEL_DERIVATIVES_SIZE = 2_000_000
 
 Penalty = Callable[[np.ndarray], float]
 
@@ -108,6 +112,9 @@ class LMMObjective:
     # (the design and what its exact gradients share: see _gradient_data)
     _kept_gradient_data: tuple[Design, tuple[np.ndarray, np.ndarray, list[np.ndarray]]] | None = None
     _new_response: np.ndarray | None = None  # (set_response's, less the offset)
+    # (the blocks they were made for, and the level derivatives or None where they do not apply)
+    _level: tuple[object, LevelDerivatives | None] | None = None
+    _last_derivatives: tuple[object, bytes, bool, tuple[np.ndarray, np.ndarray | None] | None] | None = None
 
     def __init__(
         self,
@@ -271,33 +278,81 @@ class LMMObjective:
         g_lam = g_logdet + (m / fac.r2) * g_r2
         return g_lam if J is None else J.T @ g_lam
 
+    @property
+    def level_derivatives(self) -> LevelDerivatives | None:
+        """The exact derivatives of a one-term system that is not a whole system, level by level
+        (``LevelDerivatives``), for the engine's current statistics; None where they do not apply.
+        """
+        chol = self.engine.chol
+        kept = self._level
+        if kept is not None and kept[0] is chol.blocks:
+            return kept[1]
+        level = None
+        if self.engine.whole is None and not self.engine.exact_derivatives:
+            level = LevelDerivatives.of(chol, _LEVEL_DERIVATIVES_SIZE)
+        self._level = (chol.blocks, level)
+        return level
+
+    @property
+    def newton(self) -> bool:
+        """Whether the fit can minimize by Newton's method on the exact Hessian: a one-term
+        system beyond a whole system's size, where the derivatives cost a few evaluations (a
+        whole system's values are too cheap for its derivatives to pay), without a penalty."""
+        return self.penalty is None and self.priors is None and self.level_derivatives is not None
+
     def derivatives(
         self, theta: ArrayLike, hessian: bool = False
     ) -> tuple[np.ndarray, np.ndarray | None] | None:
         """The exact gradient and, with ``hessian``, Hessian of the profiled deviance (without
         the penalty) in theta, where the engine's whole system gives them
-        (``Engine.derivatives``); else None.
+        (``Engine.derivatives``) or a one-term system's levels do (``level_derivatives``);
+        else None.
 
         The deviance is log|L_Z|^2 (+ log|L_X|^2 for REML) + m log r^2 + constants, and the
         chain rule takes lam's derivatives to theta's: J'H J plus the gradient in lam times
         lam's second derivatives (central differences of J, for the structures whose lam is
-        not linear in theta).
+        not linear in theta). The last answer is kept: the fit's last steps ask again where
+        Newton's method ended.
         """
         theta = np.asarray(theta, dtype=float)
+        key, blocks = theta.tobytes(), self.engine.chol.blocks
+        last = self._last_derivatives
+        if last is not None and last[0] is blocks and last[1] == key and (last[2] or not hessian):
+            return last[3] if hessian or last[3] is None else (last[3][0], None)
+        out = self._derivatives(theta, hessian)
+        self._last_derivatives = (blocks, key, hessian, None if out is None else out[1:])
+        return None if out is None else out[1:]
+
+    def value_derivatives(self, theta: ArrayLike) -> tuple[float, np.ndarray, np.ndarray] | None:
+        """The deviance (without the penalty), its exact gradient and Hessian in theta, from one
+        evaluation of the derivatives (Newton's method); None where ``derivatives`` is."""
+        theta = np.asarray(theta, dtype=float)
+        out = self._derivatives(theta, True)
+        if out is None or out[2] is None:
+            return None
+        self._last_derivatives = (self.engine.chol.blocks, theta.tobytes(), True, out[1:])
+        return self.deviance(*out[0]), out[1], out[2]
+
+    def _derivatives(
+        self, theta: np.ndarray, hessian: bool
+    ) -> tuple[tuple[float, float, float], np.ndarray, np.ndarray | None] | None:
         tm = self.thetamap
+        d = self.design
+        weights = np.array([1.0, 1.0 if self.REML else 0.0, d.n - d.p if self.REML else d.n])
+        J = tm.lam_jacobian(theta)
+        level = None if self.engine.exact_derivatives else self.level_derivatives
+        if level is not None:
+            return self._level_derivatives(level, theta, J, weights, hessian)
         out = self.engine.derivatives(tm.lam(theta), hessian)
         if out is None:
             return None
-        _, grad, hess = out
-        d = self.design
-        weights = np.array([1.0, 1.0 if self.REML else 0.0, d.n - d.p if self.REML else d.n])
+        parts, grad, hess = out
         g_lam = weights @ grad
-        J = tm.lam_jacobian(theta)
         if not hessian or hess is None:
-            return (g_lam if J is None else J.T @ g_lam), None
+            return parts, (g_lam if J is None else J.T @ g_lam), None
         H_lam = (weights @ hess.reshape(3, -1)).reshape(hess.shape[1:])
         if J is None:
-            return g_lam, H_lam
+            return parts, g_lam, H_lam
         H = J.T @ H_lam @ J
         h = 1e-6 * np.maximum(np.abs(theta), 1.0)
         for j in range(len(theta)):  # (a handful of parameters; J is cheap)
@@ -307,7 +362,48 @@ class LMMObjective:
             assert up is not None and down is not None
             dJ = up - down
             H[:, j] += dJ.T @ g_lam / (2 * h[j])
-        return J.T @ g_lam, 0.5 * (H + H.T)
+        return parts, J.T @ g_lam, 0.5 * (H + H.T)
+
+    def _level_derivatives(
+        self,
+        level: LevelDerivatives,
+        theta: np.ndarray,
+        J: np.ndarray | None,
+        weights: np.ndarray,
+        hessian: bool,
+    ) -> tuple[tuple[float, float, float], np.ndarray, np.ndarray | None] | None:
+        """``_derivatives`` along theta's directions: T's first derivatives are J's columns, its
+        second ones forward differences of J (zero when lam is theta; J's columns along
+        the structure's nonlinear parameters cost more than the level sums, and the Hessian
+        needs no more than their O(h) accuracy: it only steers Newton's steps and the checks)."""
+        tm, lay = self.thetamap, self.engine.layout
+        nt, k = len(theta), lay.k1
+        Jm = np.eye(nt) if J is None else J
+        rows, cols = np.unravel_index(np.flatnonzero(lay.tmats(np.arange(1.0, tm.nlam + 1))[0]), (k, k))
+        src = lay.tmats(np.arange(tm.nlam, dtype=float))[0][rows, cols].astype(np.int64)
+        dT = np.zeros((nt, k, k))
+        dT[:, rows, cols] = Jm[src].T
+        d2T = None
+        if hessian:
+            d2T = np.zeros((nt, nt, k, k))
+            if J is not None:
+                h = 1e-7 * np.maximum(np.abs(theta), 1.0)
+                for b in range(nt):
+                    e = np.zeros_like(theta)
+                    e[b] = h[b]
+                    up = tm.lam_jacobian(theta + e)
+                    assert up is not None
+                    d2T[:, b, rows, cols] = ((up - J) / h[b])[src].T
+                d2T = 0.5 * (d2T + np.swapaxes(d2T, 0, 1))
+        out = level.derivatives(tm.lam(theta), dT, d2T)
+        if out is None:
+            return None
+        parts, grad, hess = out
+        g = weights @ grad
+        if hess is None:
+            return parts, g, None
+        H = (weights @ hess.reshape(3, -1)).reshape(nt, nt)
+        return parts, g, 0.5 * (H + H.T)
 
     def _gradient_data(self) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
         """What every exact gradient on this design shares: the response (less the offset), the

@@ -23,6 +23,7 @@ __all__ = [
     "OptSummary",
     "minimize",
     "minimize_newton",
+    "minimize_exact_newton",
     "hessian_from_gradient",
     "convergence_derivatives",
     "assess_convergence",
@@ -42,6 +43,10 @@ _FD_STEP = 1e-4  # lme4's finite-difference step for the checks
 _COSTLY = 1e7  # estimated flops per evaluation above which NEWUOA_BOUND's overhead is negligible
 _NEWTON_TOL = 1e-10  # quasi-Newton: stop when the predicted decrease g'H^-1 g falls below this
 _NEWTON_NOISE = 1e-6  # ... or when the line search fails with a predicted decrease below this
+# Newton's method on an exact Hessian: stop when the predicted decrease g'H^-1 g falls below this
+# (the optimum then holds to the objective's rounding), after at most this many steps
+_EXACT_TOL = 1e-14
+_EXACT_STEPS = 50
 # forward differences of an exact gradient: a smaller step than lme4's central differences of
 # values, so that the O(h) error matches theirs O(h^2) (the gradient's noise is far below h)
 _GRAD_FD_STEP = 1e-5
@@ -430,18 +435,149 @@ def minimize_newton(
     if rectify is not None:
         x = rectify(x)
     x, fmin = _snap(fc, x, float(f), diagonal)
-    summary = OptSummary(
-        method="quasi-Newton (BFGS, exact gradient)",
+    summary = _newton_summary("quasi-Newton (BFGS, exact gradient)", x0, x, fmin, fc.n, code, tol, start)
+    return x, float(fmin), summary, fc
+
+
+def _newton_summary(
+    method: str, x0: np.ndarray, x: np.ndarray, fmin: float, n: int, code: int, tol: float, start: float
+) -> OptSummary:
+    """The summary of a Newton-type minimization that started at ``start`` (perf_counter)."""
+    return OptSummary(
+        method=method,
         initial=np.asarray(x0, dtype=float).copy(),
         final=x.copy(),
         fmin=float(fmin),
-        n_evals=fc.n,
+        n_evals=n,
         return_code=code,
         message=_NLOPT_CODES.get(code, "unknown"),
         tolerances={"decrement": tol},
         seconds=time.perf_counter() - start,
     )
-    return x, float(fmin), summary, fc
+
+
+class _CountedHessian:
+    """Counts evaluations of an objective with its exact gradient and Hessian, and of its values
+    alone (as ``_Counted``: a failed value gives the first one, so the checks can use it)."""
+
+    def __init__(
+        self,
+        fgh: Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray] | None],
+        f: Callable[[np.ndarray], float],
+    ):
+        self._fgh, self._f = fgh, f
+        self.n = 0
+        self.f0 = np.inf
+        self.failed = False
+
+    def fgh(self, x: np.ndarray) -> tuple[float, np.ndarray, np.ndarray] | None:
+        """Value, gradient and Hessian; None where the evaluation fails."""
+        self.n += 1
+        try:
+            out = self._fgh(np.asarray(x, dtype=float))
+        except (NotPositiveDefinite, np.linalg.LinAlgError, FloatingPointError):
+            return None
+        if out is None:
+            return None
+        v, g, H = float(out[0]), np.asarray(out[1], dtype=float), np.asarray(out[2], dtype=float)
+        return (v, g, H) if math.isfinite(v) and np.isfinite(g).all() and np.isfinite(H).all() else None
+
+    def __call__(self, x: np.ndarray) -> float:
+        self.n += 1
+        self.failed = True
+        try:
+            v = float(self._f(np.asarray(x, dtype=float)))
+        except (NotPositiveDefinite, np.linalg.LinAlgError, FloatingPointError):
+            return self.f0
+        if not math.isfinite(v):
+            return self.f0
+        self.failed = False
+        return v
+
+
+def minimize_exact_newton(
+    fgh: Callable[[np.ndarray], tuple[float, np.ndarray, np.ndarray] | None],
+    f: Callable[[np.ndarray], float],
+    x0: np.ndarray,
+    lower: np.ndarray,
+    *,
+    upper: np.ndarray | None = None,
+    diagonal: np.ndarray | None = None,
+    tol: float = _EXACT_TOL,
+    maxiter: int = _EXACT_STEPS,
+) -> tuple[np.ndarray, float, OptSummary, _CountedHessian] | None:
+    """Minimize ``f`` within bounds by Newton's method on its exact gradient and Hessian
+    (``fgh``: value, gradient, Hessian; ``f``: the value alone, for the line search).
+
+    Each step is Newton's, with the Hessian's eigenvalues made positive (absolute values, floored) where
+    it is not positive definite, along a backtracking line search. A step that would leave the
+    bounds ends it (None): at a variance's bound of zero the objective is even in it, a point
+    of zero gradient even where a positive value is better, and where the iteration leaves
+    such a point depends on its path; BOBYQA, lme4's optimizer, then decides. Steps whose
+    predicted decrease is below the objective's noise are judged by that decrease falling
+    (as ``newton_steps`` does). Stops when the predicted decrease ``g'H^-1 g`` is below ``tol``
+    (return code 1) or no longer falls once tiny (3); near-zero variances are then snapped to
+    zero as in ``minimize``. None when a step would leave the bounds, an evaluation at an
+    accepted point fails, the line search fails far from the optimum or the steps run out: the
+    caller falls back to a derivative-free optimizer.
+    """
+    lower = np.asarray(lower, dtype=float)
+    upper = np.full(len(x0), np.inf) if upper is None else np.asarray(upper, dtype=float)
+    x = np.clip(np.asarray(x0, dtype=float), lower, upper)
+    start = time.perf_counter()
+    fc = _CountedHessian(fgh, f)
+    out = fc.fgh(x)
+    if out is None:
+        return None
+    fx, g, H = out
+    fc.f0 = fx
+    code, last, before = 5, np.inf, (x, fx, g, H)
+    for _ in range(maxiter):
+        ev, V = np.linalg.eigh(H)
+        floor = 1e-8 * max(float(np.abs(ev).max()), 1.0)
+        p = -(V @ ((V.T @ g) / np.maximum(np.abs(ev), floor)))
+        dec = float(-(g @ p))
+        if not math.isfinite(dec):
+            return None
+        if dec <= tol:
+            code = 1
+            break
+        if dec >= last and dec <= _NEWTON_NOISE:  # (the last step went no nearer: undone)
+            x, fx, g, H = before
+            code = 3
+            break
+        last, before = dec, (x, fx, g, H)
+        alpha, nxt = 1.0, None
+        while alpha > 1e-10:
+            xt = x + alpha * p
+            if ((xt < lower) | (xt > upper)).any():
+                return None  # (a bound reached: see above)
+            if alpha == 1.0:
+                nxt = fc.fgh(xt)
+                ft = np.inf if nxt is None else nxt[0]
+            else:
+                ft = fc(xt)
+                ft = np.inf if fc.failed else ft
+            # (below the noise, a tiny step's value cannot judge it: the decrease must fall)
+            if ft <= fx + 1e-4 * (g @ (xt - x)) or (
+                dec <= _NEWTON_NOISE and ft <= fx + 1e-12 * (abs(fx) + 1.0)
+            ):
+                break
+            alpha *= 0.25
+        else:
+            if dec <= _NEWTON_NOISE:
+                code = 3
+                break
+            return None
+        if alpha != 1.0:
+            nxt = fc.fgh(xt)
+        if nxt is None:
+            return None
+        x, (fx, g, H) = xt, nxt
+    else:
+        return None
+    x, fmin = _snap(fc, x, fx, diagonal)
+    return x, float(fmin), _newton_summary("Newton (exact Hessian)", x0, x, fmin, fc.n, code, tol, start), fc
 
 
 def choose_method(nparams: int, work: float) -> str:

@@ -16,10 +16,10 @@ import math
 import numpy as np
 import scipy.linalg as sla
 
-from .cholesky import BlockedCholesky
+from .cholesky import BlockedCholesky, equal_blocks
 from .linalg import NotPositiveDefinite
 
-__all__ = ["WholeSystem"]
+__all__ = ["WholeSystem", "LevelDerivatives"]
 
 
 class WholeSystem:
@@ -176,3 +176,137 @@ class WholeSystem:
         d2_phi = 2.0 * Dv @ S_full @ Dv.T - E[:, :, 2]
         h_r = -d2_phi / phi + np.outer(vdv, vdv) / phi**2  # (d phi = -vdv)
         return parts, grad, np.stack([h_z, h_full - h_z - h_r, h_r])
+
+
+class LevelDerivatives:
+    """Exact derivatives of a one-term system along directions in lam, level by level.
+
+    With one term, the whole system is [[M, B], [B', C]]: M block diagonal with a level's
+    M_i = T'A_i T + I (k x k), B_i = T'R_i (R_i = Z_i'W[X y], k x m) and C = [X y]'W[X y].
+    Eliminating M leaves the Schur complement S = C - sum_i R_i' P_i R_i with P_i = T M_i^-1 T'
+    (m x m, whose factor holds log|L_X|^2 and r^2), so log|L_Z|^2 = sum_i log|M_i| and every
+    derivative is a batch of k x k products and a few m x m ones: no matrix of the whole
+    system's size, which a whole system (``WholeSystem``) needs, and none of the rows, which
+    ``LMMObjective.gradient`` sums over. Levels with equal blocks A_i share their k x k work
+    (``equal_blocks``: balanced designs have one), and sum_i R_i' X R_i over a group of them is
+    one product with sum_i R_i (x) R_i, formed once. The directions are T's derivatives along
+    the optimizer's parameters (a handful), so the Hessian costs the square of their number,
+    not of lam's size.
+    """
+
+    def __init__(self, chol: BlockedCholesky, groups: tuple[np.ndarray, np.ndarray] | None = None):
+        lay = self.layout = chol.layout
+        blocks = self.blocks = chol.blocks
+        assert blocks is not None and lay.qr == 0
+        pat = chol.pattern
+        k, m = lay.k1, lay.m
+        R = np.zeros((m, lay.q1))
+        R[pat.indices, pat.col] = blocks.r1
+        R = R.T.reshape(lay.l1, k, m)
+        outer = (R[:, :, None, :, None] * R[:, None, :, None, :]).reshape(lay.l1, k * k * m * m)
+        if groups is None:
+            self._A, self._counts, W = blocks.A11, np.ones(lay.l1), outer
+        else:
+            first, which = groups
+            order = np.argsort(which, kind="stable")
+            counts = np.bincount(which, minlength=len(first))
+            self._A, self._counts = blocks.A11[first], counts.astype(float)
+            W = np.add.reduceat(outer[order], np.cumsum(counts) - counts, axis=0)
+        self._W = W.reshape(-1, m * m)  # sum_i R_i (x) R_i per group of levels
+        C = np.tril(chol.A_rr)
+        self._C = C + np.tril(C, -1).T
+        self._eye = np.eye(k)
+
+    @classmethod
+    def of(cls, chol: BlockedCholesky, max_size: int) -> LevelDerivatives | None:
+        """The level derivatives of a one-term system whose sums over the levels
+        (sum_i R_i (x) R_i per group) hold at most ``max_size`` values; else None."""
+        lay = chol.layout
+        if type(chol) is not BlockedCholesky or lay.qr or chol.blocks is None:
+            return None
+        groups = equal_blocks(chol.blocks.A11)
+        if (lay.l1 if groups is None else len(groups[0])) * (lay.k1 * lay.m) ** 2 > max_size:
+            return None
+        return cls(chol, groups)
+
+    def _sum(self, X: np.ndarray) -> np.ndarray:
+        """sum_i R_i' X_g(i) R_i for a stack of per-group k x k matrices (..., groups, k, k)."""
+        lead = X.shape[:-3]
+        m = self._C.shape[0]
+        return np.asarray(X.reshape((*lead, -1)) @ self._W).reshape((*lead, m, m))
+
+    def derivatives(
+        self, lam: np.ndarray, dT: np.ndarray, d2T: np.ndarray | None = None
+    ) -> tuple[tuple[float, float, float], np.ndarray, np.ndarray | None] | None:
+        """The parts at ``lam`` (as ``objective_parts``), and the exact first (3 x d) and, given
+        ``d2T``, second (3 x d x d) derivatives of log|L_Z|^2, log|L_X|^2 and log r^2 along the
+        d directions whose derivatives of T are ``dT`` (d x k x k) and ``d2T`` (d x d x k x k);
+        None when M or S is not positive definite, or y lies in the column space.
+
+        With N_i = M_i^-1, M_a = T_a'A T + T'A T_a (and M_ab likewise)::
+
+            d log|M_i| = tr(N M_a)        d2 log|M_i| = tr(N M_ab) - tr(N M_a N M_b)
+            N_a = -N M_a N                N_ab = N M_a N M_b N + N M_b N M_a N - N M_ab N
+
+        P_a and P_ab are the product rule's terms of T N T', S_a = -sum R'P_a R, and S's own
+        log-determinant and phi = (S^-1)_yy = 1 / r^2 follow as in ``WholeSystem.derivatives``.
+        """
+        T = self.layout.tmats(np.asarray(lam, dtype=float))[0]
+        A, eye = self._A, self._eye
+        AT = A @ T
+        M = T.T @ AT + eye
+        try:
+            L = np.linalg.cholesky(M)
+        except np.linalg.LinAlgError:
+            return None
+        Linv = np.linalg.solve(L, np.broadcast_to(eye, L.shape))
+        N = np.swapaxes(Linv, 1, 2) @ Linv
+        G = N @ T.T  # N T'
+        S = self._C - self._sum(T @ G)
+        U, info = sla.lapack.dpotrf(S, lower=0, clean=1)
+        if info != 0:
+            return None
+        counts = self._counts
+        logdet_z = 2.0 * float(counts @ np.log(np.diagonal(L, axis1=1, axis2=2)).sum(axis=1))
+        if not math.isfinite(logdet_z):
+            return None
+        r2 = float(U[-1, -1] ** 2)
+        parts = (logdet_z, 2.0 * float(np.log(U.diagonal()[:-1]).sum()), r2)
+        Sinv = sla.cho_solve((U, False), np.eye(len(S)))
+        v = Sinv[:, -1]
+        phi = float(v[-1])
+        # first derivatives
+        Ma = np.swapaxes(dT, 1, 2)[:, None] @ AT  # T_a'A T: (d, groups, k, k)
+        Ma = Ma + np.swapaxes(Ma, 2, 3)
+        NMa = N @ Ma  # N M_a
+        g_z = np.einsum("aikk,i->a", NMa, counts)
+        TaG = dT[:, None] @ G  # T_a N T'
+        Na = -NMa @ N
+        Sa = -self._sum(TaG + np.swapaxes(TaG, 2, 3) + T @ Na @ T.T)  # (d, m, m)
+        SiSa = Sinv @ Sa
+        g_s = np.einsum("akk->a", SiSa)
+        Sav = Sa @ v  # (d, m)
+        dphi = -(Sav @ v)
+        d_r = -dphi / phi  # d log r^2 = -d phi / phi
+        grad = np.stack([g_z, g_s - d_r, d_r])  # (log|L_X|^2 = log|S| - log r^2)
+        if d2T is None:
+            return parts, grad, None
+        # second derivatives, indexed [a, b]
+        Tt, dTt = T.T, np.swapaxes(dT, 1, 2)
+        Mab = dTt[:, None, None] @ (A @ dT[:, None])[None] + np.swapaxes(d2T, 2, 3)[:, :, None] @ AT
+        Mab = Mab + np.swapaxes(Mab, 3, 4)  # T_a'A T_b + T_b'A T_a + T_ab'A T + T'A T_ab
+        h_z = np.einsum("ikl,abilk,i->ab", N, Mab, counts) - np.einsum("aikl,bilk,i->ab", NMa, NMa, counts)
+        Nab = NMa[:, None] @ NMa[None] @ N  # N M_a N M_b N
+        Nab = Nab + np.swapaxes(Nab, 0, 1) - N @ Mab @ N
+        X = d2T[:, :, None] @ G  # T_ab N T'
+        X = X + np.swapaxes(X, 3, 4)
+        Y = dT[:, None, None] @ Na[None] @ Tt  # T_a N_b T'
+        Y = Y + np.swapaxes(Y, 3, 4)  # + T N_b T_a'
+        X = X + Y + np.swapaxes(Y, 0, 1)
+        Z = dT[:, None, None] @ N @ dTt[None, :, None]  # T_a N T_b'
+        X = X + Z + np.swapaxes(Z, 0, 1) + T @ Nab @ Tt
+        Sab = -self._sum(X)  # (d, d, m, m)
+        h_s = np.einsum("kl,ablk->ab", Sinv, Sab) - np.einsum("akl,blk->ab", SiSa, SiSa)
+        d2phi = 2.0 * Sav @ Sinv @ Sav.T - np.einsum("k,abkl,l->ab", v, Sab, v)
+        h_r = -d2phi / phi + np.outer(dphi, dphi) / phi**2
+        return parts, grad, np.stack([h_z, h_s - h_r, h_r])
