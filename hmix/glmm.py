@@ -64,7 +64,7 @@ class PirlsSettings:
     >>> g = hmix.glmer("cbind(incidence, size - incidence) ~ period + (1 | herd)",
     ...                hmix.datasets.load("cbpp"), family="binomial")
     >>> g.optsum.pirls
-    PirlsSettings(maxit=50, tol=1e-12, eta_tol=1e-11, halvings=12, early_stop=False)
+    PirlsSettings(maxit=50, tol=1e-12, eta_tol=inf, halvings=12, early_stop=False)
     >>> g.optsum.pirls_theta
     PirlsSettings(maxit=50, tol=0.0001, eta_tol=inf, halvings=12, early_stop=True)
     """
@@ -77,20 +77,16 @@ class PirlsSettings:
 
     @classmethod
     def for_family(cls, family: Family, zero_inflated: bool = False) -> PirlsSettings:
-        """The defaults for a family. PIRLS stops once the penalized deviance and the linear
-        predictor have both stopped moving (``tol``, ``eta_tol``): a start that close to the modes
-        (the chord steps after a small move of the parameters, as in a finite difference) then
-        costs a single factorization. With the canonical link PIRLS is Newton's method, and a
-        change of 1e-12 in the penalized deviance leaves the modes exact to about the square of
-        the last step; eta within 1e-11 keeps the Laplace log-determinant (linear in the modes)
-        exact enough for differences of the objective over steps of 1e-5. For other links
-        (probit, cloglog) its Fisher scoring converges only linearly: a small change in the
-        penalized deviance (quadratic near its minimum) still leaves the modes ~1e-6 off, which
-        moves the log-determinant by ~1e-7 and makes the objective depend on where PIRLS started;
-        there the deviance's tolerance is 1e-14 and eta's 1e-10, and so for zero-inflated
-        models, whose PIRLS weights are not their curvature."""
+        """The defaults for a family. With the canonical link PIRLS is Newton's method: once the
+        penalized deviance changes by 1e-12, the modes are exact to about the square of the last
+        step. For other links (probit, cloglog) its Fisher scoring converges only linearly: a
+        small change in the penalized deviance (quadratic near its minimum) still leaves the
+        modes ~1e-6 off, which moves the Laplace log-determinant (linear in them) by ~1e-7 and
+        makes the objective depend on where PIRLS started. There the linear predictor must also
+        have stopped moving, to 1e-10; so for zero-inflated models, whose PIRLS weights are
+        not their curvature."""
         if family.canonical and not zero_inflated:
-            return cls(tol=1e-12, eta_tol=1e-11)
+            return cls(tol=1e-12)
         return cls(tol=1e-14, eta_tol=1e-10)
 
     def loosened(self, tol: float, early_stop: bool = False) -> PirlsSettings:
