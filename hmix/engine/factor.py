@@ -18,7 +18,7 @@ import scipy.linalg as sla
 import scipy.sparse as sp
 
 from .layout import Layout
-from .linalg import NotPositiveDefinite, blockdiag, pairs_of, tri_solve
+from .linalg import NotPositiveDefinite, blockdiag, column_pairs, tri_solve
 from .statistics import Pattern
 
 if TYPE_CHECKING:
@@ -252,22 +252,22 @@ class Factor:
             else:
                 if entries is not None:  # G = L21 L11^-1 on L21's entries, CSC order
                     vals, rows, ecols = entries
-                    data, indptr = vals * self.L11inv[ecols, 0, 0], self.pattern.zpart[3]
+                    data = vals * self.L11inv[ecols, 0, 0]
+                    # (the pattern's own, computed once, for the rows of the whole model)
+                    if cols is lay.row_columns[0]:
+                        level_pairs, row_entries = self.pattern.row_inverse_pairs
+                    else:
+                        level_pairs, row_entries = column_pairs(self.pattern.zpart[3], l1, k1, cols)
                 else:
                     assert G is not None
                     G = G.tocsc()
-                    rows, data, indptr = G.indices, G.data, G.indptr
-                start, count = indptr[:-1], np.diff(indptr)
-                levels = np.arange(l1) * k1
-                for a in range(k1):
-                    for b in range(a, k1):
-                        grp, ea, eb = pairs_of(
-                            start[levels + a], count[levels + a], start[levels + b], count[levels + b]
-                        )
-                        s = np.bincount(grp, data[ea] * data[eb] * vrr(rows[ea], rows[eb]), minlength=l1)
-                        V11[:, a, b] += s
-                        if b != a:
-                            V11[:, b, a] += s
+                    rows, data = G.indices, G.data
+                    level_pairs, row_entries = column_pairs(G.indptr, l1, k1, cols)
+                for (a, b), (grp, ea, eb) in level_pairs.items():
+                    s = np.bincount(grp, data[ea] * data[eb] * vrr(rows[ea], rows[eb]), minlength=l1)
+                    V11[:, a, b] += s
+                    if b != a:
+                        V11[:, b, a] += s
             for a in range(k1):
                 c = cols[:, a]
                 for b in range(k1, K):
@@ -275,7 +275,7 @@ class Factor:
                     if isinstance(G, np.ndarray):
                         v = -VG[r, c]
                     else:  # -(Vrr G)[r, c]: a sum over column c's nonzeros
-                        grp, e, _ = pairs_of(start[c], count[c], np.zeros(n, np.int64), np.ones(n, np.int64))
+                        grp, e = row_entries[a]
                         v = -np.bincount(grp, data[e] * vrr(r[grp], rows[e]), minlength=n)
                     V[:, a, b] = V[:, b, a] = v
             for a in range(k1, K):

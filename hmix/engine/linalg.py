@@ -73,6 +73,34 @@ def pairs_of(
     return grp, start_a[grp] + t // cb, start_b[grp] + t % cb
 
 
+# per pair of a level's columns, (group, a, b); per column of the rows, (row, entry)
+ColumnPairs = tuple[
+    dict[tuple[int, int], tuple[np.ndarray, np.ndarray, np.ndarray]], list[tuple[np.ndarray, np.ndarray]]
+]
+
+
+def column_pairs(indptr: np.ndarray, l1: int, k1: int, cols: np.ndarray) -> ColumnPairs:
+    """Where the sums of ``Factor.row_inverse`` run, for a sparse first block column of CSC
+    pointer ``indptr`` (q1 columns, l1 levels of k1): per pair (a, b), a <= b, of a level's
+    columns, every pair of nonzeros of its columns a and b (``pairs_of``); per column a of
+    ``cols`` (the rows' first-term columns), each row's nonzeros of that column ``(row, entry)``.
+    They depend on the pattern alone: computed once for every factor that shares it."""
+    start, count = indptr[:-1], np.diff(indptr)
+    levels = np.arange(l1) * k1
+    level_pairs = {
+        (a, b): pairs_of(start[levels + a], count[levels + a], start[levels + b], count[levels + b])
+        for a in range(k1)
+        for b in range(a, k1)
+    }
+    n = len(cols)
+    row_entries = []
+    for a in range(k1):
+        c = cols[:, a]
+        grp, e, _ = pairs_of(start[c], count[c], np.zeros(n, np.int64), np.ones(n, np.int64))
+        row_entries.append((grp, e))
+    return level_pairs, row_entries
+
+
 def chol2(S: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Cholesky factors of S_j + I and their inverses for a batch of 2 x 2 matrices S_j
     (closed forms: a tenth of LAPACK's batch overhead)."""

@@ -20,6 +20,7 @@ import numpy as np
 import scipy.sparse as sp
 
 from .layout import Layout
+from .linalg import ColumnPairs, column_pairs
 
 __all__ = ["Pattern", "Blocks", "RowStatistics", "reduce_blocks", "ranked"]
 
@@ -99,6 +100,12 @@ class Pattern:
         cols = self.col[zsel].astype(np.int64)
         indptr = np.concatenate([[0], np.cumsum(np.bincount(cols, minlength=self.layout.q1))])
         return zsel, self.indices[zsel], cols, indptr
+
+    @cached_property
+    def row_inverse_pairs(self) -> ColumnPairs:
+        """``column_pairs`` of the random-effects part of A_r1 (``zpart``) and the rows' columns."""
+        lay = self.layout
+        return column_pairs(self.zpart[3], lay.l1, lay.k1, lay.row_columns[0])
 
     def r1_matrix(self, data: np.ndarray) -> sp.csc_matrix:
         """A_r1 with the given values."""
