@@ -66,7 +66,7 @@ class SchurUpdate(ABC):
 
     @abstractmethod
     def schur(
-        self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
+        self, A_rr: RestBlock, B: np.ndarray, out: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         """M = A_rr - S, fresh or in ``out`` (a workspace of A_rr's shape), and the dense F (or
         None)."""
@@ -172,10 +172,10 @@ class PairMapUpdate(SchurUpdate):
         self.P_sum, self.P_rep = (self.P @ C).tocsc(), rep
 
     def schur(
-        self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
+        self, A_rr: RestBlock, B: np.ndarray, out: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         G = (B @ np.swapaxes(B, 1, 2)).ravel()
-        M = copy_into(A_rr, out)
+        M = A_rr.into(out)
         if self.P_sum is not None:  # (one G per distinct A11 block)
             M.ravel()[self.keys] -= self.P_sum @ G.reshape(self.layout.l1, -1)[self.P_rep].ravel()
         else:
@@ -202,7 +202,7 @@ class DenseUpdate(SchurUpdate):
         self._dense.ravel()[self._flat] = blocks.r1
 
     def schur(
-        self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
+        self, A_rr: RestBlock, B: np.ndarray, out: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         A = self._dense
         assert A is not None
@@ -212,7 +212,8 @@ class DenseUpdate(SchurUpdate):
         else:  # (numpy's batched matmul: several times einsum's speed on these small blocks)
             F = np.matmul(A.swapaxes(0, 1), B).swapaxes(0, 1).reshape(lay.m, -1)
         M = np.matmul(F, F.T, out=out)
-        np.subtract(A_rr, M, out=M)
+        np.negative(M, out=M)
+        A_rr.add_to(M)
         return M, F
 
 
@@ -228,17 +229,19 @@ class SparseUpdate(SchurUpdate):
         self._A_r1 = self.pattern.r1_matrix(blocks.r1)
 
     def schur(
-        self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
+        self, A_rr: RestBlock, B: np.ndarray, out: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         F = (self._A_r1 @ blockdiag(B)).tocsr()
         Ft = F.T.tocsr()
-        M = np.empty_like(A_rr) if out is None else out
+        M = np.empty(A_rr.shape) if out is None else out
         # F F' by blocks of rows, each written into M: never the whole product as a sparse
         # matrix (its entries fill most of S, at 12 bytes each beside M's 8)
         step = max(1, _SPARSE_BLOCK // max(1, M.shape[1]))
         for start in range(0, M.shape[0], step):
             stop = min(start + step, M.shape[0])
-            np.subtract(A_rr[start:stop], (F[start:stop] @ Ft).toarray(), out=M[start:stop])
+            rows = M[start:stop]
+            np.negative((F[start:stop] @ Ft).toarray(), out=rows)
+            A_rr.add_to(rows, start)
         return M, None
 
 
@@ -338,13 +341,52 @@ def equal_blocks(A11: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
     return first, which.ravel()
 
 
-def copy_into(A: np.ndarray, out: np.ndarray | None) -> np.ndarray:
-    """A's copy: in ``out`` when given (a workspace whose pages are already mapped: a fresh
-    array of a large rest block costs more in page faults than the copy itself), else fresh."""
-    if out is None:
-        return A.copy()
-    np.copyto(out, A)
-    return out
+class RestBlock:
+    """A_rr, the rest block of the statistics: the later terms' Z'WZ (its values on the
+    pattern's ``rr_keys``), Z_r'W[X y] and [X y]'W[X y], kept as those parts rather than as a
+    dense m x m array. A Schur update writes M = A_rr - S straight into its buffer (``into``), so
+    a large rest block is held once, as M (the factor), not twice (a dense A_rr beside it: the
+    later terms' Z'WZ is as sparse as their crossings, diagonal for a single one)."""
+
+    def __init__(self, pattern: Pattern):
+        self.layout = pattern.layout
+        self.keys = pattern.rr_keys
+        self.blocks: Blocks | None = None
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.layout.m, self.layout.m
+
+    def into(self, out: np.ndarray | None = None) -> np.ndarray:
+        """A_rr (its lower triangle: the upper one is not read), in ``out`` when given (a workspace whose
+        pages are already mapped: a fresh array of a large rest block costs more in page faults
+        than writing it), else fresh."""
+        if out is None:
+            out = np.zeros(self.shape)
+        else:
+            out.fill(0.0)
+        self.add_to(out)
+        return out
+
+    def add_to(self, M: np.ndarray, start: int = 0) -> None:
+        """Add A_rr (its lower triangle, at least) to M, the rows ``start`` to ``start + len(M)`` of an m x m
+        array (C order)."""
+        assert self.blocks is not None
+        lay, b = self.layout, self.blocks
+        qr, m, stop = lay.qr, lay.m, start + len(M)
+        if qr and start < qr:
+            lo, hi = np.searchsorted(self.keys, [start * m, min(stop, qr) * m])
+            M.ravel()[self.keys[lo:hi] - start * m] += b.rr[lo:hi]
+        if stop > qr:
+            first = max(start, qr)
+            rows = M[first - start :]
+            rows[:, :qr] += b.zr_xy.T[first - qr : stop - qr]
+            rows[:, qr:] += b.xy[first - qr : stop - qr]
+
+    def dense(self) -> np.ndarray:
+        """A_rr as a symmetric dense array (small systems: the whole system's coefficients)."""
+        A = np.tril(self.into())
+        return A + np.tril(A, -1).T
 
 
 # ----- the factorization ---------------------------------------------------------------------
@@ -358,8 +400,7 @@ class BlockedCholesky:
         self.pattern = pattern
         self.update = update
         self.rest = rest
-        m = self.layout.m
-        self.A_rr = np.zeros((m, m))  # refilled in place: the same entries every time
+        self.A_rr = RestBlock(pattern)
         self.blocks: Blocks | None = None
         # levels whose first-term blocks are equal share their factors (see set_blocks)
         self.shared_blocks = shared_blocks
@@ -367,12 +408,7 @@ class BlockedCholesky:
         self._workspace: np.ndarray | None = None
 
     def set_blocks(self, blocks: Blocks) -> None:
-        lay, A_rr = self.layout, self.A_rr
-        qr = lay.qr
-        if qr:
-            A_rr.ravel()[self.pattern.rr_keys] = blocks.rr
-            A_rr[qr:, :qr] = blocks.zr_xy.T
-        A_rr[qr:, qr:] = blocks.xy  # (whole: nothing reads A_rr's upper triangle)
+        self.A_rr.blocks = blocks
         self.update.refill(blocks)
         self.blocks = blocks
         # the factors of equal first-term blocks are equal: each is computed once (balanced
@@ -462,7 +498,7 @@ class BlockedCholesky:
         out = None
         if workspace:
             if self._workspace is None:
-                self._workspace = np.empty_like(self.A_rr)
+                self._workspace = np.empty(self.A_rr.shape)
             out = self._workspace
         M, F = self.update.schur(self.A_rr, first[3], out)
         return self.finish(lam, first, M, F)

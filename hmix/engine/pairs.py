@@ -30,7 +30,7 @@ import numpy as np
 import scipy.linalg as sla
 import scipy.sparse as sp
 
-from .cholesky import SchurUpdate, copy_into
+from .cholesky import RestBlock, SchurUpdate
 from .statistics import Blocks, Pattern, ranked
 
 __all__ = ["PairRowsUpdate"]
@@ -190,12 +190,12 @@ class PairRowsUpdate(SchurUpdate):
         self._Axy = Axy
 
     def schur(
-        self, A_rr: np.ndarray, B: np.ndarray, out: np.ndarray | None = None
+        self, A_rr: RestBlock, B: np.ndarray, out: np.ndarray | None = None
     ) -> tuple[np.ndarray, np.ndarray | None]:
         assert self._A is not None and self._Axy is not None
         lay = self.layout
         g = B[:, 0, 0] * B[:, 0, 0]
-        M = copy_into(A_rr, out)
+        M = A_rr.into(out)
         flat = M.ravel()
         for c in self._chunks:  # (chunk by chunk: no temporary the size of all keys)
             flat[c.keys] -= c.product(g)

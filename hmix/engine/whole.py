@@ -88,8 +88,7 @@ class WholeSystem:
         A.ravel()[self._a11] = blocks.A11.ravel()
         r1_rows, r1_cols = q1 + chol.pattern.indices, chol.pattern.col
         A[r1_rows, r1_cols] = A[r1_cols, r1_rows] = blocks.r1
-        rr = np.tril(chol.A_rr)
-        A[q1:, q1:] = rr + np.tril(rr, -1).T
+        A[q1:, q1:] = chol.A_rr.dense()
         out = np.zeros((1 + lay.nlam + len(self._pairs[0]), size, size))
         out[0, q:, q:] = A[q:, q:]
         out[0, np.arange(q), np.arange(q)] = 1.0
@@ -213,8 +212,7 @@ class LevelDerivatives:
             self._A, self._counts = blocks.A11[first], counts.astype(float)
             W = np.add.reduceat(outer[order], np.cumsum(counts) - counts, axis=0)
         self._W = W.reshape(-1, m * m)  # sum_i R_i (x) R_i per group of levels
-        C = np.tril(chol.A_rr)
-        self._C = C + np.tril(C, -1).T
+        self._C = chol.A_rr.dense()
         self._eye = np.eye(k)
 
     @classmethod
